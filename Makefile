@@ -1,0 +1,29 @@
+# podflame: `make run` starts it on this host, `make test` proves it.
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8420
+
+.PHONY: run test lint bench install install-dev unit clean
+
+install:
+	bash scripts/install.sh run
+
+install-dev:
+	bash scripts/install.sh dev
+
+run: install
+	$(BIN)/podflame up --port $(PORT)
+
+test: install-dev lint
+	$(BIN)/python -m pytest -ra
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/typecheck.py
+
+bench: install-dev
+	$(BIN)/python -m benchmarks.run --output docs/benchmarks.md
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The podflame server: ingest, ClickHouse storage and the HTTP API."""
