@@ -1,1 +1,5 @@
-"""The node agent: samples CPU stacks with BPF, symbolizes them, attributes them to processes and ships batches to the server."""
+"""The node agent.
+
+Samples CPU stacks with BPF, symbolizes them, attributes them to processes and ships batches
+to the server.
+"""

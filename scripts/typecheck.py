@@ -40,7 +40,15 @@ def link_tree() -> None:
 def main() -> int:
     link_tree()
     return subprocess.call(
-        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "-p", "podflame"],
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "-p",
+            "podflame",
+        ],
         cwd=TREE,
     )
 

@@ -1,0 +1,5 @@
+import sys
+
+from podflame.cli import main
+
+sys.exit(main())

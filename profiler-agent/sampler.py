@@ -1,0 +1,194 @@
+"""Loads the CPU sampling BPF program and drains its double-buffered maps.
+
+The kernel side (bpf/cpu_profile.bpf.c) counts samples per (process, user
+stack, kernel stack) into the active slot. A drain flips the slot, waits for
+programs that already read the old slot to finish, then reads and clears the
+old slot's maps: nothing is lost or counted twice at the boundary.
+"""
+
+import ctypes
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from podflame.bpf import source_path
+
+log = logging.getLogger(__name__)
+
+BPF_SOURCE = "cpu_profile.bpf.c"
+
+# A perf_event BPF program runs in interrupt context for a few microseconds.
+# Waiting this long after the flip lets any run that read the old slot finish.
+FLIP_GRACE_SECONDS = 0.005
+
+# Must match enum drop_reason in the BPF program.
+DROP_REASONS = ("user_stack", "kernel_stack", "count_map")
+
+
+@dataclass(frozen=True)
+class SampleCount:
+    pid: int
+    comm: str
+    user_stack: tuple[int, ...]
+    kernel_stack: tuple[int, ...]
+    count: int
+
+
+@dataclass
+class Drain:
+    """Everything the kernel counted during one interval."""
+
+    start_ns: int
+    end_ns: int
+    samples: list[SampleCount] = field(default_factory=list)
+    drops: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_samples(self) -> int:
+        return sum(s.count for s in self.samples)
+
+
+@dataclass(frozen=True)
+class MapSizes:
+    stack_entries: int
+    count_entries: int
+
+
+def map_sizes(frequency: int, interval: float, cpus: int) -> MapSizes:
+    """Size the maps for the samples one interval can produce.
+
+    Each sample adds at most one user and one kernel stack. The stack map is a
+    hash table without collision chaining, so it gets 4x headroom; entries are
+    powers of two, bounded so a mistaken setting cannot eat the node's memory.
+    """
+    samples = max(1, int(frequency * interval * cpus))
+    stacks = _power_of_two(4 * 2 * samples, low=1024, high=1 << 18)
+    counts = _power_of_two(2 * samples, low=1024, high=1 << 18)
+    return MapSizes(stack_entries=stacks, count_entries=counts)
+
+
+def _power_of_two(value: int, *, low: int, high: int) -> int:
+    size = 1 << max(0, value - 1).bit_length()
+    return max(low, min(high, size))
+
+
+class CpuSampler:
+    """Owns the BPF program: attach on start, drain periodically, detach on close."""
+
+    def __init__(self, *, frequency: int, interval: float, kernel_stacks: bool) -> None:
+        self.frequency = frequency
+        self.period_ns = round(1e9 / frequency)
+        self.kernel_stacks = kernel_stacks
+        self.sizes = map_sizes(frequency, interval, os.cpu_count() or 1)
+        self._bpf: Any = None
+        self._slot = 0
+        self._last_drain_ns = time.time_ns()
+        self._drops_seen = dict.fromkeys(DROP_REASONS, 0)
+
+    def start(self) -> None:
+        from bcc import BPF, PerfSWConfig, PerfType  # loaded only where BPF runs
+
+        cflags = [
+            f"-DSTACK_MAP_ENTRIES={self.sizes.stack_entries}",
+            f"-DCOUNT_MAP_ENTRIES={self.sizes.count_entries}",
+            f"-DKERNEL_STACKS={int(self.kernel_stacks)}",
+        ]
+        self._bpf = BPF(src_file=str(source_path(BPF_SOURCE)).encode(), cflags=cflags)
+        self._set_slot(0)
+        # cpu-clock counts nanoseconds, so a fixed period makes every sample
+        # worth exactly period_ns of CPU time.
+        self._bpf.attach_perf_event(
+            ev_type=PerfType.SOFTWARE,
+            ev_config=PerfSWConfig.CPU_CLOCK,
+            fn_name=b"on_sample",
+            sample_period=self.period_ns,
+        )
+        self._last_drain_ns = time.time_ns()
+        log.info(
+            "sampling all CPUs at %d Hz (stack map %d entries, count map %d, kernel stacks %s)",
+            self.frequency,
+            self.sizes.stack_entries,
+            self.sizes.count_entries,
+            "on" if self.kernel_stacks else "off",
+        )
+
+    def close(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def drain(self) -> Drain:
+        """Switch slots, then read and clear what the kernel counted in the old one."""
+        if self._bpf is None:
+            raise RuntimeError("sampler not started")
+        old = self._slot
+        self._set_slot(1 - old)
+        end_ns = time.time_ns()
+        time.sleep(FLIP_GRACE_SECONDS)
+        drain = Drain(start_ns=self._last_drain_ns, end_ns=end_ns)
+        self._last_drain_ns = end_ns
+        drain.samples = list(self._read_slot(old))
+        drain.drops = self._read_drops()
+        self._table(f"stacks_{old}").clear()
+        return drain
+
+    def _table(self, name: str) -> Any:
+        return self._bpf[name.encode()]
+
+    def _set_slot(self, slot: int) -> None:
+        config = self._table("config")
+        config[ctypes.c_int(0)] = ctypes.c_uint32(slot)
+        self._slot = slot
+
+    def _read_slot(self, slot: int) -> Iterator[SampleCount]:
+        counts = self._table(f"counts_{slot}")
+        stacks = self._table(f"stacks_{slot}")
+        cache: dict[int, tuple[int, ...]] = {}
+        for key, value in _read_and_clear(counts):
+            yield SampleCount(
+                pid=key.pid,
+                comm=key.comm.decode(errors="replace"),
+                user_stack=_stack(stacks, key.user_stack_id, cache),
+                kernel_stack=_stack(stacks, key.kernel_stack_id, cache),
+                count=value,
+            )
+
+    def _read_drops(self) -> dict[str, int]:
+        """Drops since the last drain.
+
+        The per-CPU counters are never reset (a reset would race with the
+        kernel incrementing them); the difference to the last reading is new.
+        """
+        table = self._table("drops")
+        drops = {}
+        for index, reason in enumerate(DROP_REASONS):
+            total = int(table.sum(ctypes.c_int(index)).value)
+            drops[reason] = total - self._drops_seen[reason]
+            self._drops_seen[reason] = total
+        return drops
+
+
+def _read_and_clear(table: Any) -> list[tuple[Any, int]]:
+    """All (key, count) entries of an inactive hash map, which is then empty."""
+    try:
+        # The batch call yields counts as ints; one syscall per chunk of keys.
+        return [(k, int(v)) for k, v in table.items_lookup_and_delete_batch()]
+    except Exception:  # kernels without batch operations
+        items = [(k, int(v.value)) for k, v in table.items()]
+        table.clear()
+        return items
+
+
+def _stack(stacks: Any, stack_id: int, cache: dict[int, tuple[int, ...]]) -> tuple[int, ...]:
+    """Addresses of a stack, leaf first; empty when the kernel recorded none."""
+    if stack_id < 0:
+        return ()
+    if stack_id not in cache:
+        try:
+            cache[stack_id] = tuple(stacks.walk(stack_id))
+        except KeyError:
+            cache[stack_id] = ()
+    return cache[stack_id]

@@ -1,0 +1,42 @@
+"""Read a request body, gzip-encoded or not, without ever holding more than a limit."""
+
+import zlib
+
+from fastapi import HTTPException, Request
+
+_GZIP_ENCODINGS = ("gzip", "x-gzip")
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The decoded body; 413 past `limit` bytes (before or after decompression)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", *_GZIP_ENCODINGS):
+        raise HTTPException(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise _too_large(limit)
+    return _gunzip(bytes(raw), limit) if encoding in _GZIP_ENCODINGS else bytes(raw)
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)
+    try:
+        # max_length stops a small "zip bomb" from expanding past the limit.
+        body = decompressor.decompress(data, limit + 1)
+    except zlib.error as error:
+        raise HTTPException(400, f"invalid gzip body: {error}") from None
+    if len(body) > limit:
+        raise _too_large(limit)
+    if not decompressor.eof:
+        raise HTTPException(400, "invalid gzip body: truncated")
+    return body
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"body larger than {limit} bytes (PODFLAME_MAX_INGEST_BYTES)")

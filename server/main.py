@@ -1,0 +1,66 @@
+"""Run the server: open the store, build the app, serve it with uvicorn."""
+
+import logging
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+import uvicorn
+
+from podflame.server.app import create_app
+from podflame.server.clickhouse_store import open_store
+from podflame.server.settings import ServerSettings
+from podflame.server.store import ProfileStore
+
+logger = logging.getLogger(__name__)
+
+
+class _StoreServer(uvicorn.Server):
+    """A uvicorn server that closes its store once it has stopped serving.
+
+    So `podflame up` can run one in a thread, set should_exit, and open the
+    same chDB path again afterwards.
+    """
+
+    def __init__(self, config: uvicorn.Config, store: ProfileStore) -> None:
+        super().__init__(config)
+        self.store = store
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().serve(sockets)
+        finally:
+            self.store.close()
+
+
+def build_server(settings: ServerSettings) -> uvicorn.Server:
+    """Open the store and return a server ready to run(); stop it with should_exit = True."""
+    store = open_store(settings.storage, retention_days=settings.retention_days)
+    app = create_app(store, max_ingest_bytes=settings.max_ingest_bytes)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    return _StoreServer(config, store)
+
+
+def serve(settings: ServerSettings) -> None:
+    # A no-op when the caller has configured logging already.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    server = build_server(settings)
+    logger.info(
+        "podflame server at %s (storage %s)", server_url(settings), redact(settings.storage)
+    )
+    server.run()
+
+
+def server_url(settings: ServerSettings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}/"
+
+
+def redact(dsn: str) -> str:
+    """The storage DSN without its password, fit for a log."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,72 @@
+"""POST /api/v1/ingest: agents send their batches here."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
+
+from podflame.model import Batch
+from podflame.server.body import read_body
+from podflame.server.deps import MaxIngestBytes, Store
+from podflame.server.errors import ERROR_RESPONSES, ErrorBody
+from podflame.server.store import ProfileStore
+
+router = APIRouter(tags=["ingest"])
+
+# The body is read by hand (to decompress and cap it), so FastAPI cannot infer
+# its schema; declare it, pointing at the Batch model the app adds to the schema.
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}},
+    }
+}
+
+
+class IngestResponse(BaseModel):
+    stored_samples: int = Field(description="Sample rows in the batch.")
+    stacks: int = Field(description="Distinct stacks in the batch.")
+
+
+@router.post(
+    "/api/v1/ingest",
+    response_model=IngestResponse,
+    summary="Store one agent batch",
+    openapi_extra=_BATCH_BODY,
+    responses={
+        **ERROR_RESPONSES,
+        413: {"model": ErrorBody, "description": "Body too large."},
+        415: {"model": ErrorBody, "description": "Unsupported Content-Encoding."},
+    },
+)
+async def ingest(
+    request: Request,
+    store: Store,
+    max_bytes: MaxIngestBytes,
+    # Declared for the documentation only; read_body() looks at the header itself.
+    content_encoding: Annotated[
+        str | None, Header(description="gzip to send a compressed body.")
+    ] = None,
+) -> IngestResponse:
+    """A retried batch (same batch_id) is stored once."""
+    body = await read_body(request, max_bytes)
+    # Parsing a large batch and writing it block; keep them off the event loop.
+    return await run_in_threadpool(_store, store, body)
+
+
+def _store(store: ProfileStore, body: bytes) -> IngestResponse:
+    result = store.ingest(parse_batch(body))
+    return IngestResponse(stored_samples=result.stored_samples, stacks=result.stacks)
+
+
+def parse_batch(body: bytes) -> Batch:
+    try:
+        return Batch.model_validate_json(body)
+    except ValidationError as error:
+        errors = error.errors(include_url=False, include_context=False, include_input=False)
+        if any(item["type"] == "json_invalid" for item in errors):
+            raise HTTPException(400, f"malformed JSON: {errors[0]['msg']}") from None
+        located = [{**item, "loc": ("body", *item["loc"])} for item in errors]
+        raise RequestValidationError(located) from None

@@ -1,0 +1,81 @@
+"""The storage seam: what the HTTP layer needs from a profile store.
+
+The API depends on this Protocol only, so a store can be swapped (or faked in a
+caller's tests) without touching the routers.
+"""
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from podflame.model import Batch
+from podflame.server.selector import Matcher
+from podflame.server.timerange import TimeRange
+
+
+class StorageError(RuntimeError):
+    """The store could not be reached or failed; the request may be retried."""
+
+
+class InvalidBatchError(ValueError):
+    """The batch is well-formed but cannot be stored, e.g. an unknown profile type."""
+
+
+@dataclass(frozen=True)
+class ProfileQuery:
+    """Which samples to aggregate: one profile type, a label selector and a time range."""
+
+    profile_type: str
+    matchers: tuple[Matcher, ...]
+    time_range: TimeRange
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    stored_samples: int
+    stacks: int
+
+
+@dataclass(frozen=True)
+class StackTotal:
+    """One distinct stack, frames root first, and the sum of its values."""
+
+    frames: tuple[str, ...]
+    value: int
+
+
+@dataclass(frozen=True)
+class FunctionCost:
+    name: str
+    # Value of the stacks whose leaf is this function.
+    self_value: int
+    # Value of the stacks this function is on, each stack counted once.
+    total_value: int
+
+
+@dataclass(frozen=True)
+class TopResult:
+    total: int
+    functions: tuple[FunctionCost, ...]
+
+
+class ProfileStore(Protocol):
+    def ingest(self, batch: Batch) -> IngestResult:
+        """Store a batch; storing the same batch_id again changes nothing.
+
+        Raises InvalidBatchError for content the store rejects.
+        """
+        ...
+
+    def stacks(self, query: ProfileQuery) -> list[StackTotal]:
+        """Distinct stacks of the selected samples with their summed values."""
+        ...
+
+    def top(self, query: ProfileQuery, limit: int) -> TopResult:
+        """The `limit` functions with the highest self value."""
+        ...
+
+    def ping(self) -> None:
+        """Return if the store answers, else raise StorageError."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,110 @@
+"""Shared test helpers: real podflame processes, compiled workloads, BPF gating."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fixtures import build_workload
+
+PODFLAME = [sys.executable, "-m", "podflame"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def compile_c(source: Path, output: Path, *flags: str) -> Path:
+    """Build a C workload with the flags that keep its stacks walkable."""
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is needed to build the test workloads (scripts/install.sh installs it)")
+    return build_workload(source, output, *flags)
+
+
+def workload_cpu_seconds(process: subprocess.Popen[str]) -> float:
+    """Wait for a fixture workload and return the CPU seconds it reports using."""
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    return float(output.split("cpu_seconds=")[1].split()[0])
+
+
+def bpf_unavailable_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "BPF tests need root"
+    try:
+        import bcc  # noqa: F401
+    except ImportError as error:
+        return f"BCC is not importable ({error}); run scripts/install.sh"
+    return None
+
+
+@pytest.fixture(scope="session")
+def require_bpf() -> None:
+    """Skip BPF tests on a developer machine without BPF; fail them in CI."""
+    reason = bpf_unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"BPF is required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} was ready")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+@contextmanager
+def running_server(directory: Path) -> Iterator[str]:
+    """A real `podflame server` on embedded chDB under `directory`; yields its base URL."""
+    port = free_port()
+    log = (directory / "server.log").open("wb")
+    process = subprocess.Popen(
+        [*PODFLAME, "server", "--port", str(port), "--storage", f"chdb://{directory / 'chdb'}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url + "/readyz", process)
+        yield url
+    finally:
+        stop(process)
+        log.close()
+
+
+@pytest.fixture
+def podflame_server(tmp_path: Path) -> Iterator[str]:
+    with running_server(tmp_path) as url:
+        yield url

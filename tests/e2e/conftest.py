@@ -1,0 +1,75 @@
+"""One real profiled run shared by the end-to-end tests of this folder."""
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PODFLAME, compile_c, running_server, stop
+from tests.fixtures import FIXTURES
+
+FREQUENCY = 99
+BURN_SECONDS = 6
+
+
+@dataclass(frozen=True)
+class Profiled:
+    url: str  # the server holding the profile
+    pid: int  # the workload's pid
+    cpu_seconds: float  # CPU time the workload used, by its own clock
+
+
+def start_workload(binary: Path, seconds: float) -> tuple[subprocess.Popen[str], float]:
+    """Run the workload's busy phase; it then stays alive until its stdin closes.
+
+    A process that lives until the agent's next drain, like a busy service;
+    one that exits before it is symbolized from cached mappings (issue 3).
+    """
+    process = subprocess.Popen(
+        [str(binary), "-w", str(seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    return process, float(line.split("cpu_seconds=")[1].split()[0])
+
+
+@pytest.fixture(scope="package")
+def profiled(tmp_path_factory: pytest.TempPathFactory, require_bpf: None) -> Iterator[Profiled]:
+    """The 70/30 workload profiled by a real agent shipping to a real server."""
+    tmp_path = tmp_path_factory.mktemp("e2e")
+    with running_server(tmp_path) as url:
+        pid, cpu_seconds = profile_workload(tmp_path, url)
+        yield Profiled(url, pid, cpu_seconds)
+
+
+def profile_workload(tmp_path: Path, server_url: str) -> tuple[int, float]:
+    """Run the workload under `podflame agent`, then stop the agent: its last drain ships."""
+    binary = compile_c(FIXTURES / "burn7030.c", tmp_path / "burn7030")
+    log_path = tmp_path / "agent.log"
+    with log_path.open("wb") as log:
+        agent = subprocess.Popen(
+            [
+                *PODFLAME,
+                "agent",
+                "--server",
+                server_url,
+                "--frequency",
+                str(FREQUENCY),
+                "--interval",
+                "2",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            time.sleep(6)  # BCC compiles the program (about 2 s) before sampling starts
+            assert agent.poll() is None, log_path.read_text()
+            workload, cpu_seconds = start_workload(binary, BURN_SECONDS)
+        finally:
+            code = stop(agent)
+        workload.communicate(timeout=10)
+    assert code == 0, log_path.read_text()
+    return workload.pid, cpu_seconds

@@ -1,0 +1,74 @@
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from podflame.model import Batch
+from podflame.server.clickhouse_store import ClickHouseStore, _split_database
+from podflame.server.rows import batch_rows, stack_hash
+from podflame.server.store import InvalidBatchError
+from tests.server.conftest import batch
+
+
+def test_stack_hash_is_stable_and_unambiguous() -> None:
+    assert stack_hash(["main", "run"]) == stack_hash(("main", "run"))
+    # Pinned: changing the encoding would split every stored stack in two.
+    assert stack_hash(["main", "run"]) == 0xCD52995745AF12B1
+    distinct = [["a", "b"], ["a\nb"], ["ab"], ["a", "", "b"], [], [""], ["b", "a"]]
+    assert len({stack_hash(frames) for frames in distinct}) == len(distinct)
+
+
+def test_rows_split_column_labels_from_extra_labels() -> None:
+    labels = {"pod": "p", "comm": "c", "pid": "12", "team": "t", "node": "n"}
+    rows = batch_rows(Batch.model_validate(batch([["a"], ["b"]], [(labels, [(1, 5), (0, 6)])])))
+    columns = rows.columns
+    assert (columns["pod"], columns["comm"], columns["node"]) == (["p"] * 2, ["c"] * 2, ["n"] * 2)
+    assert columns["namespace"] == ["", ""]
+    assert columns["pid"] == [12, 12]
+    assert columns["labels"] == [{"team": "t"}] * 2
+    assert columns["stack_hash"] == [stack_hash(["b"]), stack_hash(["a"])]
+    assert columns["value"] == [5, 6]
+    assert rows.sample_count == 2
+
+
+@pytest.mark.parametrize("pid", ["-1", "1.5", "4294967296", "١٢"])
+def test_rows_reject_a_pid_that_is_not_one(pid: str) -> None:
+    with pytest.raises(InvalidBatchError, match="pid"):
+        batch_rows(Batch.model_validate(batch([["a"]], [({"pid": pid}, [(0, 1)])])))
+
+
+def test_rows_reject_values_past_int64() -> None:
+    body = batch([["a"]], [({}, [(0, 2**63)])])
+    with pytest.raises(InvalidBatchError, match="value"):
+        batch_rows(Batch.model_validate(body))
+
+
+def test_rows_reject_times_past_the_ttl_range() -> None:
+    body = batch([["a"]], [({}, [(0, 1)])], end_ns=2**63 - 1)
+    with pytest.raises(InvalidBatchError, match="end_time_ns"):
+        batch_rows(Batch.model_validate(body))
+
+
+def test_migrations_run_once_and_retention_follows_settings(
+    store: ClickHouseStore, chdb_client: Client
+) -> None:
+    ClickHouseStore(chdb_client, database=store.database, retention_days=30)
+    db = store.database
+    versions = chdb_client.query(f"SELECT version FROM {db}.schema_version").result_rows
+    assert versions == [(1,)]
+    engine = chdb_client.query(
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'samples'",
+        parameters={"db": db},
+    ).result_rows[0][0]
+    assert "toIntervalDay(30)" in engine
+
+
+def test_invalid_database_name_is_refused(chdb_client: Client) -> None:
+    with pytest.raises(ValueError, match="database"):
+        ClickHouseStore(chdb_client, database="x`; DROP")
+
+
+def test_server_dsn_splits_off_the_database() -> None:
+    assert _split_database("https://u:p@ch:8443/prof?secure=1") == (
+        "https://u:p@ch:8443?secure=1",
+        "prof",
+    )
+    assert _split_database("http://ch:8123") == ("http://ch:8123", "podflame")
