@@ -6,6 +6,7 @@ environment variable PODFLAME_<FLAG> and the two can never disagree.
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -51,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     from podflame.server.settings import ServerSettings
 
     parser = argparse.ArgumentParser(prog="podflame", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("PODFLAME_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (env PODFLAME_LOG_LEVEL, default INFO)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     server = commands.add_parser("server", help="Run the server (ingest, storage, API, UI).")
     add_settings_flags(server, ServerSettings)

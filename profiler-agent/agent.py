@@ -35,6 +35,7 @@ class Agent:
     def tick(self) -> None:
         drain = self.sampler.drain()
         self._log_drops(drain)
+        self.symbolizer.refresh()  # kernel modules may have come or gone
         batch = self.builder.build(drain, self._counters(drain))
         self.shipper.ship(batch)
         log.debug(

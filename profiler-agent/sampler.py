@@ -30,6 +30,11 @@ DROP_REASONS = ("user_stack", "kernel_stack", "count_map")
 
 @dataclass(frozen=True)
 class SampleCount:
+    """Samples of one process with one pair of stacks.
+
+    Stacks are leaf first, as call sites (see `call_sites`), ready to look up.
+    """
+
     pid: int
     comm: str
     user_stack: tuple[int, ...]
@@ -183,12 +188,22 @@ def _read_and_clear(table: Any) -> list[tuple[Any, int]]:
 
 
 def _stack(stacks: Any, stack_id: int, cache: dict[int, tuple[int, ...]]) -> tuple[int, ...]:
-    """Addresses of a stack, leaf first; empty when the kernel recorded none."""
+    """Call sites of a stack, leaf first; empty when the kernel recorded none."""
     if stack_id < 0:
         return ()
     if stack_id not in cache:
         try:
-            cache[stack_id] = tuple(stacks.walk(stack_id))
+            cache[stack_id] = call_sites(tuple(stacks.walk(stack_id)))
         except KeyError:
             cache[stack_id] = ()
     return cache[stack_id]
+
+
+def call_sites(stack: tuple[int, ...]) -> tuple[int, ...]:
+    """The sampled address, then the address of each call instruction.
+
+    Every frame but the leaf is a return address, the instruction after a call.
+    After a call to a function that never returns it can be the first byte of
+    the next function, so the byte before it, inside the call, is looked up.
+    """
+    return stack[:1] + tuple(address - 1 for address in stack[1:])

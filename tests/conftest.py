@@ -86,9 +86,9 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
 
 
 @contextmanager
-def running_server(directory: Path) -> Iterator[str]:
+def running_server(directory: Path, port: int | None = None) -> Iterator[str]:
     """A real `podflame server` on embedded chDB under `directory`; yields its base URL."""
-    port = free_port()
+    port = port or free_port()
     log = (directory / "server.log").open("wb")
     process = subprocess.Popen(
         [*PODFLAME, "server", "--port", str(port), "--storage", f"chdb://{directory / 'chdb'}"],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from podflame.agent.sampler import CpuSampler, map_sizes
+from podflame.agent.sampler import CpuSampler, call_sites, map_sizes
 from tests.conftest import compile_c, workload_cpu_seconds
 from tests.fixtures import FIXTURES
 
@@ -41,3 +41,8 @@ def test_frequent_drains_account_for_all_cpu_time(tmp_path: Path) -> None:
     assert drains > 20
     # At 199 Hz over ~3 s the sampling error alone is well under 5 %.
     assert counted * sampler.period_ns / 1e9 == pytest.approx(cpu_seconds, rel=0.05)
+
+
+def test_call_sites_point_into_the_call_instruction() -> None:
+    assert call_sites((0x1000, 0x2005, 0x3010)) == (0x1000, 0x2004, 0x300F)
+    assert call_sites(()) == ()

@@ -1,0 +1,67 @@
+"""The `podflame` command line: flags come from the settings models and read PODFLAME_*."""
+
+import subprocess
+
+import pytest
+
+from podflame.agent.settings import AgentSettings
+from podflame.cli import agent_url, build_parser, settings_from
+from podflame.server.settings import ServerSettings
+from tests.conftest import PODFLAME
+
+
+def agent_settings(*argv: str) -> AgentSettings:
+    return settings_from(AgentSettings, build_parser().parse_args(["agent", *argv]))
+
+
+def test_flags_set_agent_settings() -> None:
+    settings = agent_settings(
+        "--frequency", "99", "--interval", "2.5", "--no-kernel-stacks", "--server", "http://h:1"
+    )
+    assert settings.frequency == 99
+    assert settings.interval == 2.5
+    assert settings.kernel_stacks is False
+    assert str(settings.server) == "http://h:1/"
+
+
+def test_environment_fills_in_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PODFLAME_FREQUENCY", "49")
+    monkeypatch.setenv("PODFLAME_NODE_NAME", "node-7")
+    monkeypatch.setenv("PODFLAME_KERNEL_STACKS", "false")
+    assert agent_settings().frequency == 49
+    assert agent_settings().node_name == "node-7"
+    assert agent_settings().kernel_stacks is False
+    assert agent_settings("--frequency", "97").frequency == 97
+    assert agent_settings("--kernel-stacks").kernel_stacks is True
+
+
+def test_defaults() -> None:
+    agent = agent_settings()
+    server = settings_from(ServerSettings, build_parser().parse_args(["server"]))
+    assert (agent.frequency, agent.interval, agent.kernel_stacks) == (19, 10.0, True)
+    assert (server.port, server.storage) == (8420, "chdb://./data/chdb")
+
+
+def test_up_takes_both_sets_of_flags() -> None:
+    args = build_parser().parse_args(["up", "--port", "9000", "--frequency", "99"])
+    assert settings_from(ServerSettings, args).port == 9000
+    assert settings_from(AgentSettings, args).frequency == 99
+    assert str(agent_url("0.0.0.0", 9000)) == "http://127.0.0.1:9000/"
+
+
+def test_every_settings_field_is_a_flag() -> None:
+    for command, model in (("agent", AgentSettings), ("server", ServerSettings)):
+        output = subprocess.run(
+            [*PODFLAME, command, "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        for name in model.model_fields:
+            assert "--" + name.replace("_", "-") in output
+            assert "PODFLAME_" + name.upper() in output
+
+
+def test_invalid_setting_exits_with_a_message() -> None:
+    result = subprocess.run(
+        [*PODFLAME, "agent", "--frequency", "0"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "frequency" in result.stderr
