@@ -10,10 +10,26 @@
 // running to finish, then reads and clears the inactive slot. No sample is
 // counted twice or lost at the boundary.
 //
+// Process generations: the first sample of a process the agent has not seen
+// yet gives it a new generation number and announces (pid, generation)
+// through a ring buffer, so the agent reads its memory map and opens its
+// binaries while it lives: a process that exits before the next drain is
+// still symbolized. Samples are keyed by (pid, generation). exec() and exit
+// forget the pid, so after exec (a new memory map) or pid reuse (a new
+// process) samples carry a new generation and are never symbolized or
+// labelled with another image's data. The generation stands in for the
+// process start time, which BPF could read only from kernel-internal structs.
+//
+// Stack map collisions: a stack map is a hash table without chaining, so a
+// new stack whose hash bucket holds another stack gets -EEXIST. Such a sample
+// is not lost: its stacks are copied whole into the `overflow` ring buffer
+// and user space adds it to the next drain.
+//
 // Compile-time parameters (cflags):
 //   STACK_MAP_ENTRIES  entries per stack map
 //   COUNT_MAP_ENTRIES  entries per count map
 //   KERNEL_STACKS      1 to record kernel stacks, 0 to skip them
+//   KNOWN_PIDS         processes remembered as announced (LRU)
 
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
@@ -27,10 +43,13 @@
 #ifndef KERNEL_STACKS
 #define KERNEL_STACKS 1
 #endif
+#ifndef KNOWN_PIDS
+#define KNOWN_PIDS 32768
+#endif
 
 struct sample_key {
     u32 pid;             // thread group id (the process)
-    u32 tid;             // 0: threads are folded into their process
+    u32 generation;      // see above; 0 when the process could not be announced
     s32 user_stack_id;   // negative: the -errno bpf_get_stackid returned
     s32 kernel_stack_id; // negative: as above, or -1 when kernel stacks are off
     char comm[16];       // the sampled thread's name
@@ -41,7 +60,9 @@ enum drop_reason {
     DROP_USER_STACK = 0,   // user stack id lookup failed (map full / collision)
     DROP_KERNEL_STACK = 1, // kernel stack id lookup failed
     DROP_COUNT_MAP = 2,    // count map full: the sample is lost
-    DROP_REASONS = 3,
+    DROP_NEW_PROCESS = 3,  // ring buffer full: a new process was not announced
+    DROP_OVERFLOW = 4,     // stack collided and the overflow ring buffer was full
+    DROP_REASONS = 5,
 };
 
 BPF_ARRAY(config, u32, 1);
@@ -50,6 +71,8 @@ BPF_STACK_TRACE(stacks_1, STACK_MAP_ENTRIES);
 BPF_HASH(counts_0, struct sample_key, u64, COUNT_MAP_ENTRIES);
 BPF_HASH(counts_1, struct sample_key, u64, COUNT_MAP_ENTRIES);
 BPF_PERCPU_ARRAY(drops, u64, DROP_REASONS);
+BPF_TABLE("lru_hash", u32, u32, known_pids, KNOWN_PIDS); // pid -> generation
+BPF_RINGBUF_OUTPUT(new_processes, 16); // pages: room for thousands of pids
 
 static __always_inline void count_drop(u32 reason) {
     u64 *value = drops.lookup(&reason);
@@ -57,11 +80,24 @@ static __always_inline void count_drop(u32 reason) {
         (*value)++;
 }
 
-static __always_inline void fill_key(struct sample_key *key, u32 pid) {
-    key->pid = pid;
-    key->tid = 0;
-    bpf_get_current_comm(&key->comm, sizeof(key->comm));
-}
+struct new_process {
+    u32 pid;
+    u32 generation;
+};
+
+#define MAX_STACK_DEPTH 127 // as the kernel's PERF_MAX_STACK_DEPTH
+
+struct overflow_sample {
+    u32 pid;
+    u32 generation;
+    char comm[16];
+    s32 user_bytes;   // bytes bpf_get_stack wrote, or a negative errno
+    s32 kernel_bytes; // as above; -1 when kernel stacks are off
+    u64 user[MAX_STACK_DEPTH];
+    u64 kernel[MAX_STACK_DEPTH];
+};
+
+BPF_RINGBUF_OUTPUT(overflow, 256); // pages: about 500 collided samples in flight
 
 // BCC rewrites map method calls at compile time and cannot pass maps around
 // as pointers, so the slot is chosen inside these two small accessors.
@@ -94,6 +130,60 @@ static __always_inline void record(u32 slot, struct sample_key *key) {
         count_drop(DROP_COUNT_MAP);
 }
 
+static __always_inline u32 generation_of(u32 pid) {
+    u32 *known = known_pids.lookup(&pid);
+    if (known)
+        return *known;
+    // Generations only need to differ between announcements of one pid; the
+    // clock does that without a shared counter (BCC's default BPF target
+    // cannot use the value an atomic add returns). Odd, so never 0.
+    struct new_process event = {.pid = pid};
+    event.generation = (u32)bpf_ktime_get_ns() | 1;
+    // Only the CPU whose insert succeeds announces: one event per generation.
+    if (known_pids.insert(&pid, &event.generation) != 0) {
+        known = known_pids.lookup(&pid);
+        return known ? *known : 0;
+    }
+    if (new_processes.ringbuf_output(&event, sizeof(event), 0) != 0) {
+        known_pids.delete(&pid); // announce again at the next sample
+        count_drop(DROP_NEW_PROCESS);
+        return 0;
+    }
+    return event.generation;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    known_pids.delete(&pid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32;
+    if (pid == (u32)id) // the thread group leader: the process is gone
+        known_pids.delete(&pid);
+    return 0;
+}
+
+static __always_inline void send_overflow(struct bpf_perf_event_data *ctx,
+                                          struct sample_key *key) {
+    struct overflow_sample *sample = overflow.ringbuf_reserve(sizeof(struct overflow_sample));
+    if (!sample) {
+        count_drop(DROP_OVERFLOW);
+        return;
+    }
+    sample->pid = key->pid;
+    sample->generation = key->generation;
+    __builtin_memcpy(sample->comm, key->comm, sizeof(sample->comm));
+    sample->user_bytes = bpf_get_stack(ctx, sample->user, sizeof(sample->user), BPF_F_USER_STACK);
+    sample->kernel_bytes = -1;
+#if KERNEL_STACKS
+    sample->kernel_bytes = bpf_get_stack(ctx, sample->kernel, sizeof(sample->kernel), 0);
+#endif
+    overflow.ringbuf_submit(sample, 0);
+}
+
 int on_sample(struct bpf_perf_event_data *ctx) {
     u64 id = bpf_get_current_pid_tgid();
     u32 pid = id >> 32;
@@ -105,7 +195,9 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     u32 active = slot ? *slot : 0;
 
     struct sample_key key = {};
-    fill_key(&key, pid);
+    key.pid = pid;
+    key.generation = generation_of(pid);
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
     key.kernel_stack_id = -1;
 
     if (active == 0) {
@@ -118,6 +210,10 @@ int on_sample(struct bpf_perf_event_data *ctx) {
 #if KERNEL_STACKS
         key.kernel_stack_id = stacks_1.get_stackid(ctx, 0);
 #endif
+    }
+    if (key.user_stack_id == -EEXIST || key.kernel_stack_id == -EEXIST) {
+        send_overflow(ctx, &key);
+        return 0;
     }
     // -EFAULT means there is no stack of that kind (a kernel thread has no
     // user stack; a user-mode sample may have none in the kernel): not a drop.

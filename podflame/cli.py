@@ -10,11 +10,16 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
+
+if TYPE_CHECKING:
+    from podflame.agent.agent import Agent
+    from podflame.agent.settings import AgentSettings
 
 S = TypeVar("S", bound=BaseSettings)
 T = TypeVar("T")
@@ -93,9 +98,11 @@ def run_agent(args: argparse.Namespace) -> int:
     from podflame.agent.agent import build_agent
     from podflame.agent.settings import AgentSettings
 
-    agent = start_agent(build_agent, settings_from(AgentSettings, args))
+    settings = settings_from(AgentSettings, args)
+    agent = start_agent(build_agent, settings)
     stop = stop_on_signals()
-    agent.run(stop)
+    with serving_metrics(settings, agent):
+        agent.run(stop)
     return 0
 
 
@@ -117,10 +124,11 @@ def run_up(args: argparse.Namespace) -> int:
     agent_thread = threading.Thread(target=agent.run, args=(stop,), name="agent")
     agent_thread.start()
     print(f"podflame is up: {agent_settings.server}", flush=True)
-    while not stop.wait(0.5):
-        if not server_thread.is_alive() or not agent_thread.is_alive():
-            stop.set()
-    agent_thread.join()
+    with serving_metrics(agent_settings, agent):
+        while not stop.wait(0.5):
+            if not server_thread.is_alive() or not agent_thread.is_alive():
+                stop.set()
+        agent_thread.join()
     server.should_exit = True
     server_thread.join()
     return 0
@@ -137,6 +145,28 @@ def start_agent(build: Callable[[S], T], settings: S) -> T:
             "The agent needs root, BPF and BCC with kernel headers: run `make run` "
             "(scripts/install.sh) or see docs/kernel-headers.md."
         )
+
+
+@contextmanager
+def serving_metrics(settings: "AgentSettings", agent: "Agent") -> Iterator[None]:
+    """The agent's /metrics while the block runs; --metrics-port 0 turns it off."""
+    from podflame.agent.metrics import MetricsServer
+
+    if not settings.metrics_port:
+        yield
+        return
+    try:
+        server = MetricsServer(settings.metrics_host, settings.metrics_port, agent.metrics)
+    except OSError as error:
+        sys.exit(
+            f"podflame: cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+            f"{error} (choose another --metrics-port, or 0 to turn it off)"
+        )
+    server.start()
+    try:
+        yield
+    finally:
+        server.close()
 
 
 def agent_url(host: str, port: int) -> Any:

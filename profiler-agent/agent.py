@@ -1,18 +1,29 @@
-"""The agent's loop and its composition root: drain -> symbolize -> attribute -> ship."""
+"""The agent's loops and its composition root: drain -> symbolize -> attribute -> ship.
 
-import dataclasses
+Two threads: the drain loop (every --interval) and the announcement loop,
+which captures each new process as soon as the kernel side reports its first
+sample. They share the symbolizer and the process table under one lock.
+"""
+
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, field
 
 from podflame.agent.batch import BatchBuilder
-from podflame.agent.processes import ProcfsLabels
-from podflame.agent.sampler import CpuSampler, Drain
+from podflame.agent.labels import HostLabels
+from podflame.agent.metrics import Sample
+from podflame.agent.processes import ProcessTable
+from podflame.agent.sampler import CpuSampler, Drain, ProcessGeneration
 from podflame.agent.settings import AgentSettings
 from podflame.agent.shipper import Shipper
-from podflame.symbolizer import Symbolizer
+from podflame.agent.stats import AgentStats, collect
+from podflame.model import KERNEL_FRAME_SUFFIX, Batch
+from podflame.symbolizer import Symbolizer, is_symbolized
 
 log = logging.getLogger(__name__)
+
+ANNOUNCE_POLL_MS = 200
 
 
 @dataclass
@@ -21,52 +32,106 @@ class Agent:
     builder: BatchBuilder
     shipper: Shipper
     symbolizer: Symbolizer
+    processes: ProcessTable
     interval: float
+    stats: AgentStats = field(default_factory=AgentStats)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, stop: threading.Event) -> None:
         """Drain every interval until `stop` is set, then drain and ship once more."""
+        announcer = threading.Thread(target=self._announce_loop, args=(stop,), name="announce")
+        announcer.start()
         try:
             while not stop.wait(self.interval):
                 self.tick()
+        finally:
+            stop.set()
+            announcer.join()
+        try:
+            self._announce(self.sampler.poll(0))  # what is still in the ring buffers
             self.tick()
         finally:
             self.sampler.close()
 
-    def tick(self) -> None:
-        drain = self.sampler.drain()
-        self._log_drops(drain)
-        self.symbolizer.refresh()  # kernel modules may have come or gone
-        batch = self.builder.build(drain, self._counters(drain))
-        self.shipper.ship(batch)
-        log.debug(
-            "drained %d samples in %d stacks from %d processes",
-            drain.total_samples,
-            len(batch.stacks),
-            len(batch.series),
-        )
+    def _announce_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._announce(self.sampler.poll(ANNOUNCE_POLL_MS))
 
-    def _counters(self, drain: Drain) -> dict[str, int]:
-        """This interval's sampling counters plus the agent's running totals."""
-        counters = {"samples": drain.total_samples}
+    def _announce(self, processes: list[ProcessGeneration]) -> None:
+        if not processes:
+            return
+        with self.lock:
+            for process in processes:
+                self.processes.announce(process)
+            self.stats.new_processes += len(processes)
+
+    def tick(self) -> None:
+        with self._timed("drain"):
+            drain = self.sampler.drain()
+        with self.lock, self._timed("build"):
+            self.symbolizer.refresh()  # kernel modules may have come or gone
+            batch = self.builder.build(drain, {})
+            self._account(drain, batch)
+            batch.counters = self.counters(drain)
+        with self._timed("ship"):
+            self.shipper.ship(batch)
+
+    def _account(self, drain: Drain, batch: Batch) -> None:
+        self.stats.drains += 1
+        self.stats.samples += drain.total_samples
+        self.stats.collided += drain.overflowed
+        for reason, count in drain.drops.items():
+            self.stats.dropped[reason] += count
+        unsymbolized = sum(
+            not all(is_symbolized(f.removesuffix(KERNEL_FRAME_SUFFIX)) for f in stack)
+            for stack in batch.stacks
+        )
+        self.stats.stacks += len(batch.stacks)
+        self.stats.stacks_unsymbolized += unsymbolized
+        self.stats.count_shallow_stacks(drain, self.processes.pids())
+        _log_drops(drain)
+
+    def counters(self, drain: Drain) -> dict[str, int]:
+        """This interval's sampling counters plus the agent's running totals, for the batch."""
+        counters = {"samples": drain.total_samples, "samples_collided": drain.overflowed}
         counters.update({f"dropped_{reason}": n for reason, n in drain.drops.items()})
+        counters["stacks_unsymbolized_total"] = self.stats.stacks_unsymbolized
         for prefix, stats in (
             ("symbolizer", self.symbolizer.stats),
             ("shipper", self.shipper.stats),
         ):
-            for name, value in dataclasses.asdict(stats).items():
+            for name, value in asdict(stats).items():
                 counters[f"{prefix}_{name}_total"] = value
         return counters
 
-    @staticmethod
-    def _log_drops(drain: Drain) -> None:
-        lost = {reason: n for reason, n in drain.drops.items() if n}
-        if lost:
-            log.warning(
-                "kernel could not record everything in the last interval: %s "
-                "(of %d samples); the maps are sized from --frequency and --interval",
-                ", ".join(f"{n} {reason}" for reason, n in lost.items()),
-                drain.total_samples,
-            )
+    def metrics(self) -> list[Sample]:
+        stages = {"symbolizer": self.symbolizer.stats, "shipper": self.shipper.stats}
+        return collect(self.stats, stages, len(self.processes))
+
+    def _timed(self, stage: str) -> "_StageTimer":
+        return _StageTimer(self.stats.seconds, stage)
+
+
+class _StageTimer:
+    def __init__(self, seconds: dict[str, float], stage: str) -> None:
+        self.seconds, self.stage = seconds, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *_: object) -> None:
+        self.seconds[self.stage] += time.perf_counter() - self.start
+
+
+def _log_drops(drain: Drain) -> None:
+    lost = {reason: n for reason, n in drain.drops.items() if n}
+    if lost:
+        log.warning(
+            "kernel could not record everything in the last interval: %s (of %d samples); "
+            "the maps are sized from --frequency and --interval",
+            ", ".join(f"{n} {reason}" for reason, n in lost.items()),
+            drain.total_samples,
+        )
 
 
 def build_agent(settings: AgentSettings) -> Agent:
@@ -76,18 +141,16 @@ def build_agent(settings: AgentSettings) -> Agent:
         interval=settings.interval,
         kernel_stacks=settings.kernel_stacks,
     )
-    symbolizer = Symbolizer()
+    symbolizer = Symbolizer(
+        max_bytes=settings.symbol_cache_bytes, cache_dir=settings.symbol_cache_dir
+    )
+    processes: ProcessTable = ProcessTable(symbolizer)
     builder = BatchBuilder(
         symbolizer=symbolizer,
-        labels=ProcfsLabels(node=settings.node_name),
+        processes=processes,
+        labels=HostLabels(node=settings.node_name),
         period_ns=sampler.period_ns,
     )
     shipper = Shipper(str(settings.server), max_pending=settings.max_pending_batches)
     sampler.start()
-    return Agent(
-        sampler=sampler,
-        builder=builder,
-        shipper=shipper,
-        symbolizer=symbolizer,
-        interval=settings.interval,
-    )
+    return Agent(sampler, builder, shipper, symbolizer, processes, interval=settings.interval)

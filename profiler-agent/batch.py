@@ -1,7 +1,8 @@
 """Turns one drain of the kernel maps into a wire `Batch`: symbolize, attribute, group.
 
-Symbolization is per process (user frames) and shared (kernel frames); each
-distinct address is resolved once per drain.
+Symbolization is per process (user frames, against the memory image captured
+while the process lived) and shared (kernel frames); each distinct address is
+resolved once per drain.
 """
 
 import uuid
@@ -10,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from podflame.agent.processes import LabelProvider
-from podflame.agent.sampler import Drain, SampleCount
+from podflame.agent.labels import LabelProvider, ProcessIdentity
+from podflame.agent.processes import ProcessRecord, ProcessTable
+from podflame.agent.sampler import Drain, ProcessGeneration, SampleCount
 from podflame.model import Batch, Series, StackValue, kernel_frame
+from podflame.symbolizer import ProcessImage
 
 NO_STACK = "[no stack]"
 
@@ -20,12 +23,13 @@ NO_STACK = "[no stack]"
 class StackSymbolizer(Protocol):
     def kernel(self, addresses: Sequence[int]) -> list[str]: ...
 
-    def user(self, pid: int, addresses: Sequence[int]) -> list[str]: ...
+    def resolve(self, image: ProcessImage | None, addresses: Sequence[int]) -> list[str]: ...
 
 
 @dataclass
 class BatchBuilder:
     symbolizer: StackSymbolizer
+    processes: ProcessTable
     labels: LabelProvider
     period_ns: int
     profile_type: str = "cpu"
@@ -33,10 +37,12 @@ class BatchBuilder:
     def build(self, drain: Drain, counters: dict[str, int]) -> Batch:
         kernel_names = self._kernel_names(drain.samples)
         stacks: dict[tuple[str, ...], int] = {}
+        grouped = _by_process(drain.samples)
         series = [
-            self._series(pid, samples, kernel_names, stacks)
-            for pid, samples in _by_process(drain.samples).items()
+            self._series(self.processes.lookup(process), samples, kernel_names, stacks)
+            for process, samples in grouped.items()
         ]
+        self.processes.end_drain(set(grouped))
         return Batch(
             batch_id=uuid.uuid4().hex,
             profile_type=self.profile_type,
@@ -55,13 +61,14 @@ class BatchBuilder:
 
     def _series(
         self,
-        pid: int,
+        record: ProcessRecord,
         samples: list[SampleCount],
         kernel_names: dict[int, str],
         stacks: dict[tuple[str, ...], int],
     ) -> Series:
         addresses = sorted({a for s in samples for a in s.user_stack})
-        names = dict(zip(addresses, self.symbolizer.user(pid, addresses), strict=True))
+        resolved = self.symbolizer.resolve(record.image, addresses)
+        names = dict(zip(addresses, resolved, strict=True))
         values: dict[int, int] = defaultdict(int)
         for sample in samples:
             # BPF walks leaf first; the wire format is root first, kernel frames
@@ -71,14 +78,21 @@ class BatchBuilder:
             )
             index = stacks.setdefault(frames or (NO_STACK,), len(stacks))
             values[index] += sample.count * self.period_ns
+        identity = ProcessIdentity(
+            pid=record.pid,
+            # The kernel reports the sampled thread's name; the process's own
+            # name wins when it was captured.
+            comm=record.comm or samples[0].comm,
+            start_ticks=record.start_ticks,
+        )
         return Series(
-            labels=self.labels.labels(pid, samples[0].comm),
+            labels=self.labels.labels(identity),
             samples=[StackValue(stack=i, value=v) for i, v in values.items()],
         )
 
 
-def _by_process(samples: list[SampleCount]) -> dict[int, list[SampleCount]]:
-    grouped: dict[int, list[SampleCount]] = defaultdict(list)
+def _by_process(samples: list[SampleCount]) -> dict[ProcessGeneration, list[SampleCount]]:
+    grouped: dict[ProcessGeneration, list[SampleCount]] = defaultdict(list)
     for sample in samples:
-        grouped[sample.pid].append(sample)
+        grouped[sample.process].append(sample)
     return grouped

@@ -1,13 +1,47 @@
-"""Process labels, read from /proc."""
+"""What the agent knows of each sampled process, captured while it lives.
 
+A process is announced by the kernel side at its first sample (see
+bpf/cpu_profile.bpf.c) and its name, start time and memory image (mappings
+and opened binaries) are captured then, so that a process which exits before
+the next drain still gets its symbols and labels. Records are keyed by
+(pid, generation): after exec or pid reuse the kernel side starts a new
+generation, so nothing carries over from one program to another.
+"""
+
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from podflame.agent.sampler import ProcessGeneration
+from podflame.symbolizer import ProcessImage
 
-class LabelProvider(Protocol):
-    """Labels of a sampled process. Providers are best effort: they never raise."""
+log = logging.getLogger(__name__)
 
-    def labels(self, pid: int, sampled_comm: str) -> dict[str, str]: ...
+# A record not sampled for this many drains is dropped; if its process shows up
+# again it is captured anew.
+IDLE_DRAINS = 6
+
+
+class ImageSource(Protocol):
+    """Captures a live process's memory image (the symbolizer's side of the seam)."""
+
+    def image(
+        self, pid: int, previous: ProcessImage | None = None, *, eager: bool = False
+    ) -> ProcessImage | None: ...
+
+
+@dataclass
+class ProcessRecord:
+    process: ProcessGeneration
+    comm: str | None  # /proc/PID/comm when captured; None if the process was gone
+    start_ticks: int | None  # /proc/PID/stat field 22
+    image: ProcessImage | None
+    idle_drains: int = field(default=0, compare=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
 
 def read_comm(pid: int, proc: Path = Path("/proc")) -> str | None:
@@ -17,18 +51,80 @@ def read_comm(pid: int, proc: Path = Path("/proc")) -> str | None:
         return None
 
 
-class ProcfsLabels:
-    """node, comm (the process's name as in /proc/PID/comm) and pid.
+def read_start_ticks(pid: int, proc: Path = Path("/proc")) -> int | None:
+    """Start time in clock ticks after boot: with the pid, it identifies a process."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # comm may hold spaces and parentheses
+    try:
+        return int(fields[19])  # field 22; fields[0] is field 3
+    except (IndexError, ValueError):
+        return None
 
-    The kernel reports the name of the sampled thread; a process's threads may
-    be named differently, so /proc/PID/comm wins while the process lives, and
-    the sampled thread's name stands in once it has exited.
-    """
 
-    def __init__(self, node: str, proc: Path = Path("/proc")) -> None:
-        self.node = node
-        self.proc = proc
+class ProcessTable:
+    """Records of recently sampled processes, bounded by what the last drains saw."""
 
-    def labels(self, pid: int, sampled_comm: str) -> dict[str, str]:
-        comm = read_comm(pid, self.proc) or sampled_comm
-        return {"node": self.node, "comm": comm, "pid": str(pid)}
+    def __init__(self, images: ImageSource, proc: Path = Path("/proc")) -> None:
+        self._images = images
+        self._proc = proc
+        self._records: dict[ProcessGeneration, ProcessRecord] = {}
+        self._newest: dict[int, ProcessGeneration] = {}  # pid -> its latest generation
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def pids(self) -> set[int]:
+        return {process.pid for process in self._records}
+
+    def announce(self, process: ProcessGeneration) -> None:
+        """A process was sampled for the first time: capture it now, while it lives."""
+        self._records[process] = self._capture(process)
+        self._newest[process.pid] = process
+
+    def lookup(self, process: ProcessGeneration) -> ProcessRecord:
+        """The record for a drained sample, refreshed if its process still runs."""
+        record = self._records.get(process)
+        if record is None:
+            # Announced before a restart, lost in a full ring buffer, or dropped
+            # as idle: capture it now, as it is.
+            self.announce(process)
+            return self._records[process]
+        if self._is_running(record):
+            # Libraries loaded since (dlopen) and JIT code need a fresh map.
+            record.image = self._images.image(process.pid, record.image) or record.image
+        return record
+
+    def end_drain(self, sampled: set[ProcessGeneration]) -> None:
+        """Forget processes that were not sampled for a while, or have ended."""
+        for process, record in list(self._records.items()):
+            if process in sampled:
+                record.idle_drains = 0
+                continue
+            record.idle_drains += 1
+            # An ended process may still have samples in the slot being filled
+            # now, so it is kept for one more drain.
+            ended = record.idle_drains >= 2 and not self._is_running(record)
+            if ended or record.idle_drains >= IDLE_DRAINS:
+                self._forget(process)
+
+    def _forget(self, process: ProcessGeneration) -> None:
+        del self._records[process]
+        if self._newest.get(process.pid) == process:
+            del self._newest[process.pid]
+
+    def _is_running(self, record: ProcessRecord) -> bool:
+        if self._newest.get(record.pid) != record.process:
+            return False  # exec'd into another image, or the pid was reused
+        start = read_start_ticks(record.pid, self._proc)
+        return start is not None and start == record.start_ticks
+
+    def _capture(self, process: ProcessGeneration) -> ProcessRecord:
+        pid = process.pid
+        start = read_start_ticks(pid, self._proc)
+        comm = read_comm(pid, self._proc)
+        # Everything it maps is opened now: it may exit before the drain.
+        image = self._images.image(pid, eager=True) if start is not None else None
+        return ProcessRecord(process, comm=comm, start_ticks=start, image=image)

@@ -9,6 +9,7 @@ old slot's maps: nothing is lost or counted twice at the boundary.
 import ctypes
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,8 +25,42 @@ BPF_SOURCE = "cpu_profile.bpf.c"
 # Waiting this long after the flip lets any run that read the old slot finish.
 FLIP_GRACE_SECONDS = 0.005
 
+# Processes the kernel side remembers as announced; past this the least
+# recently sampled is forgotten and announced again when sampled.
+KNOWN_PIDS = 32768
+
 # Must match enum drop_reason in the BPF program.
-DROP_REASONS = ("user_stack", "kernel_stack", "count_map")
+DROP_REASONS = ("user_stack", "kernel_stack", "count_map", "new_process", "overflow")
+
+MAX_STACK_DEPTH = 127  # as in the BPF program
+
+
+class _NewProcessEvent(ctypes.Structure):
+    """struct new_process in the BPF program."""
+
+    _fields_ = [("pid", ctypes.c_uint32), ("generation", ctypes.c_uint32)]
+
+
+class _OverflowSample(ctypes.Structure):
+    """struct overflow_sample in the BPF program: one sample whose stack collided."""
+
+    _fields_ = [
+        ("pid", ctypes.c_uint32),
+        ("generation", ctypes.c_uint32),
+        ("comm", ctypes.c_char * 16),
+        ("user_bytes", ctypes.c_int32),
+        ("kernel_bytes", ctypes.c_int32),
+        ("user", ctypes.c_uint64 * MAX_STACK_DEPTH),
+        ("kernel", ctypes.c_uint64 * MAX_STACK_DEPTH),
+    ]
+
+
+@dataclass(frozen=True)
+class ProcessGeneration:
+    """A process as the kernel side tells them apart: exec and pid reuse start a new one."""
+
+    pid: int
+    generation: int  # 0: unknown (the process could not be announced)
 
 
 @dataclass(frozen=True)
@@ -35,7 +70,7 @@ class SampleCount:
     Stacks are leaf first, as call sites (see `call_sites`), ready to look up.
     """
 
-    pid: int
+    process: ProcessGeneration
     comm: str
     user_stack: tuple[int, ...]
     kernel_stack: tuple[int, ...]
@@ -50,6 +85,7 @@ class Drain:
     end_ns: int
     samples: list[SampleCount] = field(default_factory=list)
     drops: dict[str, int] = field(default_factory=dict)
+    overflowed: int = 0  # samples among `samples` whose stacks collided in the stack map
 
     @property
     def total_samples(self) -> int:
@@ -83,15 +119,26 @@ def _power_of_two(value: int, *, low: int, high: int) -> int:
 class CpuSampler:
     """Owns the BPF program: attach on start, drain periodically, detach on close."""
 
-    def __init__(self, *, frequency: int, interval: float, kernel_stacks: bool) -> None:
+    def __init__(
+        self,
+        *,
+        frequency: int,
+        interval: float,
+        kernel_stacks: bool,
+        sizes: MapSizes | None = None,
+    ) -> None:
         self.frequency = frequency
         self.period_ns = round(1e9 / frequency)
         self.kernel_stacks = kernel_stacks
-        self.sizes = map_sizes(frequency, interval, os.cpu_count() or 1)
+        self.sizes = sizes or map_sizes(frequency, interval, os.cpu_count() or 1)
         self._bpf: Any = None
         self._slot = 0
         self._last_drain_ns = time.time_ns()
         self._drops_seen = dict.fromkeys(DROP_REASONS, 0)
+        self._announced: list[ProcessGeneration] = []
+        # Collided samples received from the kernel, waiting for the next drain.
+        self._overflow: list[SampleCount] = []
+        self._overflow_lock = threading.Lock()
 
     def start(self) -> None:
         from bcc import BPF, PerfSWConfig, PerfType  # loaded only where BPF runs
@@ -100,8 +147,11 @@ class CpuSampler:
             f"-DSTACK_MAP_ENTRIES={self.sizes.stack_entries}",
             f"-DCOUNT_MAP_ENTRIES={self.sizes.count_entries}",
             f"-DKERNEL_STACKS={int(self.kernel_stacks)}",
+            f"-DKNOWN_PIDS={KNOWN_PIDS}",
         ]
         self._bpf = BPF(src_file=str(source_path(BPF_SOURCE)).encode(), cflags=cflags)
+        self._table("new_processes").open_ring_buffer(self._on_new_process)
+        self._table("overflow").open_ring_buffer(self._on_overflow)
         self._set_slot(0)
         # cpu-clock counts nanoseconds, so a fixed period makes every sample
         # worth exactly period_ns of CPU time.
@@ -120,6 +170,34 @@ class CpuSampler:
             "on" if self.kernel_stacks else "off",
         )
 
+    def poll(self, timeout_ms: int) -> list[ProcessGeneration]:
+        """Read the ring buffers, waiting up to `timeout_ms` for an event.
+
+        Returns the processes first sampled since the last call; collided
+        samples are kept for the next drain. Call from one thread only.
+        """
+        if self._bpf is None:
+            raise RuntimeError("sampler not started")
+        self._bpf.ring_buffer_poll(timeout_ms)
+        announced, self._announced = self._announced, []
+        return announced
+
+    def _on_new_process(self, _ctx: Any, data: Any, _size: int) -> None:
+        event = ctypes.cast(data, ctypes.POINTER(_NewProcessEvent)).contents
+        self._announced.append(ProcessGeneration(event.pid, event.generation))
+
+    def _on_overflow(self, _ctx: Any, data: Any, _size: int) -> None:
+        event = ctypes.cast(data, ctypes.POINTER(_OverflowSample)).contents
+        sample = SampleCount(
+            process=ProcessGeneration(event.pid, event.generation),
+            comm=event.comm.decode(errors="replace"),
+            user_stack=_copied_stack(event.user, event.user_bytes),
+            kernel_stack=_copied_stack(event.kernel, event.kernel_bytes),
+            count=1,
+        )
+        with self._overflow_lock:
+            self._overflow.append(sample)
+
     def close(self) -> None:
         if self._bpf is not None:
             self._bpf.cleanup()
@@ -136,8 +214,12 @@ class CpuSampler:
         drain = Drain(start_ns=self._last_drain_ns, end_ns=end_ns)
         self._last_drain_ns = end_ns
         drain.samples = list(self._read_slot(old))
+        with self._overflow_lock:
+            drain.samples += self._overflow
+            drain.overflowed = len(self._overflow)
+            self._overflow = []
         drain.drops = self._read_drops()
-        self._table(f"stacks_{old}").clear()
+        _clear_stacks(self._table(f"stacks_{old}"))
         return drain
 
     def _table(self, name: str) -> Any:
@@ -154,7 +236,7 @@ class CpuSampler:
         cache: dict[int, tuple[int, ...]] = {}
         for key, value in _read_and_clear(counts):
             yield SampleCount(
-                pid=key.pid,
+                process=ProcessGeneration(key.pid, key.generation),
                 comm=key.comm.decode(errors="replace"),
                 user_stack=_stack(stacks, key.user_stack_id, cache),
                 kernel_stack=_stack(stacks, key.kernel_stack_id, cache),
@@ -185,6 +267,20 @@ def _read_and_clear(table: Any) -> list[tuple[Any, int]]:
         items = [(k, int(v.value)) for k, v in table.items()]
         table.clear()
         return items
+
+
+def _clear_stacks(stacks: Any) -> None:
+    """Empty a stack map. BCC's StackTrace.clear() does nothing, so delete key by key;
+    a stack left behind would make the next interval's equal-hash stacks collide."""
+    for key in list(stacks.keys()):
+        del stacks[key]  # nothing else deletes from the inactive slot
+
+
+def _copied_stack(frames: Any, size: int) -> tuple[int, ...]:
+    """Call sites of a stack bpf_get_stack copied (`size` bytes, or a negative errno)."""
+    if size <= 0:
+        return ()
+    return call_sites(tuple(frames[: size // 8]))
 
 
 def _stack(stacks: Any, stack_id: int, cache: dict[int, tuple[int, ...]]) -> tuple[int, ...]:

@@ -1,6 +1,7 @@
 """Agent settings: every field is a `podflame agent` flag and a PODFLAME_<FIELD> variable."""
 
 import socket
+from pathlib import Path
 
 from pydantic import AnyHttpUrl, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,4 +38,20 @@ class AgentSettings(BaseSettings):
         default=30,
         ge=1,
         description="Batches kept in memory while the server is unreachable; the oldest go first.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address of the agent's Prometheus /metrics endpoint."
+    )
+    metrics_port: int = Field(
+        default=9421, ge=0, le=65535, description="Port of /metrics; 0 turns it off."
+    )
+    symbol_cache_bytes: int = Field(
+        default=64 << 20,
+        ge=1 << 20,
+        description="Memory for parsed symbol tables; the least recently used go first.",
+    )
+    symbol_cache_dir: Path | None = Field(
+        default=None,
+        description="Directory for parsed symbol tables, so a restarted agent does not parse "
+        "binaries again (by build-id); unset: no disk cache.",
     )

@@ -33,7 +33,10 @@ debian_packages() {
     fi
     apt_install bpfcc-tools python3-bpfcc python3-venv make gcc libc6-dev
     if [ "$profile" = dev ]; then
-        apt_install chromium linux-perf
+        # The browser tests, and the accuracy tests' reference profiler and
+        # workloads in C++, Go, Node.js and Rust.
+        apt_install chromium linux-perf g++ golang-go nodejs
+        command -v rustc >/dev/null || apt_install rustc
     fi
 }
 

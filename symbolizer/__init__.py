@@ -3,6 +3,6 @@ from ELF files reached through /proc/PID/root.
 """
 
 from .kallsyms import KernelSymbols
-from .symbolizer import Symbolizer, SymbolizerStats
+from .symbolizer import ProcessImage, Symbolizer, SymbolizerStats, is_symbolized
 
-__all__ = ["KernelSymbols", "Symbolizer", "SymbolizerStats"]
+__all__ = ["KernelSymbols", "ProcessImage", "Symbolizer", "SymbolizerStats", "is_symbolized"]

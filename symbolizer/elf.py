@@ -1,40 +1,53 @@
 """Function symbols, load segments and build-id of one ELF file.
 
-pyelftools identifies the file (class, byte order) and decodes the ELF,
-program and section headers. Its higher-level section and segment objects are
-avoided on purpose: building them parses .hash/.gnu.hash tables entry by entry
-(over a second for libLLVM), and its per-symbol dicts manage about 20 000
-symbols a second. Symbol entries are decoded with `struct.iter_unpack`
-instead (some twenty times faster), and the build-id note by hand, with every
-range checked against the file size first.
-
-The result is kept as parallel sorted arrays, not objects, because an agent
-may hold hundreds of binaries with tens of thousands of symbols each.
+pyelftools decodes the ELF header, with its struct definitions built once per
+layout (class and byte order): ELFFile rebuilds them for every file, which
+took longer than all the rest of loading a small library. The tables of
+fixed-size entries that follow are read as numpy structured arrays over their
+bytes: program headers, section headers (pyelftools took 0.7 ms for libc's
+64, numpy 0.02 ms) and symbol tables, filtered as a whole (functions.py).
+pyelftools' section objects are avoided too: they parse .hash/.gnu.hash
+tables entry by entry (over a second for libLLVM), and its per-symbol dicts
+manage about 20 000 symbols a second. The build-id note is decoded by hand.
+Every range is checked against the file size before it is read.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import struct
-from array import array
-from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from elftools.common.utils import struct_parse
-from elftools.elf.elffile import ELFFile
+from elftools.elf.structs import ELFStructs
+
+from .functions import Entries, select_functions
+from .symtab import MAX_ADDRESS, SMALL_BATCH, U64, Addresses, SymbolTable, as_addresses
 
 _T = TypeVar("_T")
 
-_FUNC_TYPES = (2, 10)  # STT_FUNC, STT_GNU_IFUNC
-_SHN_LORESERVE = 0xFF00
 _PN_XNUM = 0xFFFF
+_SHN_XINDEX = 0xFFFF
+_SHT_SYMTAB, _SHT_NOTE, _SHT_DYNSYM = 2, 7, 11
+_PT_LOAD, _PT_NOTE = 1, 4
+# Layouts of the fixed-size table entries read with numpy, field:type in order.
+_SYM64 = "name:u4 info:u1 other:u1 shndx:u2 value:u8 size:u8"
+_SYM32 = "name:u4 value:u4 size:u4 info:u1 other:u1 shndx:u2"
+_SHDR64 = (
+    "name:u4 type:u4 flags:u8 addr:u8 offset:u8 size:u8 link:u4 info:u4 addralign:u8 entsize:u8"
+)
+_SHDR32 = (
+    "name:u4 type:u4 flags:u4 addr:u4 offset:u4 size:u4 link:u4 info:u4 addralign:u4 entsize:u4"
+)
+_PHDR64 = "type:u4 flags:u4 offset:u8 vaddr:u8 paddr:u8 filesz:u8 memsz:u8 align:u8"
+_PHDR32 = "type:u4 offset:u4 vaddr:u4 paddr:u4 filesz:u4 memsz:u4 flags:u4 align:u4"
 _NT_GNU_BUILD_ID = 3
-# Binding rank among aliases at one address (lower wins): an exported name is
-# what a user recognises and what other tools show.
-_BIND_RANK = {1: 0, 2: 1, 0: 2}  # GLOBAL, WEAK, LOCAL
-_UNKNOWN_BIND_RANK = 3
 
 
 class ElfError(Exception):
@@ -57,27 +70,12 @@ class LoadSegment:
 @dataclass(frozen=True, slots=True)
 class _SectionHeader:
     name: str
-    kind: str | int  # sh_type as pyelftools names it ("SHT_SYMTAB"); int if unknown
+    kind: int  # sh_type
     addr: int
     offset: int
     size: int
     link: int
     entsize: int
-
-
-# A function symbol before deduplication. The field order makes plain tuple
-# order the preference order among aliases at one address: sized first, then
-# fewer leading underscores (glibc's public `getpid` is a weak alias of the
-# global `__getpid`), then global before weak before local, then by name.
-# (start, unsized, leading underscores, bind rank, name, size, section end)
-_Candidate = tuple[int, bool, int, int, bytes, int, int]
-
-# struct format and field positions (info, shndx, value, size) of one symbol
-# entry; the name offset is always first.
-# Elf64_Sym: name, info, other, shndx, value, size.
-# Elf32_Sym: name, value, size, info, other, shndx.
-_SYM64 = ("IBBHQQ", 1, 3, 4, 5)
-_SYM32 = ("IIIBBH", 3, 5, 1, 2)
 
 
 def _guarded(parse: Callable[[BinaryIO], _T], stream: BinaryIO) -> _T:
@@ -99,9 +97,9 @@ def _guarded(parse: Callable[[BinaryIO], _T], stream: BinaryIO) -> _T:
 class ElfSymbols:
     """Function symbols of one ELF file, addressed by link-time virtual address.
 
-    Build with `from_file`. The arrays hold one symbol per start address, and
-    sizes are effective ones (a zero-sized symbol gets the distance to the
-    next symbol or to the end of its section), so a lookup is one bisection.
+    Build with `from_file`. The table holds one symbol per start address, with
+    effective extents (a zero-sized symbol reaches to the next symbol or to
+    the end of its section), so a lookup is one binary search.
     """
 
     def __init__(
@@ -109,17 +107,13 @@ class ElfSymbols:
         *,
         build_id: str | None,
         segments: tuple[LoadSegment, ...],
-        starts: array[int],
-        sizes: array[int],
-        names: list[str],
+        table: SymbolTable,
         source: str,
     ) -> None:
         self.build_id = build_id
         self.segments = segments
         self.source = source  # ".symtab", ".dynsym" or "" when there are no symbols
-        self._starts = starts
-        self._sizes = sizes
-        self._names = names
+        self.table = table
 
     @classmethod
     def from_file(cls, stream: BinaryIO) -> ElfSymbols:
@@ -146,20 +140,17 @@ class ElfSymbols:
         elf = _Elf(stream)
         # The first table with functions: .dynsym only if .symtab is absent
         # (stripped) or has no functions left (stripped down to a few symbols).
-        found: list[_Candidate] = []
-        source = ""
-        for table in elf.symbol_tables():
-            found, source = elf.functions(table), table.name
-            if found:
+        table, source = SymbolTable.empty(), ""
+        for header in elf.symbol_tables():
+            table = elf.functions(header)
+            if len(table):
+                source = header.name
                 break
-        starts, sizes, names = _build_arrays(found)
         return cls(
             build_id=_build_id(elf),
             segments=elf.load_segments(),
-            starts=starts,
-            sizes=sizes,
-            names=names,
-            source=source if found else "",
+            table=table,
+            source=source,
         )
 
     def file_offset_to_vaddr(self, offset: int) -> int | None:
@@ -176,23 +167,60 @@ class ElfSymbols:
 
     def lookup(self, vaddr: int) -> str | None:
         """The function containing link-time address `vaddr`, or None."""
-        i = bisect_right(self._starts, vaddr) - 1
-        if i >= 0 and vaddr < self._starts[i] + self._sizes[i]:
-            return self._names[i]
-        return None
+        return self.table.lookup(vaddr)
+
+    def lookup_many(self, vaddrs: Addresses) -> list[str | None]:
+        """`lookup` of each link-time address, in order, with one vectorized search."""
+        return self.table.lookup_many(vaddrs)
+
+    def lookup_offsets(self, offsets: Addresses) -> list[str | None]:
+        """The function at each file offset (as `file_offset_to_vaddr`, then `lookup`)."""
+        keys = None if len(offsets) < SMALL_BATCH else as_addresses(offsets)
+        if keys is None:  # few, or some value is no 64-bit offset: one by one
+            return [self._lookup_offset(int(o)) for o in offsets]
+        vaddrs = np.zeros(len(keys), np.uint64)
+        loaded = np.zeros(len(keys), bool)
+        for segment in self.segments:
+            end = min(segment.offset + segment.filesz, MAX_ADDRESS)
+            inside = ~loaded & (keys >= segment.offset) & (keys < end)
+            vaddrs[inside] = keys[inside] - np.uint64(segment.offset) + np.uint64(segment.vaddr)
+            loaded |= inside
+        names: list[str | None] = [None] * len(keys)
+        where = np.flatnonzero(loaded).tolist()
+        for i, name in zip(where, self.table.lookup_many(vaddrs[loaded]), strict=True):
+            names[i] = name
+        return names
+
+    def _lookup_offset(self, offset: int) -> str | None:
+        vaddr = self.file_offset_to_vaddr(offset)
+        return None if vaddr is None else self.table.lookup(vaddr)
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate memory held, for the symbolizer's byte cap."""
+        return self.table.nbytes + 64 * len(self.segments) + 512
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self.table)
 
 
 class _Elf:
     """Bounds-checked access to one ELF file's headers, sections and symbols."""
 
     def __init__(self, stream: BinaryIO) -> None:
-        self.file = ELFFile(stream)
         self.stream = stream
-        self.size = self.file.stream_len
-        self.sections = self._section_headers()
+        self.size = stream.seek(0, os.SEEK_END)
+        ident = self.read(0, 16)
+        if ident[:4] != b"\x7fELF":
+            raise ElfError("not an ELF file")
+        if ident[4] not in (1, 2) or ident[5] not in (1, 2):
+            raise ElfError(f"unknown ELF class {ident[4]} or byte order {ident[5]}")
+        self.elfclass = 32 if ident[4] == 1 else 64
+        self.little_endian = ident[5] == 1
+        self.header = struct_parse(_ehdr(self.little_endian, self.elfclass), stream, 0)
+        raw = self._section_table()
+        self.section_zero = raw[0] if len(raw) else None  # holds counts too large for the header
+        self.sections = self._section_headers(raw)
 
     def check(self, offset: int, size: int) -> None:
         """Refuse a range past the end of the file before touching it.
@@ -209,102 +237,133 @@ class _Elf:
         self.stream.seek(offset)
         return self.stream.read(size)
 
-    def _table(self, struct_: Any, offset: int, entsize: int, count: int) -> list[Any]:
-        """`count` header entries at `offset` (0: there is no table), decoded by pyelftools."""
-        if not offset:
-            return []
-        if count and entsize != struct_.sizeof():
-            raise ElfError(f"unexpected header entry size {entsize}")
-        self.check(offset, count * entsize)
-        return [struct_parse(struct_, self.stream, offset + i * entsize) for i in range(count)]
+    def _section_table(self) -> npt.NDArray[np.void]:
+        """The section headers as one structured array (empty if there are none).
 
-    def _section_headers(self) -> list[_SectionHeader]:
-        f = self.file
-        raw = self._table(f.structs.Elf_Shdr, f["e_shoff"], f["e_shentsize"], f.num_sections())
+        If they are too many for e_shnum, it is 0 and section 0's sh_size
+        holds the count.
+        """
+        h = self.header
+        dtype = _shdr_dtype(self.elfclass, self.little_endian)
+        if not h["e_shoff"]:
+            return np.zeros(0, dtype)
+        count = h["e_shnum"] or int(self._entries_at(h["e_shoff"], 1, dtype)[0]["size"])
+        if count and h["e_shentsize"] != dtype.itemsize:
+            raise ElfError(f"unexpected section header size {h['e_shentsize']}")
+        return self._entries_at(h["e_shoff"], count, dtype)
+
+    def _entries_at(
+        self, offset: int, count: int, dtype: np.dtype[np.void]
+    ) -> npt.NDArray[np.void]:
+        return np.frombuffer(self.read(offset, count * dtype.itemsize), dtype)
+
+    def _section_headers(self, raw: npt.NDArray[np.void]) -> list[_SectionHeader]:
         names = b""
-        if raw:
-            strtab = raw[f.get_shstrndx()]
-            names = self.read(strtab["sh_offset"], strtab["sh_size"])
+        if len(raw):
+            index = self.header["e_shstrndx"]
+            strtab = raw[int(raw[0]["link"]) if index == _SHN_XINDEX else index]
+            names = self.read(int(strtab["offset"]), int(strtab["size"]))
+        fields = ("name", "type", "addr", "offset", "size", "link", "entsize")
         return [
             _SectionHeader(
-                name=_string_at(names, h["sh_name"]).decode("utf-8", "replace"),
-                kind=h["sh_type"],
-                addr=h["sh_addr"],
-                offset=h["sh_offset"],
-                size=h["sh_size"],
-                link=h["sh_link"],
-                entsize=h["sh_entsize"],
+                name=_string_at(names, name).decode("utf-8", "replace"),
+                kind=kind,
+                addr=addr,
+                offset=offset,
+                size=size,
+                link=link,
+                entsize=entsize,
             )
-            for h in raw
+            for name, kind, addr, offset, size, link, entsize in zip(
+                *(raw[f].tolist() for f in fields), strict=True
+            )
         ]
 
-    def program_headers(self) -> list[Any]:
-        """Decoded program headers (PN_XNUM: the real count is in section 0)."""
-        f = self.file
-        count = f["e_phnum"]
-        if count == _PN_XNUM and self.sections:
-            count = struct_parse(f.structs.Elf_Shdr, self.stream, f["e_shoff"])["sh_info"]
-        return self._table(f.structs.Elf_Phdr, f["e_phoff"], f["e_phentsize"], count)
+    def program_headers(self, kind: int) -> list[tuple[int, int, int]]:
+        """(offset, vaddr, filesz) of the program headers of one type.
+
+        With PN_XNUM in e_phnum, the real count is section 0's sh_info.
+        """
+        h = self.header
+        count = h["e_phnum"]
+        if count == _PN_XNUM and self.section_zero is not None:
+            count = int(self.section_zero["info"])
+        dtype = _dtype(_PHDR64 if self.elfclass == 64 else _PHDR32, self.little_endian)
+        if not h["e_phoff"]:
+            return []
+        if count and h["e_phentsize"] != dtype.itemsize:
+            raise ElfError(f"unexpected program header size {h['e_phentsize']}")
+        table = self._entries_at(h["e_phoff"], count, dtype)
+        table = table[table["type"] == kind]
+        fields = (table[f].tolist() for f in ("offset", "vaddr", "filesz"))
+        return list(zip(*fields, strict=True))
 
     def load_segments(self) -> tuple[LoadSegment, ...]:
-        return tuple(
-            LoadSegment(h["p_offset"], h["p_vaddr"], h["p_filesz"])
-            for h in self.program_headers()
-            if h["p_type"] == "PT_LOAD"
-        )
+        return tuple(LoadSegment(*header) for header in self.program_headers(_PT_LOAD))
 
     def note_ranges(self) -> list[tuple[int, int]]:
         """(offset, size) of the notes: from sections, or PT_NOTE if stripped of those."""
-        ranges = [(s.offset, s.size) for s in self.sections if s.kind == "SHT_NOTE"]
+        ranges = [(s.offset, s.size) for s in self.sections if s.kind == _SHT_NOTE]
         if not ranges:
-            headers = self.program_headers()
-            ranges = [(h["p_offset"], h["p_filesz"]) for h in headers if h["p_type"] == "PT_NOTE"]
+            ranges = [(offset, size) for offset, _, size in self.program_headers(_PT_NOTE)]
         return ranges
 
     def symbol_tables(self) -> list[_SectionHeader]:
         """.symtab (all functions) first, then .dynsym (exported ones only)."""
-        order = {"SHT_SYMTAB": 0, "SHT_DYNSYM": 1}
+        order = {_SHT_SYMTAB: 0, _SHT_DYNSYM: 1}
         tables = [s for s in self.sections if s.kind in order]
-        return sorted(tables, key=lambda s: order[str(s.kind)])
+        return sorted(tables, key=lambda s: order[s.kind])
 
-    def _entries(self, table: _SectionHeader) -> tuple[Iterator[tuple[int, ...]], tuple[int, ...]]:
-        """Raw entries of a symbol table and the positions of (info, shndx, value, size)."""
-        fmt, *positions = _SYM64 if self.file.elfclass == 64 else _SYM32
-        fmt = ("<" if self.file.little_endian else ">") + fmt
-        if table.entsize != struct.calcsize(fmt):
+    def section_ends(self) -> U64:
+        """End address of each section (clamped: a hostile one may overflow)."""
+        ends = [min(s.addr + s.size, MAX_ADDRESS) for s in self.sections]
+        return np.array(ends, dtype=np.uint64)
+
+    def entries(self, table: _SectionHeader) -> Entries:
+        """The raw entries of a symbol table, as a structured array over its bytes."""
+        dtype = sym_dtype(self.elfclass, self.little_endian)
+        if table.entsize != dtype.itemsize:
             raise ElfError(f"{table.name}: unexpected entry size {table.entsize}")
         data = self.read(table.offset, table.size - table.size % table.entsize)
-        return struct.iter_unpack(fmt, data), tuple(positions)
+        return np.frombuffer(data, dtype)
 
-    def functions(self, table: _SectionHeader) -> list[_Candidate]:
-        """The defined function symbols of `table`.
-
-        Zero-sized symbols (assembly entry points, `_init`) are kept from
-        .symtab only. .dynsym lists exported functions alone: stretching one
-        to the next symbol would swallow unexported code and name it wrongly.
-        Hot loop: runs once per symbol, so it stays flat.
-        """
+    def functions(self, table: _SectionHeader) -> SymbolTable:
+        """The defined function symbols of `table`, one per address."""
         if not 0 < table.link < len(self.sections):
             raise ElfError(f"{table.name}: bad string table index {table.link}")
         strtab_header = self.sections[table.link]
         strtab = self.read(strtab_header.offset, strtab_header.size)
-        ends = [s.addr + s.size for s in self.sections]
-        # Index 0 is SHN_UNDEF (imported); from SHN_LORESERVE on, absolute or special.
-        max_shndx = min(len(ends), _SHN_LORESERVE)
-        keep_unsized = table.kind == "SHT_SYMTAB"
-        entries, (i_info, i_shndx, i_value, i_size) = self._entries(table)
-        found: list[_Candidate] = []
-        for e in entries:
-            info, shndx, value, size = e[i_info], e[i_shndx], e[i_value], e[i_size]
-            if (info & 0xF) not in _FUNC_TYPES or not value or not 0 < shndx < max_shndx:
-                continue
-            if size or keep_unsized:
-                name = _string_at(strtab, e[0])
-                if name:
-                    bind = _BIND_RANK.get(info >> 4, _UNKNOWN_BIND_RANK)
-                    under = len(name) - len(name.lstrip(b"_"))
-                    found.append((value, not size, under, bind, name, size, ends[shndx]))
-        return found
+        keep_unsized = table.kind == _SHT_SYMTAB
+        return select_functions(
+            self.entries(table), strtab, self.section_ends(), keep_unsized=keep_unsized
+        )
+
+
+def sym_dtype(elfclass: int, little_endian: bool) -> np.dtype[np.void]:
+    """One Elf32_Sym or Elf64_Sym entry, in the file's byte order."""
+    return _dtype(_SYM64 if elfclass == 64 else _SYM32, little_endian)
+
+
+def _shdr_dtype(elfclass: int, little_endian: bool) -> np.dtype[np.void]:
+    """One Elf32_Shdr or Elf64_Shdr, in the file's byte order."""
+    return _dtype(_SHDR64 if elfclass == 64 else _SHDR32, little_endian)
+
+
+@functools.lru_cache(maxsize=16)
+def _dtype(fields: str, little_endian: bool) -> np.dtype[np.void]:
+    """A structured dtype from "name:code ..." (packed, as ELF structures are)."""
+    order = "<" if little_endian else ">"
+    pairs = (field.split(":") for field in fields.split())
+    return np.dtype([(name, order + code) for name, code in pairs])
+
+
+@functools.lru_cache(maxsize=4)
+def _ehdr(little_endian: bool, elfclass: int) -> Any:
+    """pyelftools' ELF header struct for one layout, built once: it is a
+    stateless parser, so one serves every file of that layout."""
+    structs = ELFStructs(little_endian=little_endian, elfclass=elfclass)
+    structs.create_basic_structs()
+    return structs.Elf_Ehdr
 
 
 def _string_at(strtab: bytes, offset: int) -> bytes:
@@ -313,30 +372,10 @@ def _string_at(strtab: bytes, offset: int) -> bytes:
     return strtab[offset : end if end >= 0 else len(strtab)]
 
 
-def _build_arrays(found: list[_Candidate]) -> tuple[array[int], array[int], list[str]]:
-    """One symbol per address (the first in tuple order wins), with effective sizes."""
-    found.sort()
-    unique = [c for i, c in enumerate(found) if i == 0 or found[i - 1][0] != c[0]]
-    starts: array[int] = array("Q")
-    sizes: array[int] = array("Q")
-    names: list[str] = []
-    for i, (start, _unsized, _under, _bind, name, size, limit) in enumerate(unique):
-        if size == 0:
-            # "Until the next symbol", but never past the end of its section.
-            next_start = unique[i + 1][0] if i + 1 < len(unique) else limit
-            size = min(next_start, limit) - start
-            if size <= 0:
-                continue
-        starts.append(start)
-        sizes.append(size)
-        names.append(name.decode("utf-8", "replace"))
-    return starts, sizes, names
-
-
 def _build_id(elf: _Elf) -> str | None:
     """The GNU build-id as lowercase hex, if the file has one."""
     for offset, size in elf.note_ranges():
-        found = _find_build_id(elf.read(offset, size), "<" if elf.file.little_endian else ">")
+        found = _find_build_id(elf.read(offset, size), "<" if elf.little_endian else ">")
         if found is not None:
             return found
     return None

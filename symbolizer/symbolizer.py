@@ -4,7 +4,17 @@ User frames go address -> executable mapping (from /proc/PID/maps) -> file
 offset -> link-time address (via the binary's PT_LOAD headers) -> symbol.
 Binaries are opened through /proc/PID/root so that a container's files are
 read from the container's mount namespace, and their symbol tables are cached
-by build-id, so one image running in many pods is parsed once.
+by build-id, so one image running in many pods is parsed once: in memory
+(least recently used out, past a count and a byte cap) and, if given a
+directory, on disk, so that a restarted agent does not parse again.
+
+A binary without a .symtab is looked up in a separate debug file (by
+build-id or .gnu_debuglink, inside the process's root), JIT code in the
+process's perf map, and names are demangled (C++, Rust legacy and v0).
+
+A process's mappings and opened symbol tables are captured as a
+`ProcessImage` while it lives, so that a process that exits before its
+samples are symbolized keeps its names.
 
 Nothing here raises for bad input: a frame that cannot be named becomes
 ``module+0xOFFSET`` (still useful, and never a wrong name) or ``[unknown]``,
@@ -14,17 +24,56 @@ and the problem is counted in `SymbolizerStats`.
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .debuginfo import find_debug_file, read_debuglink
+from .demangle import demangle
+from .diskcache import DiskCache
 from .elf import ElfError, ElfSymbols
 from .kallsyms import KernelSymbols
+from .perfmap import PerfMap, PerfMaps
 from .procmaps import Mapping, MappingIndex, ProcessGone, read_maps
 
 UNKNOWN = "[unknown]"
+MiB = 1 << 20
+
+# How a frame that could not be named looks: its module and file offset.
+_FALLBACK = re.compile(r".+\+0x[0-9a-f]+")
+
+
+def fallback_frame(module_path: str, offset: int) -> str:
+    return f"{os.path.basename(module_path)}+0x{offset:x}"
+
+
+def is_symbolized(name: str) -> bool:
+    """False for the frames this module emits when it cannot name a function."""
+    return name != UNKNOWN and not _FALLBACK.fullmatch(name)
+
+
+@dataclass(frozen=True)
+class ProcessImage:
+    """What it takes to symbolize one process, captured while it lives."""
+
+    pid: int
+    mappings: MappingIndex
+    # Executable file mappings opened so far and their symbols (None:
+    # unreadable or not ELF); filled in as frames need them.
+    tables: dict[Mapping, ElfSymbols | None]
+    jit: PerfMap | None  # the process's perf map, if it has JIT code and one
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where a binary was opened from, to find its debug file beside it."""
+
+    root: Path  # /proc/PID/root: the process's view of the filesystem
+    path: str  # the binary's path in that view
+
 
 # (st_dev, st_ino, st_size, st_mtime_ns) of an opened binary: identifies a
 # file's contents well enough when it has no build-id.
@@ -40,13 +89,24 @@ class SymbolizerStats:
     frames_unresolved: int = 0
     elf_errors: int = 0  # binaries that failed to parse (each counted once)
     binaries_loaded: int = 0  # symbol tables parsed into the cache
-    binaries_evicted: int = 0  # symbol tables dropped by the LRU
-    processes_gone: int = 0  # user() calls for a pid that no longer exists
-    maps_errors: int = 0  # user() calls whose maps were unreadable otherwise
+    binaries_evicted: int = 0  # symbol tables dropped by the LRU (count or byte cap)
+    disk_cache_hits: int = 0  # symbol tables read from the disk cache instead of parsed
+    disk_cache_writes: int = 0
+    disk_cache_errors: int = 0  # damaged cache files removed, failed writes
+    debug_files: int = 0  # binaries named from a separate debug file
+    jit_frames: int = 0  # frames named from a perf map
+    processes_gone: int = 0  # image() calls for a pid that no longer exists
+    maps_errors: int = 0  # image() calls whose maps were unreadable otherwise
 
 
 class Symbolizer:
     """Resolves kernel and user addresses to function names.
+
+    Symbol tables stay in memory up to `max_binaries` tables and `max_bytes`
+    (approximate) in all; the most recent one is kept even if it alone is
+    larger, or a big binary would be parsed again on every call. With a
+    `cache_dir`, tables of binaries with a build-id are also kept on disk, up
+    to about `max_disk_bytes`.
 
     Not thread-safe: the agent symbolizes from one thread.
     """
@@ -55,26 +115,34 @@ class Symbolizer:
         self,
         *,
         max_binaries: int = 256,
+        max_bytes: int = 64 * MiB,
         proc: Path = Path("/proc"),
         kallsyms: KernelSymbols | None = None,
+        cache_dir: Path | None = None,
+        max_disk_bytes: int = 256 * MiB,
     ) -> None:
         if max_binaries < 1:
             raise ValueError("max_binaries must be at least 1")
         self.stats = SymbolizerStats()
         self._max_binaries = max_binaries
+        self._max_bytes = max_bytes
         self._proc = proc
         self._kallsyms = kallsyms
+        self._disk = DiskCache(cache_dir, max_disk_bytes) if cache_dir is not None else None
         self._binaries: OrderedDict[_CacheKey, ElfSymbols] = OrderedDict()
+        self._bytes = 0  # sum of nbytes over _binaries
         # Opened file -> cache key, or None for a file that failed to parse.
         # Saves re-reading the build-id (and re-failing) on every call.
         self._by_stat: OrderedDict[_StatKey, _CacheKey | None] = OrderedDict()
+        self._perf_maps = PerfMaps(max_processes=max_binaries)
 
     # Kernel ------------------------------------------------------------
 
     def kernel(self, addresses: Sequence[int]) -> list[str]:
         """Names of kernel text addresses; ``[unknown]`` where there is none."""
         table = self._kernel_symbols()
-        return [self._counted(table.lookup(a) if table else None) for a in addresses]
+        names = [None] * len(addresses) if table is None else table.lookup_many(addresses)
+        return [self._counted(name) for name in names]
 
     def refresh(self) -> None:
         """Reload kernel symbols if modules changed; call once per interval, not per stack."""
@@ -93,54 +161,95 @@ class Symbolizer:
     # User --------------------------------------------------------------
 
     def user(self, pid: int, addresses: Sequence[int]) -> list[str]:
-        """Names of the user-space `addresses` of process `pid`, in order.
+        """Names of the user-space `addresses` of live process `pid`, in order."""
+        return self.resolve(self.image(pid), addresses)
 
-        Reads /proc/PID/maps once, so pass all of a process's addresses (many
-        stacks) in one call. Never raises: a vanished process gives
-        ``[unknown]`` for every frame and counts in `stats.processes_gone`.
+    def image(
+        self, pid: int, previous: ProcessImage | None = None, *, eager: bool = False
+    ) -> ProcessImage | None:
+        """Capture process `pid` for symbolizing, now or after it has exited.
+
+        Symbol tables are opened when a frame first needs them, while the
+        process lives; `eager` opens every executable file it maps right away,
+        so that a process which exits before its samples are resolved keeps
+        its names. Tables of `previous` (the same process, captured earlier)
+        are reused for unchanged mappings. None when the process is gone.
         """
         try:
-            index = MappingIndex(read_maps(pid, self._proc))
+            mappings = read_maps(pid, self._proc)
         except ProcessGone:
             self.stats.processes_gone += 1
-            return [self._counted(None) for _ in addresses]
+            return None
         except OSError:
             self.stats.maps_errors += 1
+            return None
+        known = previous.tables if previous is not None else {}
+        tables = {m: known[m] for m in mappings if m in known}
+        if eager:
+            for mapping in mappings:
+                if mapping.is_file and mapping not in tables:
+                    tables[mapping] = self._binary(pid, mapping)
+        has_jit = any(not (m.is_file or m.is_pseudo) for m in mappings)
+        jit = self._perf_maps.get(pid, self._proc) if has_jit else None
+        return ProcessImage(pid, MappingIndex(mappings), tables, jit)
+
+    def resolve(self, image: ProcessImage | None, addresses: Sequence[int]) -> list[str]:
+        """Names of `addresses` in a captured process, in order; never raises.
+
+        Pass all of a process's addresses (many stacks) in one call: the
+        lookups are grouped per mapping.
+        """
+        if image is None:
             return [self._counted(None) for _ in addresses]
-        # One binary lookup per mapping per call, however many frames hit it.
-        tables: dict[Mapping, ElfSymbols | None] = {}
-        return [self._user_frame(pid, index, a, tables) for a in addresses]
+        names: list[str | None] = [None] * len(addresses)
+        in_files: dict[Mapping, list[int]] = {}
+        for i, address in enumerate(addresses):
+            mapping = image.mappings.find(address)
+            if mapping is None:
+                names[i] = self._counted(None)
+            elif not mapping.is_file:
+                names[i] = self._special_frame(image, mapping, address)
+            else:
+                in_files.setdefault(mapping, []).append(i)
+        # One vectorized lookup per mapping, however many frames hit it.
+        for mapping, positions in in_files.items():
+            if mapping not in image.tables:  # not opened yet: try now
+                image.tables[mapping] = self._binary(image.pid, mapping)
+            found = [addresses[i] for i in positions]
+            self._file_frames(image.tables[mapping], mapping, found, positions, names)
+        return [UNKNOWN if name is None else name for name in names]
 
-    def _user_frame(
+    def _file_frames(
         self,
-        pid: int,
-        index: MappingIndex,
-        address: int,
-        tables: dict[Mapping, ElfSymbols | None],
-    ) -> str:
-        """One frame: a function name, else ``module+0xOFFSET``, else ``[unknown]``."""
-        mapping = index.find(address)
-        if mapping is None:
-            return self._counted(None)
-        if not mapping.is_file:
-            return self._special_frame(pid, mapping, address)
-        if mapping not in tables:
-            tables[mapping] = self._binary(pid, mapping)
-        offset = mapping.file_offset(address)
-        name = _symbol_at(tables[mapping], offset)
-        if name is not None:
-            return self._counted(name)
-        self.stats.frames_unresolved += 1
-        return f"{os.path.basename(mapping.path)}+0x{offset:x}"
+        symbols: ElfSymbols | None,
+        mapping: Mapping,
+        addresses: list[int],
+        positions: list[int],
+        names: list[str | None],
+    ) -> None:
+        """Fill in the frames of one file mapping: function names, else ``module+0xOFFSET``."""
+        offsets = [mapping.file_offset(a) for a in addresses]
+        found = [None] * len(offsets) if symbols is None else symbols.lookup_offsets(offsets)
+        for i, offset, name in zip(positions, offsets, found, strict=True):
+            if name is not None:
+                names[i] = self._counted(demangle(name))
+            else:
+                self.stats.frames_unresolved += 1
+                names[i] = fallback_frame(mapping.path, offset)
 
-    def _special_frame(self, pid: int, mapping: Mapping, address: int) -> str:
+    def _special_frame(self, image: ProcessImage, mapping: Mapping, address: int) -> str:
         """A frame in memory not backed by a file.
 
         [vdso] and [vsyscall] keep their names. Anonymous executable memory is
-        JIT code: this is where a /tmp/perf-PID.map lookup would go.
+        JIT code, named by the process's perf map when it writes one.
         """
-        self.stats.frames_unresolved += 1
-        return mapping.path if mapping.is_pseudo else UNKNOWN
+        if mapping.is_pseudo:
+            self.stats.frames_resolved += 1
+            return mapping.path
+        name = image.jit.lookup(address) if image.jit is not None else None
+        if name is not None:
+            self.stats.jit_frames += 1
+        return self._counted(name)
 
     def _counted(self, name: str | None) -> str:
         if name is None:
@@ -156,8 +265,9 @@ class Symbolizer:
         stream = self._open_binary(pid, mapping)
         if stream is None:
             return None
+        origin = _Origin(self._proc / str(pid) / "root", mapping.path)
         with stream:
-            return self._symbols_of(stream)
+            return self._symbols_of(stream, origin)
 
     def _open_binary(self, pid: int, mapping: Mapping) -> BinaryIO | None:
         """Open the mapped file as the process sees it.
@@ -182,7 +292,7 @@ class Symbolizer:
             stream.close()
         return None
 
-    def _symbols_of(self, stream: BinaryIO) -> ElfSymbols | None:
+    def _symbols_of(self, stream: BinaryIO, origin: _Origin) -> ElfSymbols | None:
         """Cached symbols of an open binary, parsing it only on a cache miss."""
         st = os.fstat(stream.fileno())
         stat_key: _StatKey = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -195,13 +305,13 @@ class Symbolizer:
                 self._binaries.move_to_end(key)
                 return self._binaries[key]
         try:
-            return self._load(stream, stat_key)
+            return self._load(stream, stat_key, origin)
         except ElfError:
             self.stats.elf_errors += 1
             self._remember(stat_key, None)
             return None
 
-    def _load(self, stream: BinaryIO, stat_key: _StatKey) -> ElfSymbols:
+    def _load(self, stream: BinaryIO, stat_key: _StatKey, origin: _Origin) -> ElfSymbols:
         """Read the build-id, then the full table unless that build is cached."""
         build_id = ElfSymbols.read_build_id(stream)
         key: _CacheKey = f"build-id:{build_id}" if build_id else stat_key
@@ -209,22 +319,81 @@ class Symbolizer:
         if key in self._binaries:
             self._binaries.move_to_end(key)
             return self._binaries[key]
-        symbols = self._parse(stream, build_id)
-        self._binaries[key] = symbols
-        self.stats.binaries_loaded += 1
-        if len(self._binaries) > self._max_binaries:
-            self._binaries.popitem(last=False)
-            self.stats.binaries_evicted += 1
+        symbols = self._from_disk(build_id)
+        if symbols is None:
+            symbols = self._parse(stream, build_id, origin)
+            self.stats.binaries_loaded += 1
+            self._to_disk(symbols)
+        self._keep(key, symbols)
         return symbols
 
-    def _parse(self, stream: BinaryIO, build_id: str | None) -> ElfSymbols:
-        """Symbols of the binary itself.
+    def _keep(self, key: _CacheKey, symbols: ElfSymbols) -> None:
+        """Add to the in-memory LRU, evicting past the count and byte caps."""
+        self._binaries[key] = symbols
+        self._bytes += symbols.nbytes
+        while len(self._binaries) > 1 and (
+            len(self._binaries) > self._max_binaries or self._bytes > self._max_bytes
+        ):
+            _, evicted = self._binaries.popitem(last=False)
+            self._bytes -= evicted.nbytes
+            self.stats.binaries_evicted += 1
 
-        This is where a separate debug file (by `build_id` under
-        /usr/lib/debug/.build-id, or via .gnu_debuglink) would be preferred
-        once supported.
-        """
-        return ElfSymbols.from_file(stream)
+    def _from_disk(self, build_id: str | None) -> ElfSymbols | None:
+        if self._disk is None or build_id is None:
+            return None
+        symbols = self._disk.load(build_id)
+        self._sync_disk_stats(self._disk)
+        return symbols
+
+    def _to_disk(self, symbols: ElfSymbols) -> None:
+        if self._disk is not None and symbols.build_id is not None:
+            self._disk.store(symbols)
+            self._sync_disk_stats(self._disk)
+
+    def _sync_disk_stats(self, disk: DiskCache) -> None:
+        self.stats.disk_cache_hits = disk.stats.hits
+        self.stats.disk_cache_writes = disk.stats.writes
+        self.stats.disk_cache_errors = disk.stats.errors
+
+    @property
+    def cached_bytes(self) -> int:
+        """Approximate memory held by the in-memory symbol tables."""
+        return self._bytes
+
+    def _parse(self, stream: BinaryIO, build_id: str | None, origin: _Origin) -> ElfSymbols:
+        """Symbols of the binary: its .symtab, else its debug file's, else its .dynsym."""
+        symbols = ElfSymbols.from_file(stream)
+        if symbols.source == ".symtab":
+            return symbols
+        debug = self._debug_symbols(stream, build_id, origin)
+        if debug is None or len(debug) == 0:
+            return symbols
+        self.stats.debug_files += 1
+        # The debug file's sections sit at the binary's addresses; the load
+        # segments that map file offsets to them are the binary's own.
+        return ElfSymbols(
+            build_id=build_id, segments=symbols.segments, table=debug.table, source="debug"
+        )
+
+    def _debug_symbols(
+        self, stream: BinaryIO, build_id: str | None, origin: _Origin
+    ) -> ElfSymbols | None:
+        stream.seek(0)
+        link = read_debuglink(stream)
+        path = find_debug_file(
+            origin.root,
+            origin.path,
+            build_id,
+            link[0] if link else None,
+            debuglink_crc=link[1] if link else None,
+        )
+        if path is None:
+            return None
+        try:
+            return ElfSymbols.from_path(path)
+        except (OSError, ElfError):
+            self.stats.elf_errors += 1
+            return None
 
     def _remember(self, stat_key: _StatKey, key: _CacheKey | None) -> None:
         """Record which cache entry an opened file maps to (bounded, LRU)."""
@@ -232,11 +401,3 @@ class Symbolizer:
         self._by_stat.move_to_end(stat_key)
         if len(self._by_stat) > 4 * self._max_binaries:
             self._by_stat.popitem(last=False)
-
-
-def _symbol_at(symbols: ElfSymbols | None, offset: int) -> str | None:
-    """The function at file `offset` of a binary, if its table names one."""
-    if symbols is None:
-        return None
-    vaddr = symbols.file_offset_to_vaddr(offset)
-    return symbols.lookup(vaddr) if vaddr is not None else None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from podflame.agent.sampler import CpuSampler, call_sites, map_sizes
+from podflame.agent.sampler import CpuSampler, MapSizes, call_sites, map_sizes
 from tests.conftest import compile_c, workload_cpu_seconds
 from tests.fixtures import FIXTURES
 
@@ -32,9 +32,11 @@ def test_frequent_drains_account_for_all_cpu_time(tmp_path: Path) -> None:
         counted = drains = 0
         while workload.poll() is None:
             time.sleep(0.05)  # many drains while the workload runs: boundaries matter
-            counted += sum(s.count for s in sampler.drain().samples if s.pid == workload.pid)
+            counted += sum(
+                s.count for s in sampler.drain().samples if s.process.pid == workload.pid
+            )
             drains += 1
-        counted += sum(s.count for s in sampler.drain().samples if s.pid == workload.pid)
+        counted += sum(s.count for s in sampler.drain().samples if s.process.pid == workload.pid)
         cpu_seconds = workload_cpu_seconds(workload)
     finally:
         sampler.close()
@@ -46,3 +48,59 @@ def test_frequent_drains_account_for_all_cpu_time(tmp_path: Path) -> None:
 def test_call_sites_point_into_the_call_instruction() -> None:
     assert call_sites((0x1000, 0x2005, 0x3010)) == (0x1000, 0x2004, 0x300F)
     assert call_sites(()) == ()
+
+
+@pytest.mark.bpf
+@pytest.mark.usefixtures("require_bpf")
+def test_full_maps_are_counted_not_silent(tmp_path: Path) -> None:
+    """With maps far too small, every sample is either counted or counted as dropped."""
+    binary = compile_c(FIXTURES / "burn7030.c", tmp_path / "burn7030")
+    tiny = MapSizes(stack_entries=4, count_entries=2)
+    sampler = CpuSampler(frequency=199, interval=1, kernel_stacks=True, sizes=tiny)
+    sampler.start()
+    try:
+        workloads = [
+            subprocess.Popen([str(binary), "1.5"], stdout=subprocess.PIPE, text=True)
+            for _ in range(3)
+        ]
+        cpu_seconds = sum(workload_cpu_seconds(w) for w in workloads)
+        sampler.poll(0)  # collided samples come through the overflow ring buffer
+        drain = sampler.drain()
+    finally:
+        sampler.close()
+    assert drain.drops["count_map"] > 0
+    assert drain.overflowed > 0, "a 4-entry stack map collides at once"
+    assert drain.drops["overflow"] == 0
+    # Samples of the workloads that made it in (counted or collided), plus the
+    # ones lost for a full count map, cover the CPU time the workloads used.
+    pids = {w.pid for w in workloads}
+    recorded = sum(s.count for s in drain.samples if s.process.pid in pids)
+    lost = drain.drops["count_map"]
+    assert (recorded + lost) * sampler.period_ns / 1e9 >= 0.95 * cpu_seconds
+
+
+@pytest.mark.bpf
+@pytest.mark.usefixtures("require_bpf")
+def test_new_processes_are_announced_once_per_image(tmp_path: Path) -> None:
+    exec_after = compile_c(FIXTURES / "exec_after.c", tmp_path / "exec_after")
+    burn = compile_c(FIXTURES / "burn7030.c", tmp_path / "burn7030")
+    sampler = CpuSampler(frequency=199, interval=1, kernel_stacks=False)
+    sampler.start()
+    try:
+        process = subprocess.Popen(
+            [str(exec_after), "0.5", str(burn), "0.5"], stdout=subprocess.PIPE
+        )
+        announced = []
+        while process.poll() is None:
+            announced += sampler.poll(100)
+        announced += sampler.poll(100)
+        generations = {
+            s.process.generation for s in sampler.drain().samples if s.process.pid == process.pid
+        }
+    finally:
+        sampler.close()
+    mine = [p for p in announced if p.pid == process.pid]
+    assert len(mine) == 2, "one announcement before exec, one after"
+    assert len({p.generation for p in mine}) == 2
+    assert 0 not in {p.generation for p in mine}
+    assert generations == {p.generation for p in mine}

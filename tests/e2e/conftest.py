@@ -60,6 +60,8 @@ def profile_workload(tmp_path: Path, server_url: str) -> tuple[int, float]:
                 str(FREQUENCY),
                 "--interval",
                 "2",
+                "--metrics-port",
+                "0",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

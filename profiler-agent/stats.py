@@ -1,0 +1,101 @@
+"""The agent's own counters, per stage, and how they look at /metrics."""
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from podflame.agent.metrics import Sample
+from podflame.agent.sampler import Drain
+
+# Processes with fewer samples in a drain say little about their stacks.
+SHALLOW_MIN_SAMPLES = 10
+
+
+@dataclass
+class AgentStats:
+    """Running totals of the agent's stages."""
+
+    drains: int = 0
+    samples: int = 0
+    collided: int = 0  # samples whose stack collided in the stack map (not lost)
+    dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    stacks: int = 0
+    stacks_unsymbolized: int = 0
+    new_processes: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # Per pid the agent holds: (comm, samples, samples with at most one user frame).
+    shallow: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+
+    def count_shallow_stacks(self, drain: Drain, held: set[int]) -> None:
+        """Add up, per process, samples and those whose user stack has at most one frame.
+
+        A process built without frame pointers shows up here: the kernel's walk
+        stops after the sampled function. Kernel threads (no user stack) are
+        left out; processes the agent no longer holds are forgotten.
+        """
+        totals = {pid: value for pid, value in self.shallow.items() if pid in held}
+        for sample in drain.samples:
+            if not sample.user_stack:
+                continue
+            pid = sample.process.pid
+            comm, total, shallow = totals.get(pid, (sample.comm, 0, 0))
+            shallow += sample.count if len(sample.user_stack) <= 1 else 0
+            totals[pid] = (comm, total + sample.count, shallow)
+        self.shallow = totals
+
+
+def collect(stats: AgentStats, stage_stats: dict[str, Any], processes: int) -> list[Sample]:
+    """Every metric; `stage_stats` maps a prefix to a dataclass of int counters."""
+    p = "podflame_agent_"
+    samples = [
+        Sample(p + "drains_total", "counter", "Drains of the kernel maps.", stats.drains),
+        Sample(p + "samples_total", "counter", "CPU samples drained.", stats.samples),
+        Sample(
+            p + "samples_collided_total",
+            "counter",
+            "Samples whose stack collided in the stack map and came through the overflow "
+            "ring buffer instead (not lost).",
+            stats.collided,
+        ),
+        Sample(p + "stacks_total", "counter", "Distinct stacks shipped per batch.", stats.stacks),
+        Sample(
+            p + "stacks_unsymbolized_total",
+            "counter",
+            "Shipped stacks with at least one frame that could not be named.",
+            stats.stacks_unsymbolized,
+        ),
+        Sample(p + "new_processes_total", "counter", "Processes announced.", stats.new_processes),
+        Sample(p + "processes", "gauge", "Processes the agent holds records of.", processes),
+    ]
+    samples += [
+        Sample(
+            p + "samples_dropped_total",
+            "counter",
+            "Samples the kernel side could not record fully, by reason.",
+            n,
+            (("reason", reason),),
+        )
+        for reason, n in sorted(stats.dropped.items())
+    ]
+    samples += [
+        Sample(p + "stage_seconds_total", "counter", "Time spent per stage.", s, (("stage", st),))
+        for st, s in sorted(stats.seconds.items())
+    ]
+    for prefix, counters in stage_stats.items():
+        for name, value in asdict(counters).items():
+            samples.append(
+                Sample(f"{p}{prefix}_{name}_total", "counter", f"{prefix}: {name}.", value)
+            )
+    samples += [
+        Sample(
+            p + "shallow_stack_ratio",
+            "gauge",
+            "Share of a process's samples whose user stack has at most one frame: "
+            "near 1 means it was built without frame pointers.",
+            shallow / total,
+            (("pid", str(pid)), ("comm", comm)),
+        )
+        for pid, (comm, total, shallow) in sorted(stats.shallow.items())
+        if total >= SHALLOW_MIN_SAMPLES
+    ]
+    return samples

@@ -1,0 +1,142 @@
+"""The whole agent in this process, on the real kernel, shipping to a real server.
+
+Covers what only shows across stages: processes that exit before the drain,
+exec (one pid, two images), kernel frames, and the /metrics endpoint.
+"""
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from podflame.agent.agent import Agent, build_agent
+from podflame.agent.settings import AgentSettings
+from tests.conftest import compile_c
+from tests.fixtures import FIXTURES, build_burn7030
+
+pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("require_bpf")]
+
+
+@contextmanager
+def running_agent(server: str, **settings: object) -> Iterator[Agent]:
+    """An agent that drains only when stopped, unless `interval` says otherwise."""
+    values = {"server": server, "frequency": 199, "interval": 60, "metrics_port": 0, **settings}
+    agent = build_agent(AgentSettings.model_validate(values))
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,))
+    thread.start()
+    try:
+        yield agent
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+def folded(server: str, pid: int) -> list[tuple[list[str], int]]:
+    params = {"query": f'{{pid="{pid}"}}', "from": "now-10m", "format": "folded"}
+    text = httpx.get(server + "/api/v1/export", params=params, timeout=30).text
+    lines = [line.rsplit(" ", 1) for line in text.splitlines()]
+    return [(stack.split(";"), int(value)) for stack, value in lines]
+
+
+def test_process_exiting_before_the_drain_keeps_its_names(
+    podflame_server: str, tmp_path: Path
+) -> None:
+    binary = build_burn7030(tmp_path / "burn7030")
+    with running_agent(podflame_server):
+        workload = subprocess.Popen([str(binary), "1.5"], stdout=subprocess.DEVNULL)
+        assert workload.wait(30) == 0  # exited and reaped before the agent drains
+        assert not Path(f"/proc/{workload.pid}").exists()
+    stacks = folded(podflame_server, workload.pid)
+    names = {frame for stack, _ in stacks for frame in stack}
+    assert {"main", "run", "burn_a", "burn_b", "spin"} <= names, stacks[:5]
+
+
+def test_exec_starts_a_new_image_under_the_same_pid(podflame_server: str, tmp_path: Path) -> None:
+    exec_after = compile_c(FIXTURES / "exec_after.c", tmp_path / "exec_after")
+    burn = build_burn7030(tmp_path / "burn7030")
+    with running_agent(podflame_server):
+        process = subprocess.Popen(
+            [str(exec_after), "1.0", str(burn), "1.0"], stdout=subprocess.PIPE
+        )
+        process.communicate(timeout=30)
+    stacks = folded(podflame_server, process.pid)
+    before = [stack for stack, _ in stacks if "before_exec" in stack]
+    after = [stack for stack, _ in stacks if "burn_a" in stack]
+    assert before and after, stacks[:10]
+    assert not [stack for stack in stacks if "before_exec" in stack[0] and "burn_a" in stack[0]]
+    assert all(stack[-3:] == ["run", "burn_a", "spin"] for stack in after), after[:3]
+
+
+def test_kernel_frames_sit_below_user_frames(podflame_server: str, tmp_path: Path) -> None:
+    binary = compile_c(FIXTURES / "syscall_loop.c", tmp_path / "syscall_loop")
+    with running_agent(podflame_server):
+        process = subprocess.Popen([str(binary), "1.5"])
+        process.wait(30)
+    stacks = [stack for stack, _ in folded(podflame_server, process.pid)]
+    in_kernel = [stack for stack in stacks if stack[-1].endswith("_[k]")]
+    assert len(in_kernel) > len(stacks) / 2, "reading /dev/zero is mostly kernel time"
+    below_main = 0
+    for stack in in_kernel:
+        first_kernel = next(i for i, frame in enumerate(stack) if frame.endswith("_[k]"))
+        assert all(frame.endswith("_[k]") for frame in stack[first_kernel:]), stack
+        # libc's read() keeps no frame pointer, so the walk skips its caller
+        # read_zeros(); main() is there unless the process is exiting (no user
+        # memory left to walk).
+        below_main += "main" in stack[:first_kernel]
+    assert below_main > 0.9 * len(in_kernel)
+
+
+def test_kernel_stacks_can_be_turned_off(podflame_server: str, tmp_path: Path) -> None:
+    binary = compile_c(FIXTURES / "syscall_loop.c", tmp_path / "syscall_loop")
+    with running_agent(podflame_server, kernel_stacks=False):
+        process = subprocess.Popen([str(binary), "1.5"])
+        process.wait(30)
+    stacks = [stack for stack, _ in folded(podflame_server, process.pid)]
+    assert stacks
+    assert not [frame for stack in stacks for frame in stack if frame.endswith("_[k]")]
+
+
+def test_metrics_endpoint_reports_the_stages(podflame_server: str, tmp_path: Path) -> None:
+    binary = build_burn7030(tmp_path / "burn7030")
+    with running_agent(podflame_server, interval=0.5) as agent:
+        workload = subprocess.Popen(
+            [str(binary), "-w", "1.5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert workload.stdout is not None
+        workload.stdout.readline()  # done burning; alive until stdin closes
+        time.sleep(1.5)  # at least two more drains
+        text = render_metrics(agent)
+        workload.communicate(timeout=10)
+    values = parse_metrics(text)
+    assert values["podflame_agent_samples_total"] > 0
+    assert values["podflame_agent_drains_total"] >= 2
+    assert 'podflame_agent_samples_dropped_total{reason="count_map"}' in values
+    assert values['podflame_agent_stage_seconds_total{stage="build"}'] > 0
+    assert values["podflame_agent_symbolizer_frames_resolved_total"] > 0
+    ratio = f'podflame_agent_shallow_stack_ratio{{pid="{workload.pid}",comm="burn7030"}}'
+    assert values[ratio] < 0.05, "a frame-pointer build walks past its first frame"
+
+
+def render_metrics(agent: Agent) -> str:
+    from podflame.agent.metrics import MetricsServer
+
+    server = MetricsServer("127.0.0.1", 0, agent.metrics)
+    server.start()
+    try:
+        response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10)
+    finally:
+        server.close()
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return response.text
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines}
