@@ -10,7 +10,19 @@ from fastapi.staticfiles import StaticFiles
 from podflame.model import Batch
 from podflame.server.errors import install_error_handlers
 from podflame.server.openapi import add_schemas
-from podflame.server.routers import export, health, ingest, profile_types, top
+from podflame.server.routers import (
+    diff,
+    export,
+    flamegraph,
+    health,
+    ingest,
+    labels,
+    metrics,
+    profile_types,
+    pyroscope,
+    timeline,
+    top,
+)
 from podflame.server.settings import DEFAULT_MAX_INGEST_BYTES
 from podflame.server.store import ProfileStore
 
@@ -25,7 +37,8 @@ def create_app(store: ProfileStore, *, max_ingest_bytes: int = DEFAULT_MAX_INGES
     app.state.store = store
     app.state.max_ingest_bytes = max_ingest_bytes
     install_error_handlers(app)
-    for module in (ingest, export, top, profile_types, health):
+    routers = (ingest, pyroscope, export, top, flamegraph, diff, timeline, labels, profile_types)
+    for module in (*routers, metrics, health):
         app.include_router(module.router)
     add_schemas(app, [Batch])
     # Mounted last: "/" would otherwise shadow the API routes.
