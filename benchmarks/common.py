@@ -16,11 +16,12 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def resident_bytes(pid: int) -> int:
+def resident_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory from /proc/PID/status: VmRSS, or RssAnon / RssFile for its parts."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
-    raise LookupError(f"no VmRSS for {pid}")
+    raise LookupError(f"no {field} for {pid}")
 
 
 def free_port() -> int:

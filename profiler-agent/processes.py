@@ -9,6 +9,7 @@ generation, so nothing carries over from one program to another.
 """
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -125,6 +126,9 @@ class ProcessTable:
         pid = process.pid
         start = read_start_ticks(pid, self._proc)
         comm = read_comm(pid, self._proc)
-        # Everything it maps is opened now: it may exit before the drain.
-        image = self._images.image(pid, eager=True) if start is not None else None
+        # Everything it maps is opened now: it may exit before the drain. Not
+        # for the agent itself, which lives as long as its records and maps
+        # large libraries (LLVM, for BCC) that it rarely runs.
+        eager = pid != os.getpid()
+        image = self._images.image(pid, eager=eager) if start is not None else None
         return ProcessRecord(process, comm=comm, start_ticks=start, image=image)

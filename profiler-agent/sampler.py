@@ -6,6 +6,7 @@ programs that already read the old slot to finish, then reads and clears the
 old slot's maps: nothing is lost or counted twice at the boundary.
 """
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -162,6 +163,7 @@ class CpuSampler:
             sample_period=self.period_ns,
         )
         self._last_drain_ns = time.time_ns()
+        _release_compiler_memory()
         log.info(
             "sampling all CPUs at %d Hz (stack map %d entries, count map %d, kernel stacks %s)",
             self.frequency,
@@ -256,6 +258,17 @@ class CpuSampler:
             drops[reason] = total - self._drops_seen[reason]
             self._drops_seen[reason] = total
         return drops
+
+
+def _release_compiler_memory() -> None:
+    """Give the heap the BPF compile left behind back to the system.
+
+    Clang and LLVM free tens of megabytes once the program is loaded, but glibc
+    keeps freed memory in the process unless asked: about 60 MB of resident
+    memory for an agent that compiles once and then runs for weeks.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _read_and_clear(table: Any) -> list[tuple[Any, int]]:
