@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks import memory, overhead, symbols
+from benchmarks import server as server_bench
 from benchmarks.common import PODFLAME, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +67,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=60000, help="workload size (about 20 s)")
     parser.add_argument("--processes", type=int, default=1000)
+    parser.add_argument(
+        "--server-rows",
+        type=int,
+        default=10_000_000,
+        help="sample rows for the server benchmark (and as many again); 0 skips it",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("benchmarks need root (the agent loads BPF programs)")
@@ -82,6 +89,10 @@ def main() -> int:
             sections.append(
                 ["## Agent memory", "", *memory.run(directory, url, args.processes), ""]
             )
+    if args.server_rows:
+        # A directory of its own: the server benchmark opens its chDB path after stopping.
+        with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:
+            sections.append(["## Server", "", *server_bench.run(Path(tmp), args.server_rows), ""])
     args.output.write_text(report(sections))
     print(f"wrote {args.output}")
     return 0

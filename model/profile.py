@@ -1,6 +1,9 @@
 """Profile types and frame naming shared by every stage."""
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 # Brendan Gregg's FlameGraph convention: kernel frames carry a "_[k]" suffix,
 # so they stay recognisable in folded text and any tool that reads it.
@@ -28,4 +31,27 @@ CPU = ProfileType(
     description="On-CPU time sampled with the cpu-clock perf event.",
 )
 
-PROFILE_TYPES: dict[str, ProfileType] = {CPU.name: CPU}
+TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+BUILTIN_PROFILE_TYPES: Mapping[str, ProfileType] = MappingProxyType({CPU.name: CPU})
+
+# The registry: the built-in types plus those learned at runtime, such as the
+# types Pyroscope SDKs push (process_cpu, ...). Ingest and queries look names
+# up here; the server fills it from storage (podflame.server.profile_types).
+PROFILE_TYPES: dict[str, ProfileType] = dict(BUILTIN_PROFILE_TYPES)
+
+
+class ProfileTypeConflict(ValueError):
+    """A type of that name exists with another unit, or the name is reserved."""
+
+
+def register_profile_type(profile_type: ProfileType) -> ProfileType:
+    """Make a type known to this process; a built-in name cannot be taken over."""
+    if not TYPE_NAME.fullmatch(profile_type.name):
+        raise ProfileTypeConflict(f"invalid profile type name {profile_type.name!r}")
+    builtin = BUILTIN_PROFILE_TYPES.get(profile_type.name)
+    if builtin is not None:
+        # Mixing another source into, say, the eBPF cpu type would corrupt its sums.
+        raise ProfileTypeConflict(f"profile type {profile_type.name!r} is reserved")
+    PROFILE_TYPES[profile_type.name] = profile_type
+    return profile_type

@@ -151,6 +151,8 @@ def build_agent(settings: AgentSettings) -> Agent:
         labels=HostLabels(node=settings.node_name),
         period_ns=sampler.period_ns,
     )
-    shipper = Shipper(str(settings.server), max_pending=settings.max_pending_batches)
+    shipper = Shipper(
+        str(settings.server), max_pending=settings.max_pending_batches, token=settings.token
+    )
     sampler.start()
     return Agent(sampler, builder, shipper, symbolizer, processes, interval=settings.interval)

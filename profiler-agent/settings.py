@@ -34,6 +34,10 @@ class AgentSettings(BaseSettings):
     kernel_stacks: bool = Field(
         default=True, description="Record kernel frames below the user frames."
     )
+    token: str | None = Field(
+        default=None,
+        description="Bearer token with the ingest scope, for a server started with --tokens-file.",
+    )
     max_pending_batches: int = Field(
         default=30,
         ge=1,

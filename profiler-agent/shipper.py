@@ -28,8 +28,18 @@ class ShipperStats:
 
 
 class Shipper:
-    def __init__(self, server_url: str, *, max_pending: int, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        max_pending: int,
+        timeout: float = 10.0,
+        token: str | None = None,
+    ) -> None:
         self.url = server_url.rstrip("/") + "/api/v1/ingest"
+        self.headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
         self.pending: deque[bytes] = deque()
         self.max_pending = max_pending
@@ -57,7 +67,7 @@ class Shipper:
             self.url,
             data=body,
             method="POST",
-            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            headers=self.headers,
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout):

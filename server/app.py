@@ -1,5 +1,6 @@
 """The composition root: wires a store into the HTTP API and the static UI."""
 
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from importlib.resources import files
 from pathlib import Path
@@ -8,6 +9,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from podflame.model import Batch
+from podflame.server.auth import Authenticator, BearerAuthMiddleware, TokenEntry
+from podflame.server.body import BodyLimitMiddleware
+from podflame.server.deps import QueryLimits
 from podflame.server.errors import install_error_handlers
 from podflame.server.openapi import add_schemas
 from podflame.server.routers import (
@@ -25,6 +29,7 @@ from podflame.server.routers import (
 )
 from podflame.server.settings import DEFAULT_MAX_INGEST_BYTES
 from podflame.server.store import ProfileStore
+from podflame.server.telemetry import MeteredStore, MetricsMiddleware, Telemetry
 
 _DESCRIPTION = (
     "Continuous eBPF profiles of Kubernetes pods: agents POST batches to /api/v1/ingest;"
@@ -32,11 +37,26 @@ _DESCRIPTION = (
 )
 
 
-def create_app(store: ProfileStore, *, max_ingest_bytes: int = DEFAULT_MAX_INGEST_BYTES) -> FastAPI:
+def create_app(
+    store: ProfileStore,
+    *,
+    max_ingest_bytes: int = DEFAULT_MAX_INGEST_BYTES,
+    limits: QueryLimits | None = None,
+    tokens: Sequence[TokenEntry] | None = None,
+) -> FastAPI:
+    """`tokens` None: no authentication; see auth.py for what they guard."""
     app = FastAPI(title="podflame", version=_version(), description=_DESCRIPTION)
-    app.state.store = store
+    telemetry = Telemetry()
+    app.state.telemetry = telemetry
+    app.state.store = MeteredStore(store, telemetry)
     app.state.max_ingest_bytes = max_ingest_bytes
+    app.state.limits = limits or QueryLimits()
     install_error_handlers(app)
+    # The last added runs first: count every request, then authenticate, then cap bodies.
+    app.add_middleware(BodyLimitMiddleware, limit=max_ingest_bytes)
+    if tokens is not None:
+        app.add_middleware(BearerAuthMiddleware, authenticator=Authenticator(tokens))
+    app.add_middleware(MetricsMiddleware, telemetry=telemetry)
     routers = (ingest, pyroscope, export, top, flamegraph, diff, timeline, labels, profile_types)
     for module in (*routers, metrics, health):
         app.include_router(module.router)

@@ -1,8 +1,9 @@
-"""Read a request body, gzip-encoded or not, without ever holding more than a limit."""
+"""Request bodies: read one, gzip-encoded or not, without ever holding more than a limit."""
 
 import zlib
 
 from fastapi import HTTPException, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _GZIP_ENCODINGS = ("gzip", "x-gzip")
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
@@ -40,3 +41,34 @@ def _gunzip(data: bytes, limit: int) -> bytes:
 
 def _too_large(limit: int) -> HTTPException:
     return HTTPException(413, f"body larger than {limit} bytes (PODFLAME_MAX_INGEST_BYTES)")
+
+
+class BodyLimitMiddleware:
+    """413 for any request body over `limit` bytes as sent, whichever route reads it.
+
+    read_body() also bounds the decompressed size; this covers the routes that
+    let FastAPI or Starlette read their bodies.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # No early answer on Content-Length: read_body() checks it itself, and
+        # the Pyroscope push route turns a 413 into a Connect error.
+        received = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                # Raised inside the endpoint that reads, so the app's handler answers 413.
+                raise _too_large(self.limit)
+            return message
+
+        await self.app(scope, bounded_receive, send)

@@ -1,11 +1,12 @@
 """ProfileStore on ClickHouse, embedded (chDB) or a server, through clickhouse-connect.
 
-The same SQL runs on both; all aggregation happens in ClickHouse, so Python
-only ever sees one row per distinct stack or function.
+The same SQL runs on both (server/queries.py); all aggregation happens in
+ClickHouse, so Python only ever sees one row per distinct stack, function,
+time bucket or label.
 """
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -14,11 +15,28 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
-from podflame.model import Batch
+from podflame.model import Batch, ProfileType
+from podflame.server.queries import (
+    FRAMES,
+    LABEL_NAMES,
+    LABEL_VALUES,
+    STACK_VALUES,
+    TIMELINE,
+    TOP,
+    TOTAL,
+    stack_totals,
+)
 from podflame.server.rows import BatchRows, batch_rows
-from podflame.server.schema import STACK_COLUMNS, migrate, quote_database
+from podflame.server.schema import (
+    LABEL_COLUMNS,
+    PID_LABEL,
+    STACK_COLUMNS,
+    migrate,
+    quote_database,
+)
 from podflame.server.selector import SelectorError
-from podflame.server.sqlfilter import Filter, regex_check, sample_filter
+from podflame.server.sqlfilter import label_column, regex_check, sample_filter
+from podflame.server.stack_cache import StackCache
 from podflame.server.store import (
     FunctionCost,
     IngestResult,
@@ -33,33 +51,9 @@ _CANNOT_COMPILE_REGEXP = 427
 
 T = TypeVar("T")
 
-# Sums per stack first, then fetches frames only for the stacks found. The
-# stacks table may hold a stack twice until ReplacingMergeTree merges, hence
-# GROUP BY hash; the IN lets the primary key skip the stacks not selected.
-_STACK_TOTALS = """
-WITH agg AS (
-    SELECT stack_hash, sum(value) AS value FROM {db}.samples WHERE {where} GROUP BY stack_hash
-)
-SELECT any(s.frames) AS frames, any(agg.value) AS value
-FROM {db}.stacks AS s INNER JOIN agg ON s.hash = agg.stack_hash
-WHERE s.hash IN (SELECT stack_hash FROM agg)
-GROUP BY s.hash
-"""
-
-# arrayDistinct: a function on a stack several times (recursion) adds that
-# stack's value to its total once.
-_TOP = """
-SELECT name, sumIf(value, leaf = name) AS self, sum(value) AS total
-FROM (
-    SELECT arrayJoin(arrayDistinct(frames)) AS name, frames[-1] AS leaf, value
-    FROM ({stack_totals})
-)
-GROUP BY name
-ORDER BY self DESC, total DESC, name
-LIMIT {{limit:UInt32}}
-"""
-
-_TOTAL = "SELECT sum(value) FROM {db}.samples WHERE {where}"
+# Hashes per frames lookup: keeps a statement (and an HTTP request's
+# parameters) well below ClickHouse's size limits.
+_LOOKUP_CHUNK = 4000
 
 
 class ClickHouseStore:
@@ -72,6 +66,7 @@ class ClickHouseStore:
         # One chDB engine per process, and clients are not thread-safe: the
         # server's worker threads take turns.
         self._lock = threading.Lock()
+        self._cache = StackCache()
         self._run(lambda c: migrate(c, database, retention_days))
 
     def ingest(self, batch: Batch) -> IngestResult:
@@ -81,18 +76,51 @@ class ClickHouseStore:
 
     def stacks(self, query: ProfileQuery) -> list[StackTotal]:
         where = sample_filter(query)
-        sql = self._stack_totals_sql(where) + "ORDER BY frames"
-        rows = self._select(query, sql, where.parameters)
-        return [StackTotal(tuple(frames), int(value)) for frames, value in rows]
+        sums = self._select(
+            query, STACK_VALUES.format(db=self._db, where=where.sql), where.parameters
+        )
+        frames = self._frames([key for key, _ in sums])
+        # A stack whose frames are missing cannot be drawn; ingest stores frames
+        # first, so only a hash collision or a lost stacks part would do this.
+        found = [StackTotal(frames[key], int(value)) for key, value in sums if key in frames]
+        return sorted(found, key=lambda stack: stack.frames)
 
     def top(self, query: ProfileQuery, limit: int) -> TopResult:
         where = sample_filter(query)
-        sql = _TOP.format(stack_totals=self._stack_totals_sql(where))
+        sql = TOP.format(stack_totals=stack_totals(self._db, where.sql))
         rows = self._select(query, sql, {**where.parameters, "limit": limit})
-        total_sql = _TOTAL.format(db=self._db, where=where.sql)
+        total_sql = TOTAL.format(db=self._db, where=where.sql)
         (total,) = self._select(query, total_sql, where.parameters)[0]
         functions = tuple(FunctionCost(name, int(own), int(all_)) for name, own, all_ in rows)
-        return TopResult(total=int(total), functions=functions)
+        return TopResult(total=int(total or 0), functions=functions)
+
+    def timeline(self, query: ProfileQuery, step_seconds: int) -> list[tuple[int, int]]:
+        where = sample_filter(query)
+        sql = TIMELINE.format(db=self._db, where=where.sql)
+        rows = self._select(query, sql, {**where.parameters, "step": step_seconds})
+        return [(int(start), int(value)) for start, value in rows]
+
+    def label_names(self, query: ProfileQuery, limit: int) -> list[str]:
+        where = sample_filter(query)
+        sql = LABEL_NAMES.format(db=self._db, where=where.sql)
+        (*has_column, has_pid, map_keys) = self._select(query, sql, where.parameters)[0]
+        names = {name for name, has in zip(LABEL_COLUMNS, has_column, strict=True) if has}
+        names.update(map_keys)
+        if has_pid:
+            names.add(PID_LABEL)
+        return sorted(names)[:limit]
+
+    def label_values(self, query: ProfileQuery, name: str, limit: int) -> list[str]:
+        where = sample_filter(query)
+        if name == PID_LABEL:
+            value = order = "pid"
+            where.conditions.append("pid != 0")
+        else:
+            value = order = label_column(where, name)
+            where.conditions.append(f"{value} != ''")
+        sql = LABEL_VALUES.format(db=self._db, where=where.sql, value=value, order=order)
+        rows = self._select(query, sql, {**where.parameters, "limit": limit})
+        return [str(row[0]) for row in rows]
 
     def ping(self) -> None:
         self._run(lambda c: c.query("SELECT 1"))
@@ -101,8 +129,19 @@ class ClickHouseStore:
         with self._lock:
             self._client.close()
 
-    def _stack_totals_sql(self, where: Filter) -> str:
-        return _STACK_TOTALS.format(db=self._db, where=where.sql)
+    def limit_query_time(self, seconds: float) -> None:
+        """ClickHouse stops any later query that runs longer (TIMEOUT_EXCEEDED -> 504)."""
+        with self._lock:
+            self._client.set_client_setting("max_execution_time", seconds)
+
+    def _frames(self, hashes: list[int]) -> dict[int, tuple[str, ...]]:
+        """Frames of each hash, from the cache or else the stacks table."""
+        found, missing = self._cache.lookup(hashes)
+        for start in range(0, len(missing), _LOOKUP_CHUNK):
+            chunk = missing[start : start + _LOOKUP_CHUNK]
+            rows = self._query(FRAMES.format(db=self._db), {"hashes": chunk})
+            found.update(self._cache.add({int(key): frames for key, frames in rows}))
+        return found
 
     def _write(self, client: Client, rows: BatchRows, batch_id: str) -> None:
         # Stacks first: a sample row must never refer to a stack not stored yet.
@@ -168,6 +207,28 @@ class ClickHouseStore:
             except (ClickHouseError, OSError) as error:
                 raise StorageError(f"storage failed: {error}") from error
 
+    def profile_types(self, add: Sequence[ProfileType] = ()) -> list[ProfileType]:
+        # Outside MIGRATIONS on purpose: a tiny side table of the types learned at
+        # runtime (Pyroscope pushes), created on first use. Rows are only added
+        # for new names, so it stays small; argMin keeps the first unit recorded.
+        def run(client: Client) -> list[ProfileType]:
+            client.command(
+                f"CREATE TABLE IF NOT EXISTS {self._db}.profile_types (name String, unit String,"
+                " description String, added_at DateTime64(3) DEFAULT now64(3))"
+                " ENGINE = MergeTree ORDER BY name"
+            )
+            if add:
+                rows = [[item.name, item.unit, item.description] for item in add]
+                columns = ["name", "unit", "description"]
+                client.insert("profile_types", rows, column_names=columns, database=self.database)
+            result = client.query(
+                "SELECT name, argMin(unit, added_at), argMin(description, added_at)"
+                f" FROM {self._db}.profile_types GROUP BY name ORDER BY name"
+            )
+            return [ProfileType(*map(str, row)) for row in result.result_rows]
+
+        return self._run(run)
+
 
 class _RegexError(Exception):
     def __init__(self, message: str) -> None:
@@ -181,17 +242,27 @@ def _regex_message(text: str) -> str:
     return rest.split(". Look at")[0].strip() or text
 
 
-def open_store(dsn: str, retention_days: int = 7) -> ClickHouseStore:
-    """Connect to `chdb://<path>` (embedded) or `http(s)://user:pass@host:8123/database`."""
+def open_store(
+    dsn: str, retention_days: int = 7, query_timeout_seconds: float | None = None
+) -> ClickHouseStore:
+    """Connect to `chdb://<path>` (embedded) or `http(s)://user:pass@host:8123/database`.
+
+    With `query_timeout_seconds`, ClickHouse stops any query that runs longer
+    (TIMEOUT_EXCEEDED, which the API answers with 504).
+    """
     scheme = urlsplit(dsn).scheme
     if scheme == "chdb":
         client = clickhouse_connect.get_client(dsn=f"chdb://{_chdb_path(dsn)}")
-        return ClickHouseStore(client, DEFAULT_DATABASE, retention_days)
-    if scheme in ("http", "https"):
+        database = DEFAULT_DATABASE
+    elif scheme in ("http", "https"):
         server, database = _split_database(dsn)
         client = clickhouse_connect.get_client(dsn=server)
-        return ClickHouseStore(client, database, retention_days)
-    raise ValueError(f"unsupported storage {dsn!r}: use chdb://<path> or http(s)://...")
+    else:
+        raise ValueError(f"unsupported storage {dsn!r}: use chdb://<path> or http(s)://...")
+    store = ClickHouseStore(client, database, retention_days)
+    if query_timeout_seconds:
+        store.limit_query_time(query_timeout_seconds)
+    return store
 
 
 def _chdb_path(dsn: str) -> str:

@@ -1,13 +1,66 @@
-"""FastAPI dependencies: the store and the parsed, validated query parameters."""
+"""FastAPI dependencies: the store, the caller's namespace scope and the parsed, validated,
+limited query parameters."""
 
+import re
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, Query, Request
 
-from podflame.model import PROFILE_TYPES
-from podflame.server.selector import parse_selector
+from podflame.server.auth import PRINCIPAL_STATE_KEY, Principal
+from podflame.server.errors import ParameterError
+from podflame.server.profile_types import require_profile_type
+from podflame.server.selector import Matcher, Op, parse_selector
+from podflame.server.settings import DEFAULT_MAX_NODES
 from podflame.server.store import ProfileQuery, ProfileStore
-from podflame.server.timerange import DEFAULT_FROM, DEFAULT_UNTIL, parse_range
+from podflame.server.timerange import (
+    DEFAULT_FROM,
+    DEFAULT_UNTIL,
+    TimeRange,
+    TimeRangeError,
+    parse_range,
+)
+
+DEFAULT_FLAMEGRAPH_NODES = 8192  # as Pyroscope's default maxNodes
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Bounds on what one query may ask for (flags --max-range and --max-nodes)."""
+
+    max_range: timedelta = timedelta(days=31)
+    max_nodes: int = DEFAULT_MAX_NODES
+
+    def check_range(self, time_range: TimeRange, parameter: str = "from") -> None:
+        """Raise TimeRangeError (400 naming `parameter`) for a range longer than max_range."""
+        if time_range.end - time_range.start > self.max_range:
+            raise TimeRangeError(
+                parameter,
+                f"the range covers {time_range.end - time_range.start}, more than the"
+                f" {self.max_range} allowed (PODFLAME_MAX_RANGE)",
+            )
+
+
+@dataclass(frozen=True)
+class NamespaceRestriction:
+    """The namespaces a caller may read; None when it may read them all."""
+
+    namespaces: tuple[str, ...] | None = None
+
+    def restrict(self, matchers: tuple[Matcher, ...]) -> tuple[Matcher, ...]:
+        """ANDs a namespace matcher to a parsed selector, so nothing outside the scope matches."""
+        if self.namespaces is None:
+            return matchers
+        if len(self.namespaces) == 1:
+            # An equality, unlike a regex, lets ClickHouse use the primary key.
+            return (*matchers, Matcher("namespace", Op.EQ, self.namespaces[0]))
+        # Escaped, so a namespace is matched literally; re2 accepts Python's escapes.
+        alternatives = "|".join(re.escape(name) for name in self.namespaces)
+        return (*matchers, Matcher("namespace", Op.RE, alternatives))
+
+    def allows(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
 
 
 def get_store(request: Request) -> ProfileStore:
@@ -20,19 +73,31 @@ def get_max_ingest_bytes(request: Request) -> int:
     return limit
 
 
+def get_limits(request: Request) -> QueryLimits:
+    limits: QueryLimits = request.app.state.limits
+    return limits
+
+
+def namespace_scope(request: Request) -> NamespaceRestriction:
+    # Set by BearerAuthMiddleware; absent when authentication is off.
+    principal: Principal | None = getattr(request.state, PRINCIPAL_STATE_KEY, None)
+    return NamespaceRestriction(principal.namespaces if principal else None)
+
+
 def profile_type_name(
+    store: Annotated[ProfileStore, Depends(get_store)],
     profile_type: Annotated[
         str, Query(alias="type", description="A name from /api/v1/profile-types.")
     ] = "cpu",
 ) -> str:
-    if profile_type not in PROFILE_TYPES:
-        known = ", ".join(sorted(PROFILE_TYPES))
-        raise HTTPException(400, f"unknown profile type {profile_type!r} (known: {known})")
-    return profile_type
+    # Types pushed by Pyroscope SDKs live in the store; a miss asks it (400 if unknown).
+    return require_profile_type(store, profile_type)
 
 
 def profile_query(
     profile_type: Annotated[str, Depends(profile_type_name)],
+    scope: Annotated[NamespaceRestriction, Depends(namespace_scope)],
+    limits: Annotated[QueryLimits, Depends(get_limits)],
     query: Annotated[
         str,
         Query(
@@ -52,9 +117,30 @@ def profile_query(
     ] = DEFAULT_UNTIL,
 ) -> ProfileQuery:
     # SelectorError and TimeRangeError propagate to their 400 handlers.
-    return ProfileQuery(profile_type, parse_selector(query), parse_range(start, until))
+    time_range = parse_range(start, until)
+    limits.check_range(time_range)
+    return ProfileQuery(profile_type, scope.restrict(parse_selector(query)), time_range)
+
+
+def max_nodes(
+    limits: Annotated[QueryLimits, Depends(get_limits)],
+    nodes: Annotated[
+        int,
+        Query(alias="max_nodes", ge=1, description="Most nodes returned; the rest are merged."),
+    ] = DEFAULT_FLAMEGRAPH_NODES,
+) -> int:
+    if nodes > limits.max_nodes:
+        message = f"{nodes} is above the server's limit {limits.max_nodes} (PODFLAME_MAX_NODES)"
+        raise ParameterError("max_nodes", message)
+    return nodes
 
 
 Store = Annotated[ProfileStore, Depends(get_store)]
 MaxIngestBytes = Annotated[int, Depends(get_max_ingest_bytes)]
+Limits = Annotated[QueryLimits, Depends(get_limits)]
+# For routers that parse selectors themselves (labels, diff's left and right):
+# pass each parsed selector through .restrict().
+NamespaceScope = Annotated[NamespaceRestriction, Depends(namespace_scope)]
 SelectedProfile = Annotated[ProfileQuery, Depends(profile_query)]
+# A flame graph's `max_nodes` parameter, checked against --max-nodes.
+MaxNodes = Annotated[int, Depends(max_nodes)]

@@ -4,6 +4,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from clickhouse_connect.driver.exceptions import DatabaseError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,6 +20,17 @@ logger = logging.getLogger(__name__)
 # Seconds a client should wait before retrying when storage is down.
 RETRY_AFTER_SECONDS = 5
 _MAX_REPORTED_ERRORS = 5
+# ClickHouse's TIMEOUT_EXCEEDED (max_execution_time) and TOO_SLOW (the same
+# limit, predicted from the speed so far).
+_TIMEOUT_CODES = frozenset({159, 160})
+
+
+class ParameterError(ValueError):
+    """A query parameter is well-formed but not acceptable: 400 naming it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"invalid '{parameter}': {message}")
+        self.parameter = parameter
 
 
 class ErrorBody(BaseModel):
@@ -31,8 +43,11 @@ class ErrorBody(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Bad input."},
+    401: {"model": ErrorBody, "description": "Tokens are configured and none was sent."},
+    403: {"model": ErrorBody, "description": "The token lacks the scope this path needs."},
     422: {"model": ErrorBody, "description": "A parameter or the body failed validation."},
     503: {"model": ErrorBody, "description": "Storage unavailable; retry after Retry-After."},
+    504: {"model": ErrorBody, "description": "The query ran longer than --query-timeout-seconds."},
 }
 
 
@@ -78,9 +93,27 @@ async def _invalid_batch(_: Request, error: Exception) -> JSONResponse:
     return error_response(400, f"invalid batch: {error}")
 
 
-async def _storage_error(_: Request, error: Exception) -> JSONResponse:
+async def _parameter_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ParameterError)
+    return error_response(400, str(error), parameter=error.parameter)
+
+
+async def _storage_error(request: Request, error: Exception) -> JSONResponse:
+    timed_out = is_timeout(error)
+    telemetry = getattr(request.app.state, "telemetry", None)
+    if telemetry is not None:
+        telemetry.count_storage_error("timeout" if timed_out else "unavailable")
+    if timed_out:
+        message = "query timed out: narrow the selector or the time range (--query-timeout-seconds)"
+        return error_response(504, message)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return error_response(503, str(error), headers)
+
+
+def is_timeout(error: BaseException) -> bool:
+    """Whether ClickHouse stopped the query at max_execution_time (the store wraps its error)."""
+    cause = error.__cause__
+    return isinstance(cause, DatabaseError) and getattr(cause, "code", None) in _TIMEOUT_CODES
 
 
 async def _unexpected(_: Request, error: Exception) -> JSONResponse:
@@ -93,6 +126,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SelectorError, _selector_error)
     app.add_exception_handler(TimeRangeError, _time_range_error)
+    app.add_exception_handler(ParameterError, _parameter_error)
     app.add_exception_handler(InvalidBatchError, _invalid_batch)
     app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(Exception, _unexpected)

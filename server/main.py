@@ -7,7 +7,9 @@ from urllib.parse import urlsplit, urlunsplit
 import uvicorn
 
 from podflame.server.app import create_app
+from podflame.server.auth import TokensFileError, load_tokens
 from podflame.server.clickhouse_store import open_store
+from podflame.server.deps import QueryLimits
 from podflame.server.settings import ServerSettings
 from podflame.server.store import ProfileStore
 
@@ -34,8 +36,20 @@ class _StoreServer(uvicorn.Server):
 
 def build_server(settings: ServerSettings) -> uvicorn.Server:
     """Open the store and return a server ready to run(); stop it with should_exit = True."""
-    store = open_store(settings.storage, retention_days=settings.retention_days)
-    app = create_app(store, max_ingest_bytes=settings.max_ingest_bytes)
+    # Read before opening the store: a bad tokens file stops the start with its message.
+    try:
+        tokens = load_tokens(settings.tokens_file) if settings.tokens_file else None
+    except TokensFileError as error:
+        raise SystemExit(f"podflame: {error}") from None
+    store = open_store(
+        settings.storage,
+        retention_days=settings.retention_days,
+        query_timeout_seconds=settings.query_timeout_seconds,
+    )
+    limits = QueryLimits(max_range=settings.max_range_delta, max_nodes=settings.max_nodes)
+    app = create_app(
+        store, max_ingest_bytes=settings.max_ingest_bytes, limits=limits, tokens=tokens
+    )
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
     return _StoreServer(config, store)
 
@@ -47,7 +61,10 @@ def serve(settings: ServerSettings) -> None:
     )
     server = build_server(settings)
     logger.info(
-        "podflame server at %s (storage %s)", server_url(settings), redact(settings.storage)
+        "podflame server at %s (storage %s, %s)",
+        server_url(settings),
+        redact(settings.storage),
+        "bearer tokens required" if settings.tokens_file else "no authentication",
     )
     server.run()
 

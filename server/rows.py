@@ -69,9 +69,7 @@ def _add_series(
     labels = dict(series.labels)
     fixed: dict[str, Any] = {name: labels.pop(name, "") for name in LABEL_COLUMNS}
     fixed["pid"] = _pid(labels.pop(PID_LABEL, None), index)
-    fixed.update(
-        profile_type=batch.profile_type, timestamp=timestamp, labels=labels, batch_id=batch.batch_id
-    )
+    fixed.update(profile_type=batch.profile_type, timestamp=timestamp, labels=labels)
     for name, value in fixed.items():
         rows.columns[name].extend([value] * count)
     values = [sample.value for sample in series.samples]

@@ -1,9 +1,28 @@
-"""Server settings, read from PODFLAME_* environment variables."""
+"""Server settings, read from PODFLAME_* environment variables (and `podflame server` flags)."""
 
-from pydantic import Field
+import re
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MAX_INGEST_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_RANGE = "31d"
+DEFAULT_MAX_NODES = 65_536
+DEFAULT_QUERY_TIMEOUT_SECONDS = 30.0
+
+_DURATION = re.compile(r"(\d+)([smhdw]?)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str, bare_unit: str = "s") -> timedelta:
+    """`90s`, `15m`, `24h`, `7d`, `2w`; a bare number is in `bare_unit`. Raises ValueError."""
+    found = _DURATION.fullmatch(text.strip())
+    if not found:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 24h, 7d or 2w")
+    amount, unit = found.groups()
+    return timedelta(seconds=int(amount) * _UNIT_SECONDS[unit or bare_unit])
 
 
 class ServerSettings(BaseSettings):
@@ -18,11 +37,58 @@ class ServerSettings(BaseSettings):
             " working directory) or http(s)://user:password@host:8123/database for ClickHouse."
         ),
     )
-    retention_days: int = Field(
-        default=7, ge=1, description="Days samples are kept before ClickHouse drops them."
+    retention: str = Field(
+        default="7d",
+        description="How long samples are kept before ClickHouse drops them: whole days,"
+        " as 7d or 2w (a bare number is days).",
     )
     max_ingest_bytes: int = Field(
         default=DEFAULT_MAX_INGEST_BYTES,
         gt=0,
-        description="Largest accepted ingest body, measured after gzip decompression.",
+        description="Largest accepted request body, both as sent and after gzip decompression.",
     )
+    tokens_file: Path | None = Field(
+        default=None,
+        description='JSON file of bearer tokens: a list of {"token": "...", "scopes":'
+        ' ["ingest", "query"], "namespaces": ["shop"]} (namespaces optional: omitted means'
+        " all). Unset: no authentication.",
+    )
+    max_range: str = Field(
+        default=DEFAULT_MAX_RANGE,
+        description="Longest time range one query may cover, as 6h, 31d or 2w"
+        " (a bare number is seconds).",
+    )
+    max_nodes: int = Field(
+        default=DEFAULT_MAX_NODES,
+        gt=0,
+        description="Upper bound of a flame graph's max_nodes parameter.",
+    )
+    query_timeout_seconds: float = Field(
+        default=DEFAULT_QUERY_TIMEOUT_SECONDS,
+        gt=0,
+        description="ClickHouse max_execution_time of each query; a slower query answers 504.",
+    )
+
+    @field_validator("retention")
+    @classmethod
+    def _whole_days(cls, value: str) -> str:
+        # TTLs are in whole days (schema.py), so 36h would silently become 1d.
+        days = parse_duration(value, bare_unit="d") / timedelta(days=1)
+        if days < 1 or days != int(days):
+            raise ValueError(f"{value!r}: retention must be a whole number of days, at least 1d")
+        return value
+
+    @field_validator("max_range")
+    @classmethod
+    def _positive_range(cls, value: str) -> str:
+        if parse_duration(value) <= timedelta():
+            raise ValueError(f"{value!r}: max_range must be positive")
+        return value
+
+    @property
+    def retention_days(self) -> int:
+        return int(parse_duration(self.retention, bare_unit="d") / timedelta(days=1))
+
+    @property
+    def max_range_delta(self) -> timedelta:
+        return parse_duration(self.max_range)

@@ -53,7 +53,7 @@ def regex_check(pattern: str) -> Filter:
 
 
 def _condition(where: Filter, matcher: Matcher) -> str:
-    column = _column(where, matcher.name)
+    column = label_column(where, matcher.name)
     if matcher.op.is_regex:
         test = f"match({column}, {{{where.bind(matcher.anchored_regex)}:String}})"
         return f"NOT {test}" if matcher.op is Op.NRE else test
@@ -61,7 +61,8 @@ def _condition(where: Filter, matcher: Matcher) -> str:
     return f"{column} {operator} {{{where.bind(matcher.value)}:String}}"
 
 
-def _column(where: Filter, name: str) -> str:
+def label_column(where: Filter, name: str) -> str:
+    """The SQL expression reading label `name` as a string ('' when absent)."""
     # The parser already enforces this; checked again because the name (for
     # column labels) is pasted into the SQL text.
     if not LABEL_NAME.fullmatch(name):

@@ -4,10 +4,11 @@ The API depends on this Protocol only, so a store can be swapped (or faked in a
 caller's tests) without touching the routers.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from podflame.model import Batch
+from podflame.model import Batch, ProfileType
 from podflame.server.selector import Matcher
 from podflame.server.timerange import TimeRange
 
@@ -74,8 +75,28 @@ class ProfileStore(Protocol):
         """The `limit` functions with the highest self value."""
         ...
 
+    def timeline(self, query: ProfileQuery, step_seconds: int) -> list[tuple[int, int]]:
+        """(bucket start in Unix seconds, summed value) of the non-empty buckets, in order.
+
+        Buckets are aligned to multiples of `step_seconds` since the epoch.
+        """
+        ...
+
+    def label_names(self, query: ProfileQuery, limit: int) -> list[str]:
+        """Sorted names of the labels with a non-empty value in the selected samples."""
+        ...
+
+    def label_values(self, query: ProfileQuery, name: str, limit: int) -> list[str]:
+        """The first `limit` distinct non-empty values of label `name`, sorted (pid numerically)."""
+        ...
+
     def ping(self) -> None:
         """Return if the store answers, else raise StorageError."""
         ...
 
     def close(self) -> None: ...
+
+    def profile_types(self, add: Sequence[ProfileType] = ()) -> list[ProfileType]:
+        """Record the runtime types in `add` (built-ins are never recorded), then list all
+        recorded ones; the first unit recorded for a name wins."""
+        ...

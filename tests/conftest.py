@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -86,12 +86,22 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
 
 
 @contextmanager
-def running_server(directory: Path, port: int | None = None) -> Iterator[str]:
+def running_server(
+    directory: Path, port: int | None = None, extra: Sequence[str] = ()
+) -> Iterator[str]:
     """A real `podflame server` on embedded chDB under `directory`; yields its base URL."""
     port = port or free_port()
     log = (directory / "server.log").open("wb")
     process = subprocess.Popen(
-        [*PODFLAME, "server", "--port", str(port), "--storage", f"chdb://{directory / 'chdb'}"],
+        [
+            *PODFLAME,
+            "server",
+            "--port",
+            str(port),
+            "--storage",
+            f"chdb://{directory / 'chdb'}",
+            *extra,
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -1,19 +1,22 @@
-"""GET /api/v1/export: the selected profile as text, for external tools."""
+"""GET /api/v1/export: the selected profile as a file for external tools."""
 
+import json
+from datetime import UTC
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import PlainTextResponse
 
+from podflame.model.profile import PROFILE_TYPES
+from podflame.server import exports
 from podflame.server.deps import SelectedProfile, Store
 from podflame.server.errors import ERROR_RESPONSES
-from podflame.server.store import StackTotal
+from podflame.server.exports import folded
+from podflame.server.store import ProfileQuery
 
 router = APIRouter(tags=["query"])
 
-FORMATS = ("folded",)
-# A line break inside a frame name would split its folded line in two.
-_LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r"})
+FORMATS = ("folded", "pprof", "speedscope")
 
 
 @router.get(
@@ -22,7 +25,14 @@ _LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r"})
     summary="Export the selected profile",
     responses={
         **ERROR_RESPONSES,
-        200: {"content": {"text/plain": {"example": "main;work;burn 120000000\n"}}},
+        200: {
+            "content": {
+                "text/plain": {"example": "main;work;burn 120000000\n"},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+            "description": "folded: text; pprof: a .pb.gz file; speedscope: a JSON file.",
+        },
     },
 )
 def export(
@@ -33,19 +43,35 @@ def export(
         Query(
             alias="format",
             description="folded: one line per stack, frames root first joined by ';',"
-            " a space, then the summed value (Brendan Gregg's collapsed format).",
+            " a space, then the summed value (Brendan Gregg's collapsed format)."
+            " pprof: gzip-compressed profile.proto, for `go tool pprof`."
+            " speedscope: speedscope's JSON file format.",
         ),
     ] = "folded",
-) -> PlainTextResponse:
+) -> Response:
     if export_format not in FORMATS:
-        raise HTTPException(400, f"unsupported format {export_format!r} (supported: folded)")
-    return PlainTextResponse(folded(store.stacks(selected)))
+        supported = ", ".join(FORMATS)
+        raise HTTPException(400, f"unsupported format {export_format!r} (supported: {supported})")
+    stacks = store.stacks(selected)
+    if export_format == "folded":
+        return PlainTextResponse(folded(stacks))
+    # The dependency checked the name, so the registry has it.
+    profile_type = PROFILE_TYPES[selected.profile_type]
+    name = _file_stem(selected)
+    if export_format == "pprof":
+        data = exports.pprof(stacks, profile_type, selected.time_range)
+        return _attachment(data, "application/octet-stream", f"{name}.pb.gz")
+    document = exports.speedscope(stacks, profile_type, name)
+    data = json.dumps(document, separators=(",", ":")).encode()
+    return _attachment(data, "application/json", f"{name}.speedscope.json")
 
 
-def folded(stacks: list[StackTotal]) -> str:
-    """Brendan Gregg's collapsed format, one `root;...;leaf value` line per stack."""
-    return "".join(f"{_stack_text(stack)} {stack.value}\n" for stack in stacks)
+def _file_stem(selected: ProfileQuery) -> str:
+    # Type names are identifiers, so the filename needs no quoting.
+    start = selected.time_range.start.astimezone(UTC)
+    return f"podflame-{selected.profile_type}-{start:%Y%m%dT%H%M%SZ}"
 
 
-def _stack_text(stack: StackTotal) -> str:
-    return ";".join(stack.frames).translate(_LINE_BREAKS)
+def _attachment(data: bytes, media_type: str, filename: str) -> Response:
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    return Response(data, media_type=media_type, headers=headers)

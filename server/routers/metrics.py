@@ -1,5 +1,21 @@
-"""(being written)"""
+"""GET /metrics: the server's own metrics for Prometheus (outside /api/v1, never behind a token)."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
 
-router = APIRouter()
+from podflame.server.telemetry import CONTENT_TYPE, Telemetry
+
+router = APIRouter(tags=["health"])
+
+_EXAMPLE = "podflame_ingested_batches_total 3\n"
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics",
+    responses={200: {"content": {"text/plain": {"example": _EXAMPLE}}}},
+)
+def metrics(request: Request) -> PlainTextResponse:
+    telemetry: Telemetry = request.app.state.telemetry
+    return PlainTextResponse(telemetry.render(), media_type=CONTENT_TYPE)

@@ -2,11 +2,19 @@
 
 from fastapi import APIRouter
 
-from podflame.model import PROFILE_TYPES, ProfileType
+from podflame.model import ProfileType
+from podflame.server.deps import Store
+from podflame.server.profile_types import all_profile_types
 
 router = APIRouter(tags=["query"])
 
 
-@router.get("/api/v1/profile-types", response_model=list[ProfileType], summary="Profile types")
-def profile_types() -> list[ProfileType]:
-    return list(PROFILE_TYPES.values())
+@router.get(
+    "/api/v1/profile-types",
+    response_model=list[ProfileType],
+    summary="Profile types",
+    description="The built-in types, then those recorded at ingest (e.g. Pyroscope's"
+    " process_cpu), by name.",
+)
+def profile_types(store: Store) -> list[ProfileType]:
+    return all_profile_types(store)

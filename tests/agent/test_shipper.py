@@ -59,3 +59,21 @@ def test_a_rejected_batch_is_dropped_not_retried(podflame_server: str) -> None:
     assert shipper.stats.batches_sent == 1
     assert not shipper.pending
     assert stored_total(podflame_server) == 7
+
+
+def test_token_is_sent_to_a_server_that_requires_one(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.json"
+    secret = "agent-token-0123456789"
+    tokens.write_text(f'[{{"token": "{secret}", "scopes": ["ingest", "query"]}}]')
+    with running_server(tmp_path, extra=["--tokens-file", str(tokens)]) as url:
+        refused = Shipper(url, max_pending=3)
+        refused.ship(batch(3))
+        assert refused.stats.batches_rejected == 1  # 401: the batch is not retried forever
+
+        shipper = Shipper(url, max_pending=3, token=secret)
+        shipper.ship(batch(11))
+        assert shipper.stats.batches_sent == 1
+        params = {"query": '{comm="shipper-test"}', "from": "now-5m"}
+        headers = {"Authorization": f"Bearer {secret}"}
+        top = httpx.get(url + "/api/v1/top", params=params, headers=headers, timeout=30).json()
+        assert top["total"] == 11

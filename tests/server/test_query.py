@@ -140,9 +140,9 @@ def test_unknown_type_and_format_are_400(api: TestClient) -> None:
     response = api.get("/api/v1/export", params={"type": "heap"})
     assert response.status_code == 400
     assert "heap" in response.json()["error"]
-    response = api.get("/api/v1/export", params={"format": "pprof"})
+    response = api.get("/api/v1/export", params={"format": "svg"})
     assert response.status_code == 400
-    assert "pprof" in response.json()["error"]
+    assert "svg" in response.json()["error"]
 
 
 def test_bad_limit_is_422_json(api: TestClient) -> None:

@@ -1,0 +1,359 @@
+"""The server under load: ingest rate, query latency and bytes per stored sample row.
+
+A real `podflame server` subprocess on embedded chDB receives generated data
+through HTTP agent batches (gzip JSON on /api/v1/ingest): `rows` sample rows
+over 24 h for 500 pods (50 namespaces, 100 workloads) drawing on ~2,000
+distinct stacks 10 to 30 frames deep, each workload favouring its own hot
+stacks. Then the flame graph, namespace and diff queries are timed through
+HTTP (median of warm requests); another `rows` rows go to every pod but one,
+and that pod's query is timed again; last, the server is stopped and a
+separate process opens the same chDB path, runs OPTIMIZE TABLE ... FINAL and
+reads the parts' sizes from system.parts (chDB allows one process per path).
+
+Batches are synthetic: each holds every pod at one instant (the real agents
+send one node's pods every 10 s); what matters here is rows, cardinalities
+and the time spread.
+
+Run alone: `python -m benchmarks.server --rows 2000000`.
+"""
+
+import argparse
+import contextlib
+import gzip
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from tests.conftest import running_server
+
+NAMESPACES = 50
+WORKLOADS_PER_NAMESPACE = 2
+PODS_PER_WORKLOAD = 5
+NODES = 50
+DISTINCT_STACKS = 2000
+STACKS_PER_WORKLOAD = 150
+ROWS_PER_POD_PER_BATCH = 60
+DAY_NS = 86_400 * 10**9
+PERIOD_NS = 10**9 // 19  # 19 Hz
+SENDERS = 2
+WARMUP = 3
+REPEATS = 20
+# CPU seconds per second below which the server counts as idle.
+IDLE_CPU_SECONDS = 0.05
+
+# (label, goal, unit, higher is better)
+GOALS = {
+    "ingest": ("Ingest through HTTP batches", 200_000, "rows/s", True),
+    "pod": ("Flame graph, one pod, 1 h (p50)", 50, "ms", False),
+    "namespace": ("Flame graph, one namespace, 24 h (p50)", 300, "ms", False),
+    "diff": ("Diff of two deployments, 1 h (p50)", 100, "ms", False),
+    "growth": ("One pod's query time when the other pods' data doubles", 20, "% growth", False),
+    "bytes": ("Bytes per sample row after OPTIMIZE FINAL (samples table)", 10, "bytes", False),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    stacks: list[list[str]]
+    # One labels dict per pod, and the index of its workload.
+    pods: list[dict[str, str]]
+    pod_workload: np.ndarray
+    # Per workload: its stack indices and their log weights (a Zipf-like skew).
+    workload_stacks: np.ndarray
+    workload_log_weights: np.ndarray
+
+
+@dataclass(frozen=True)
+class Body:
+    data: bytes
+    rows: int
+
+
+def build_dataset(seed: int = 7) -> Dataset:
+    rng = np.random.default_rng(seed)
+    stacks = _stacks(rng)
+    pods: list[dict[str, str]] = []
+    workload_of_pod = []
+    for workload in range(NAMESPACES * WORKLOADS_PER_NAMESPACE):
+        namespace = f"ns-{workload // WORKLOADS_PER_NAMESPACE:02d}"
+        name = f"svc-{workload:03d}"
+        for replica in range(PODS_PER_WORKLOAD):
+            pod = f"{name}-{rng.integers(16**8):08x}-{replica}"
+            labels = {"node": f"node-{len(pods) % NODES:02d}", "namespace": namespace,
+                      "pod": pod, "container": name, "workload_kind": "Deployment",
+                      "workload": name, "comm": name, "pid": str(1000 + len(pods))}  # fmt: skip
+            pods.append(labels)
+            workload_of_pod.append(workload)
+    workloads = NAMESPACES * WORKLOADS_PER_NAMESPACE
+    chosen = np.stack(
+        [rng.choice(DISTINCT_STACKS, STACKS_PER_WORKLOAD, replace=False) for _ in range(workloads)]
+    )
+    log_weights = np.tile(-np.log(np.arange(1, STACKS_PER_WORKLOAD + 1)), (workloads, 1))
+    return Dataset(stacks, pods, np.array(workload_of_pod), chosen, log_weights)
+
+
+def _stacks(rng: np.random.Generator) -> list[list[str]]:
+    """Stacks sharing prefixes, as real ones do: a few entry paths, then diverging frames."""
+    words = ("api", "db", "cache", "auth", "grpc", "json", "http", "queue", "log", "sched")
+    packages = [f"github.com/acme/{word}" for word in words]
+    names = [f"{packages[i % len(packages)]}.(*T{i % 37}).Method{i}" for i in range(3000)]
+    entries = [["runtime.goexit", "main.main", *rng.choice(names, rng.integers(2, 6))]
+               for _ in range(40)]  # fmt: skip
+    stacks = []
+    for index in range(DISTINCT_STACKS):
+        entry = entries[index % len(entries)]
+        depth = int(rng.integers(10, 31))
+        tail = [str(name) for name in rng.choice(names, max(depth - len(entry), 1))]
+        if index % 5 == 0:
+            tail[-1] = "entry_SYSCALL_64_[k]"
+        stacks.append([str(frame) for frame in entry] + tail + [f"leaf{index}"])
+    return stacks
+
+
+def make_batches(
+    dataset: Dataset, rows: int, start_ns: int, pods: Sequence[int], seed: int
+) -> list[Body]:
+    """gzip JSON batches holding about `rows` rows for `pods`, evenly over 24 h from start_ns."""
+    rng = np.random.default_rng(seed)
+    count = max(1, round(rows / (len(pods) * ROWS_PER_POD_PER_BATCH)))
+    stacks_json = json.dumps(dataset.stacks, separators=(",", ":"))
+    labels_json = [json.dumps(dataset.pods[pod], separators=(",", ":")) for pod in pods]
+    workloads = dataset.pod_workload[list(pods)]
+    candidates = dataset.workload_stacks[workloads]
+    log_weights = dataset.workload_log_weights[workloads]
+    bodies = []
+    for index in range(count):
+        # Weighted sampling without replacement for every pod at once (Gumbel top-k):
+        # each series holds a stack once, and hot stacks come back batch after batch.
+        keys = log_weights + rng.gumbel(size=log_weights.shape)
+        top = np.argpartition(-keys, ROWS_PER_POD_PER_BATCH, axis=1)[:, :ROWS_PER_POD_PER_BATCH]
+        stack_ids = np.take_along_axis(candidates, top, axis=1).tolist()
+        values = (rng.integers(1, 20, size=top.shape) * PERIOD_NS).tolist()
+        series = ",".join(
+            f'{{"labels":{labels},"samples":[{_samples(ids, vals)}]}}'
+            for labels, ids, vals in zip(labels_json, stack_ids, values, strict=True)
+        )
+        end_ns = start_ns + (index + 1) * DAY_NS // count
+        body = (f'{{"batch_id":"{uuid.uuid4().hex}","profile_type":"cpu","period":{PERIOD_NS},'
+                f'"start_time_ns":{end_ns - 10 * 10**9},"end_time_ns":{end_ns},'
+                f'"stacks":{stacks_json},"series":[{series}]}}')  # fmt: skip
+        bodies.append(Body(gzip.compress(body.encode(), compresslevel=1), len(pods) * top.shape[1]))
+    return bodies
+
+
+def _samples(ids: list[int], values: list[int]) -> str:
+    return ",".join(f'{{"stack":{s},"value":{v}}}' for s, v in zip(ids, values, strict=True))
+
+
+def ingest(url: str, bodies: list[Body]) -> float:
+    """Rows per second, wall clock from the first request to the last answer."""
+    pending = iter(bodies)
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def send() -> None:
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        with httpx.Client(base_url=url, timeout=300) as client:
+            while True:
+                with lock:
+                    body = next(pending, None)
+                if body is None:
+                    return
+                response = client.post("/api/v1/ingest", content=body.data, headers=headers)
+                if response.status_code != 200:
+                    errors.append(response.text)
+
+    started = time.perf_counter()
+    senders = [threading.Thread(target=send) for _ in range(SENDERS)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} batches failed, first: {errors[0]}")
+    return sum(body.rows for body in bodies) / elapsed
+
+
+def settle(client: httpx.Client, timeout: float = 300) -> None:
+    """Wait until the server idles: ClickHouse merges the parts of an ingest in the
+    background, and a query timed meanwhile would measure the merge, not the query."""
+    deadline = time.monotonic() + timeout
+    before = _cpu_seconds(client)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = _cpu_seconds(client)
+        if now - before < IDLE_CPU_SECONDS:
+            return
+        before = now
+    raise TimeoutError(f"the server was still busy after {timeout} s")
+
+
+def _cpu_seconds(client: httpx.Client) -> float:
+    return _metric(client.get("/metrics").text, "process_cpu_seconds_total")
+
+
+def p50_ms(client: httpx.Client, path: str, params: dict[str, str]) -> float:
+    """Median of REPEATS requests after WARMUP ones, in milliseconds."""
+    timings = []
+    for attempt in range(WARMUP + REPEATS):
+        started = time.perf_counter()
+        response = client.get(path, params=params)
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(f"{path} {params}: {response.status_code} {response.text}")
+        if attempt >= WARMUP:
+            timings.append(elapsed)
+    return 1000 * statistics.median(timings)
+
+
+def measure_storage(chdb: Path) -> dict[str, tuple[int, int]]:
+    """{table: (rows, bytes on disk)} after OPTIMIZE FINAL, from a process of its own."""
+    script = f"""
+import json, clickhouse_connect
+client = clickhouse_connect.get_client(dsn="chdb://{chdb}")
+for table in ("samples", "stacks"):
+    client.command(f"OPTIMIZE TABLE podflame.{{table}} FINAL")
+rows = client.query(
+    "SELECT table, sum(rows), sum(bytes_on_disk) FROM system.parts"
+    " WHERE database = 'podflame' AND active GROUP BY table"
+).result_rows
+print(json.dumps({{table: [int(r), int(b)] for table, r, b in rows}}))
+"""
+    output = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout
+    return {table: (rows, size) for table, (rows, size) in json.loads(output).items()}
+
+
+def run(directory: Path, rows: int = 10_000_000) -> list[str]:
+    dataset = build_dataset()
+    end_ns = (time.time_ns() // 3_600_000_000_000) * 3_600_000_000_000
+    start_ns = end_ns - DAY_NS
+    target = len(dataset.pods) // 2 + 3  # one pod, in the middle of the sort order
+    others = [pod for pod in range(len(dataset.pods)) if pod != target]
+    generated = time.perf_counter()
+    first = make_batches(dataset, rows, start_ns, range(len(dataset.pods)), seed=1)
+    second = make_batches(dataset, rows, start_ns, others, seed=2)
+    generated = time.perf_counter() - generated
+    stored = sum(body.rows for body in first)
+    results: dict[str, float] = {}
+    with running_server(directory) as url, httpx.Client(base_url=url, timeout=120) as client:
+        results["ingest"] = ingest(url, first)
+        pod, namespace, diff = _queries(dataset, target, end_ns)
+        settle(client)
+        results["pod"] = p50_ms(client, "/api/v1/flamegraph", pod)
+        results["namespace"] = p50_ms(client, "/api/v1/flamegraph", namespace)
+        results["diff"] = p50_ms(client, "/api/v1/diff", diff)
+        results["ingest_second"] = ingest(url, second)
+        stored += sum(body.rows for body in second)
+        settle(client)
+        results["pod_after"] = p50_ms(client, "/api/v1/flamegraph", pod)
+        rss = _metric(client.get("/metrics").text, "process_resident_memory_bytes")
+    results["growth"] = 100 * (results["pod_after"] / results["pod"] - 1)
+    sizes = measure_storage(directory / "chdb")
+    sample_rows, sample_bytes = sizes["samples"]
+    stack_bytes = sizes.get("stacks", (0, 0))[1]
+    results["bytes"] = sample_bytes / sample_rows
+    if sample_rows != stored:
+        raise RuntimeError(f"stored {sample_rows} rows, sent {stored}")
+    return report(results, rows, stored, generated, stack_bytes / sample_rows, rss)
+
+
+def _queries(
+    dataset: Dataset, target: int, end_ns: int
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    labels = dataset.pods[target]
+    hour = {"from": str(end_ns // 10**9 - 7200), "until": str(end_ns // 10**9 - 3600)}
+    day = {"from": str(end_ns // 10**9 - 86400), "until": str(end_ns // 10**9)}
+    pod = {"query": f'{{namespace="{labels["namespace"]}", pod="{labels["pod"]}"}}',
+           "type": "cpu", **hour}  # fmt: skip
+    namespace = {"query": f'{{namespace="{labels["namespace"]}"}}', "type": "cpu", **day}
+    left, right = (f'{{namespace="ns-07", workload="svc-{n:03d}"}}' for n in (14, 15))
+    diff = {"left": left, "right": right, "left_from": hour["from"], "left_until": hour["until"],
+            "right_from": hour["from"], "right_until": hour["until"], "type": "cpu"}  # fmt: skip
+    return pod, namespace, diff
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def report(
+    results: dict[str, float],
+    rows: int,
+    stored: int,
+    generated: float,
+    stack_bytes_per_row: float,
+    rss: float,
+) -> list[str]:
+    lines = [
+        f"A `podflame server` on chDB, {rows:,} sample rows over 24 h for 500 pods (50",
+        f"namespaces, 100 workloads, {DISTINCT_STACKS:,} distinct stacks of 10-30 frames) sent",
+        f"as gzip JSON batches of {ROWS_PER_POD_PER_BATCH * 500:,} rows by {SENDERS} concurrent",
+        f"senders; then as many rows again for every pod but the one timed ({stored:,} rows in",
+        f"all). Latencies are medians of {REPEATS} warm HTTP requests, timed once the server",
+        f"idles (background merges done). Data generation ({generated:.0f} s) is not timed.",
+        "",
+        "| measure | goal | result | |",
+        "|---|---|---|---|",
+    ]
+    for key, (label, goal, unit, higher_is_better) in GOALS.items():
+        value = results[key]
+        met = value >= goal if higher_is_better else value <= goal
+        sign = "≥" if higher_is_better else "≤"
+        shown = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
+        shown = f"{value:+.1f}" if key == "growth" else shown
+        lines.append(f"| {label} | {sign} {goal:,} {unit} | {shown} {unit} | "
+                     f"{'met' if met else 'NOT met'} |")  # fmt: skip
+    lines += [
+        "",
+        f"- One pod's flame graph before the other pods' data doubled: "
+        f"{results['pod']:.1f} ms, after: {results['pod_after']:.1f} ms.",
+        f"- Second ingest (into a table already holding the first): "
+        f"{results['ingest_second']:,.0f} rows/s.",
+        f"- The stacks table adds {stack_bytes_per_row:.2f} bytes per sample row.",
+        f"- Server resident memory at the end: {rss / 2**20:.0f} MB.",
+    ]
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--directory", type=Path, help="keep the data here (default: a temp dir)")
+    args = parser.parse_args(argv)
+    with _directory(args.directory) as directory:
+        print("\n".join(run(directory, args.rows)))
+    return 0
+
+
+def _directory(path: Path | None) -> contextlib.AbstractContextManager[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        return contextlib.nullcontext(path)
+    return _temporary()
+
+
+@contextlib.contextmanager
+def _temporary() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:
+        yield Path(tmp)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""Pyroscope-compatible ingestion: Connect Push and the legacy /ingest, on real chDB."""
+
+import base64
+import gzip
+import json
+import time
+from collections.abc import Iterator, Sequence
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from podflame.model import pprof
+from podflame.model.pprof import Function, Line, Location, Profile, Sample, ValueType
+from podflame.model.profile import PROFILE_TYPES
+from tests.server.conftest import MAX_INGEST_BYTES, folded
+
+PUSH = "/push.v1.PusherService/Push"
+PROTO = {"content-type": "application/proto"}
+CPU = ValueType("cpu", "nanoseconds")
+# What pyroscope-io 1.4.0 (Python) sends besides its tags (docs: platform.md).
+SDK_LABELS = [
+    ("__name__", "process_cpu"),
+    ("service_name", "shop"),
+    ("otel.scope.name", "com.grafana.pyroscope/python"),
+    ("process.runtime.name", "cpython"),
+    ("process.runtime.version", "3.11.7"),
+    ("env", "prod"),
+]
+# Python stacks, root first, and their CPU nanoseconds.
+PY_STACKS = {
+    ("<module>", "main", "handle_request", "render"): 70_000_000,
+    ("<module>", "main", "handle_request"): 20_000_000,
+    ("<module>", "main"): 10_000_000,
+}
+
+
+@pytest.fixture(autouse=True)
+def forget_runtime_types() -> Iterator[None]:
+    """Each test starts as a fresh server would: only the built-in types in the registry."""
+    saved = dict(PROFILE_TYPES)
+    yield
+    PROFILE_TYPES.clear()
+    PROFILE_TYPES.update(saved)
+
+
+# --- building requests by hand ---------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes([*out, value])
+
+
+def _len(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def push_request(series: Sequence[tuple[Sequence[tuple[str, str]], Sequence[bytes]]]) -> bytes:
+    """push.v1.PushRequest: series = 1 {labels = 1 {name = 1, value = 2}, samples = 2 {
+    raw_profile = 1, ID = 2}}."""
+    out = b""
+    for labels, profiles in series:
+        body = b"".join(
+            _len(1, _len(1, name.encode()) + _len(2, value.encode())) for name, value in labels
+        )
+        body += b"".join(
+            _len(2, _len(1, raw) + _len(2, f"id-{index}".encode()))
+            for index, raw in enumerate(profiles)
+        )
+        out += _len(1, body)
+    return out
+
+
+def python_pprof(
+    stacks: dict[tuple[str, ...], int] = PY_STACKS,
+    sample_types: Sequence[ValueType] = (CPU,),
+    time_nanos: int | None = None,
+) -> bytes:
+    """A pprof like py-spy's: one location per function, leaf first, cpu in nanoseconds."""
+    names = sorted({frame for stack in stacks for frame in stack})
+    ids = {name: index for index, name in enumerate(names, start=1)}
+    period = 10_000_000
+    samples = [
+        Sample(
+            [ids[frame] for frame in reversed(stack)],
+            # Several sample types: the count of samples, then the CPU time.
+            [value // period for _ in sample_types[:-1]] + [value],
+        )
+        for stack, value in stacks.items()
+    ]
+    profile = Profile(
+        sample_types=list(sample_types),
+        samples=samples,
+        locations=[Location(i, lines=[Line(i)]) for i in ids.values()],
+        functions=[Function(i, name, filename="/app/main.py") for name, i in ids.items()],
+        time_nanos=time.time_ns() - 10**10 if time_nanos is None else time_nanos,
+        duration_nanos=10**10,
+        period_type=CPU,
+        period=period,
+    )
+    return pprof.encode(profile)
+
+
+def push(api: TestClient, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    response: httpx.Response = api.post(PUSH, content=body, headers=headers or PROTO)
+    return response
+
+
+def stacks_of(api: TestClient, profile_type: str, query: str = "") -> dict[str, int]:
+    return folded(api, query, type=profile_type)
+
+
+def expected(stacks: dict[tuple[str, ...], int]) -> dict[str, int]:
+    return {";".join(stack): value for stack, value in stacks.items()}
+
+
+def connect_error(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["code"] == code
+    message: str = body["message"]
+    return message
+
+
+# --- Connect Push ------------------------------------------------------------------------------
+
+
+def test_push_like_the_python_sdk(api: TestClient) -> None:
+    body = gzip.compress(push_request([(SDK_LABELS, [python_pprof()])]))
+    response = push(api, body, {**PROTO, "content-encoding": "gzip"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/proto"
+    assert response.content == b""  # an empty PushResponse
+    assert stacks_of(api, "process_cpu") == expected(PY_STACKS)
+    selector = '{service_name="shop", otel_scope_name="com.grafana.pyroscope/python", env="prod"}'
+    assert stacks_of(api, "process_cpu", selector) == expected(PY_STACKS)
+    assert stacks_of(api, "process_cpu", '{service_name="other"}') == {}
+    # Stored apart from the eBPF profiles.
+    assert folded(api) == {}
+    types = {item["name"]: item["unit"] for item in api.get("/api/v1/profile-types").json()}
+    assert types == {"cpu": "nanoseconds", "process_cpu": "nanoseconds"}
+
+
+def test_a_retried_push_is_stored_once(api: TestClient) -> None:
+    body = push_request([(SDK_LABELS, [python_pprof()])])
+    for _ in range(3):
+        assert push(api, body).status_code == 200
+    assert stacks_of(api, "process_cpu") == expected(PY_STACKS)
+
+
+def test_push_with_several_series_and_gzipped_profiles(api: TestClient) -> None:
+    other = [("__name__", "process_cpu"), ("service_name", "cart")]
+    body = push_request(
+        [
+            (SDK_LABELS, [gzip.compress(python_pprof()), python_pprof()]),
+            (other, [gzip.compress(python_pprof({("<module>", "checkout"): 5_000_000}))]),
+        ]
+    )
+    assert push(api, body).status_code == 200
+    doubled = {stack: 2 * value for stack, value in expected(PY_STACKS).items()}
+    assert stacks_of(api, "process_cpu", '{service_name="shop"}') == doubled
+    assert stacks_of(api, "process_cpu", '{service_name="cart"}') == {
+        "<module>;checkout": 5_000_000
+    }
+
+
+def test_push_as_json(api: TestClient) -> None:
+    raw = base64.b64encode(gzip.compress(python_pprof())).decode()
+    payload = {
+        "series": [
+            {
+                "labels": [{"name": name, "value": value} for name, value in SDK_LABELS],
+                "samples": [{"rawProfile": raw, "ID": "abc"}],
+            }
+        ]
+    }
+    response = push(api, json.dumps(payload).encode(), {"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {}
+    assert stacks_of(api, "process_cpu") == expected(PY_STACKS)
+
+
+def test_every_sample_type_becomes_a_profile_type(api: TestClient) -> None:
+    # Go's CPU profiles carry samples/count and cpu/nanoseconds; cpu is the default (last).
+    types = (ValueType("samples", "count"), CPU)
+    labels = [("__name__", "process_cpu"), ("service_name", "api")]
+    assert (
+        push(api, push_request([(labels, [python_pprof(sample_types=types)])])).status_code == 200
+    )
+    assert stacks_of(api, "process_cpu") == expected(PY_STACKS)
+    counts = {stack: value // 10_000_000 for stack, value in expected(PY_STACKS).items()}
+    assert stacks_of(api, "process_cpu_samples") == counts
+    listed = {item["name"]: item["unit"] for item in api.get("/api/v1/profile-types").json()}
+    assert listed["process_cpu_samples"] == "count"
+
+
+def test_sdk_types_are_queryable_after_a_restart(api: TestClient) -> None:
+    assert push(api, push_request([(SDK_LABELS, [python_pprof()])])).status_code == 200
+    # A fresh process knows only the built-in types; the store knows the rest.
+    del PROFILE_TYPES["process_cpu"]
+    assert stacks_of(api, "process_cpu") == expected(PY_STACKS)
+    response = api.get("/api/v1/export", params={"type": "heap"})
+    assert response.status_code == 400
+    assert "process_cpu" in response.json()["error"]
+
+
+def test_the_profile_types_list_comes_from_the_store(api: TestClient) -> None:
+    assert push(api, push_request([(SDK_LABELS, [python_pprof()])])).status_code == 200
+    del PROFILE_TYPES["process_cpu"]
+    listed = api.get("/api/v1/profile-types").json()
+    assert [item["name"] for item in listed] == ["cpu", "process_cpu"]
+    assert listed[1]["unit"] == "nanoseconds"
+
+
+def test_a_type_keeps_its_first_unit(api: TestClient) -> None:
+    assert push(api, push_request([(SDK_LABELS, [python_pprof()])])).status_code == 200
+    seconds = (ValueType("cpu", "seconds"),)
+    body = push_request([(SDK_LABELS, [python_pprof(sample_types=seconds)])])
+    message = connect_error(push(api, body), 400, "invalid_argument")
+    assert "nanoseconds" in message
+
+
+def test_builtin_type_names_are_reserved(api: TestClient) -> None:
+    labels = [("__name__", "cpu"), ("service_name", "shop")]
+    message = connect_error(
+        push(api, push_request([(labels, [python_pprof()])])), 400, "invalid_argument"
+    )
+    assert "reserved" in message
+    assert folded(api) == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"\x0a\x05ab", "PushRequest"),  # a series longer than the body
+        (b"\xff" * 20, "PushRequest"),
+        (push_request([([("service_name", "x")], [python_pprof()])]), "__name__"),
+        (push_request([(SDK_LABELS, [b"\x0b\x0c"])]), "invalid pprof"),
+        (push_request([(SDK_LABELS, [b"\x1f\x8bnot gzip"])]), "gzip"),
+        (push_request([(SDK_LABELS, [python_pprof(time_nanos=-5)])]), "negative"),
+        (push_request([(SDK_LABELS, [python_pprof(time_nanos=2**62)])]), "out of range"),
+    ],
+)
+def test_malformed_pushes_are_connect_errors(api: TestClient, body: bytes, message: str) -> None:
+    assert message in connect_error(push(api, body), 400, "invalid_argument")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{", b'{"series": 5}', b'{"series": [{"samples": [{"rawProfile": "!!!"}]}]}'],
+)
+def test_malformed_json_pushes_are_connect_errors(api: TestClient, body: bytes) -> None:
+    connect_error(push(api, body, {"content-type": "application/json"}), 400, "invalid_argument")
+
+
+def test_push_content_type_and_encoding_are_checked(api: TestClient) -> None:
+    body = push_request([(SDK_LABELS, [python_pprof()])])
+    connect_error(push(api, body, {"content-type": "text/plain"}), 415, "unimplemented")
+    headers = {**PROTO, "content-encoding": "br"}
+    connect_error(push(api, body, headers), 415, "unimplemented")
+    headers = {**PROTO, "content-encoding": "gzip"}
+    connect_error(push(api, b"not gzip", headers), 400, "invalid_argument")
+
+
+def test_gzip_bombs_are_413(api: TestClient) -> None:
+    bomb = gzip.compress(b"\x00" * (20 * MAX_INGEST_BYTES))
+    headers = {**PROTO, "content-encoding": "gzip"}
+    connect_error(push(api, bomb, headers), 413, "resource_exhausted")
+    # Inside the request: each raw profile is small, together they are too much.
+    inner = gzip.compress(b"\x48\x01" * (MAX_INGEST_BYTES // 4))  # time_nanos = 1, repeated
+    body = push_request([(SDK_LABELS, [inner] * 4)])
+    assert len(body) < MAX_INGEST_BYTES // 10
+    connect_error(push(api, body), 413, "resource_exhausted")
+
+
+# --- legacy /ingest ----------------------------------------------------------------------------
+
+
+def legacy(api: TestClient, body: bytes, **params: str) -> httpx.Response:
+    now = int(time.time())
+    query = {"from": str(now - 10), "until": str(now), **params}
+    response: httpx.Response = api.post("/ingest", params=query, content=body)
+    return response
+
+
+def test_legacy_folded_counts_samples_at_the_sample_rate(api: TestClient) -> None:
+    body = b"main;work;burn 12\nmain;work 3\n\nmain;work 1\n"
+    name = "shop.cpu{env=prod,region=eu-1,k8s.pod=p1}"
+    response = legacy(api, body, name=name, sampleRate="100", spyName="pyspy", units="samples")
+    assert response.status_code == 200, response.text
+    # 100 Hz: each sample is 10 ms of CPU.
+    result = {"main;work;burn": 120_000_000, "main;work": 40_000_000}
+    assert (
+        stacks_of(api, "process_cpu", '{service_name="shop", env="prod", k8s_pod="p1"}') == result
+    )
+    response = legacy(api, b"main 5\n", name="shop{}", sampleRate="19")
+    assert response.status_code == 200, response.text
+    assert stacks_of(api, "process_cpu", '{service_name="shop", env=""}') == {"main": 263_157_895}
+
+
+def test_legacy_folded_is_stored_once_per_upload(api: TestClient) -> None:
+    now = int(time.time())
+    for _ in range(2):
+        response = legacy(api, b"a;b 1\n", name="shop", **{"from": str(now - 5), "until": str(now)})
+        assert response.status_code == 200, response.text
+    assert stacks_of(api, "process_cpu") == {"a;b": 10_000_000}
+
+
+def test_legacy_pprof_plain_gzip_and_multipart(api: TestClient) -> None:
+    raw = python_pprof()
+    assert legacy(api, raw, name="shop.cpu", format="pprof").status_code == 200
+    assert legacy(api, gzip.compress(raw), name="shop.cpu", format="pprof").status_code == 200
+    boundary = "podflame-boundary"
+    multipart = (
+        (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="profile"; filename="profile.pprof"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + gzip.compress(raw)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    now = int(time.time())
+    response = api.post(
+        "/ingest",
+        params={"name": "shop.cpu", "from": str(now - 10), "until": str(now)},
+        content=multipart,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 200, response.text
+    tripled = {stack: 3 * value for stack, value in expected(PY_STACKS).items()}
+    assert stacks_of(api, "process_cpu", '{service_name="shop"}') == tripled
+
+
+@pytest.mark.parametrize(
+    ("body", "params", "status"),
+    [
+        (b"main;work twelve\n", {"name": "shop"}, 400),
+        (b"main;work 1" + b"9" * 30 + b"\n", {"name": "shop"}, 400),
+        (b" 12\n", {"name": "shop"}, 400),
+        (b"main 1\n", {"name": "shop{env}"}, 400),
+        (b"main 1\n", {"name": "{a=b}"}, 400),
+        (b"main 1\n", {"name": "shop", "format": "trie"}, 400),
+        (b"main 1\n", {"name": "shop", "sampleRate": "0"}, 422),
+        (b"main 1\n", {"name": "shop", "from": "inf"}, 422),
+        (b"main 1\n", {}, 422),
+        (b"\x0b", {"name": "shop", "format": "pprof"}, 400),
+        (b"--x\r\n\r\n--x--", {"name": "shop", "format": "pprof"}, 400),
+    ],
+)
+def test_malformed_legacy_uploads_are_4xx_json(
+    api: TestClient, body: bytes, params: dict[str, str], status: int
+) -> None:
+    response = legacy(api, body, **params)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+
+
+def test_legacy_bad_multipart_is_400(api: TestClient) -> None:
+    response = api.post(
+        "/ingest",
+        params={"name": "shop"},
+        content=b"--b\r\nContent-Disposition: form-data; name=other\r\n\r\nx\r\n--b--\r\n",
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 400, response.text
+    assert "profile" in response.json()["error"]
+
+
+def test_legacy_gzip_bombs_are_413(api: TestClient) -> None:
+    bomb = gzip.compress(b"\x00" * (20 * MAX_INGEST_BYTES))
+    response = api.post(
+        "/ingest", params={"name": "shop"}, content=bomb, headers={"content-encoding": "gzip"}
+    )
+    assert response.status_code == 413, response.text
+    response = legacy(api, bomb, name="shop", format="pprof")
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]
