@@ -12,6 +12,7 @@ phase the same way (profiles.busy_shares).
 import os
 import select
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -216,8 +217,12 @@ def measure_workload(profiler: Profiler, workload: Workload, directory: Path) ->
 @contextmanager
 def launched(workload: Workload) -> Iterator[subprocess.Popen[bytes]]:
     """Start the workload; on the way out close its stdin, which ends it."""
+    # In a scratch directory: Node.js writes its isolate log into the current one.
     process = subprocess.Popen(
-        [*workload.argv, str(BUSY_SECONDS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [*workload.argv, str(BUSY_SECONDS)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=tempfile.gettempdir(),
     )
     pid = process.pid
     try:
