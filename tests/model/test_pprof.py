@@ -23,6 +23,7 @@ from podflame.model.pprof import (
     Sample,
     ValueType,
 )
+from tests.protobuf import bytes_field, varint_field
 
 LIMIT = 1 << 20
 CPU = ValueType("cpu", "nanoseconds")
@@ -93,14 +94,14 @@ def test_profile_from_stacks_has_one_location_per_frame_name() -> None:
 def test_unpacked_repeated_fields_and_unknown_fields_are_read() -> None:
     # Encoders may write repeated numbers one per field; unknown fields are skipped.
     strings = ["", "cpu", "nanoseconds", "f"]
-    sample = _field(1, 1) + _field(1, 1) + _field(2, 7) + _field(99, 5)
+    sample = varint_field(1, 1) + varint_field(1, 1) + varint_field(2, 7) + varint_field(99, 5)
     message = (
-        _len(1, _field(1, 1) + _field(2, 2))
-        + _len(2, sample)
-        + _len(4, _field(1, 1) + _len(4, _field(1, 1)))
-        + _len(5, _field(1, 1) + _field(2, 3))
-        + _len(42, b"ignored")
-        + b"".join(_len(6, text.encode()) for text in strings)
+        bytes_field(1, varint_field(1, 1) + varint_field(2, 2))
+        + bytes_field(2, sample)
+        + bytes_field(4, varint_field(1, 1) + bytes_field(4, varint_field(1, 1)))
+        + bytes_field(5, varint_field(1, 1) + varint_field(2, 3))
+        + bytes_field(42, b"ignored")
+        + b"".join(bytes_field(6, text.encode()) for text in strings)
     )
     assert pprof.folded_totals(pprof.decode(message, LIMIT), 0) == {("f", "f"): 7}
 
@@ -212,19 +213,3 @@ def test_profiles_written_by_go_decode_to_the_same_stacks(go: str, tmp_path: Pat
     assert decoded.sample_types == full_profile().sample_types
     index = decoded.sample_type_index("cpu")
     assert pprof.folded_totals(decoded, index) == pprof.folded_totals(full_profile(), 1)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    return bytes([*out, value])
-
-
-def _field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
-
-
-def _len(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from podflame.model import pprof
 from podflame.model.pprof import Function, Line, Location, Profile, Sample, ValueType
 from podflame.model.profile import PROFILE_TYPES
+from tests.protobuf import bytes_field
 from tests.server.conftest import MAX_INGEST_BYTES, folded
 
 PUSH = "/push.v1.PusherService/Push"
@@ -47,31 +48,20 @@ def forget_runtime_types() -> Iterator[None]:
 # --- building requests by hand ---------------------------------------------------------------
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    return bytes([*out, value])
-
-
-def _len(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
 def push_request(series: Sequence[tuple[Sequence[tuple[str, str]], Sequence[bytes]]]) -> bytes:
     """push.v1.PushRequest: series = 1 {labels = 1 {name = 1, value = 2}, samples = 2 {
     raw_profile = 1, ID = 2}}."""
     out = b""
     for labels, profiles in series:
         body = b"".join(
-            _len(1, _len(1, name.encode()) + _len(2, value.encode())) for name, value in labels
+            bytes_field(1, bytes_field(1, name.encode()) + bytes_field(2, value.encode()))
+            for name, value in labels
         )
         body += b"".join(
-            _len(2, _len(1, raw) + _len(2, f"id-{index}".encode()))
+            bytes_field(2, bytes_field(1, raw) + bytes_field(2, f"id-{index}".encode()))
             for index, raw in enumerate(profiles)
         )
-        out += _len(1, body)
+        out += bytes_field(1, body)
     return out
 
 
