@@ -23,7 +23,9 @@ from podflame.symbolizer import Symbolizer, is_symbolized
 
 log = logging.getLogger(__name__)
 
-ANNOUNCE_POLL_MS = 200
+# The poll returns as soon as an event arrives; the timeout only bounds how
+# long a stop request waits.
+ANNOUNCE_POLL_MS = 500
 
 
 @dataclass

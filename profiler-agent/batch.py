@@ -25,6 +25,8 @@ class StackSymbolizer(Protocol):
 
     def resolve(self, image: ProcessImage | None, addresses: Sequence[int]) -> list[str]: ...
 
+    def is_stale(self, image: ProcessImage | None, addresses: Sequence[int]) -> bool: ...
+
 
 @dataclass
 class BatchBuilder:
@@ -67,6 +69,10 @@ class BatchBuilder:
         stacks: dict[tuple[str, ...], int],
     ) -> Series:
         addresses = sorted({a for s in samples for a in s.user_stack})
+        if self.symbolizer.is_stale(record.image, addresses):
+            # Reading the memory map again only when an address needs it keeps
+            # the drain cheap for the many processes whose map never changes.
+            self.processes.refresh(record)
         resolved = self.symbolizer.resolve(record.image, addresses)
         names = dict(zip(addresses, resolved, strict=True))
         values: dict[int, int] = defaultdict(int)

@@ -86,17 +86,19 @@ class ProcessTable:
         self._newest[process.pid] = process
 
     def lookup(self, process: ProcessGeneration) -> ProcessRecord:
-        """The record for a drained sample, refreshed if its process still runs."""
+        """The record for a drained sample."""
         record = self._records.get(process)
         if record is None:
             # Announced before a restart, lost in a full ring buffer, or dropped
             # as idle: capture it now, as it is.
             self.announce(process)
             return self._records[process]
-        if self._is_running(record):
-            # Libraries loaded since (dlopen) and JIT code need a fresh map.
-            record.image = self._images.image(process.pid, record.image) or record.image
         return record
+
+    def refresh(self, record: ProcessRecord) -> None:
+        """Capture a running process's memory map again (libraries loaded since, JIT code)."""
+        if self._is_running(record):
+            record.image = self._images.image(record.pid, record.image) or record.image
 
     def end_drain(self, sampled: set[ProcessGeneration]) -> None:
         """Forget processes that were not sampled for a while, or have ended."""

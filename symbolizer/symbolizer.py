@@ -193,6 +193,17 @@ class Symbolizer:
         jit = self._perf_maps.get(pid, self._proc) if has_jit else None
         return ProcessImage(pid, MappingIndex(mappings), tables, jit)
 
+    def is_stale(self, image: ProcessImage | None, addresses: Sequence[int]) -> bool:
+        """Whether `image` may be out of date for `addresses`: one of them lies outside
+        every mapping (a library loaded since), or in JIT code (whose perf map grows)."""
+        if image is None:
+            return True
+        for address in addresses:
+            mapping = image.mappings.find(address)
+            if mapping is None or not (mapping.is_file or mapping.is_pseudo):
+                return True
+        return False
+
     def resolve(self, image: ProcessImage | None, addresses: Sequence[int]) -> list[str]:
         """Names of `addresses` in a captured process, in order; never raises.
 
