@@ -70,12 +70,12 @@ def test_full_maps_are_counted_not_silent(tmp_path: Path) -> None:
         sampler.close()
     assert drain.drops["count_map"] > 0
     assert drain.overflowed > 0, "a 4-entry stack map collides at once"
-    assert drain.drops["overflow"] == 0
     # Samples of the workloads that made it in (counted or collided), plus the
-    # ones lost for a full count map, cover the CPU time the workloads used.
+    # ones lost for a full count map or a full overflow ring buffer (nothing
+    # read it during the run), cover the CPU time the workloads used.
     pids = {w.pid for w in workloads}
     recorded = sum(s.count for s in drain.samples if s.process.pid in pids)
-    lost = drain.drops["count_map"]
+    lost = drain.drops["count_map"] + drain.drops["overflow"]
     assert (recorded + lost) * sampler.period_ns / 1e9 >= 0.95 * cpu_seconds
 
 
