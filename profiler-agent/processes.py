@@ -8,7 +8,6 @@ the next drain still gets its symbols and labels. Records are keyed by
 generation, so nothing carries over from one program to another.
 """
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,6 @@ from typing import Protocol
 
 from podflame.agent.sampler import ProcessGeneration
 from podflame.symbolizer import ProcessImage
-
-log = logging.getLogger(__name__)
 
 # A record not sampled for this many drains is dropped; if its process shows up
 # again it is captured anew.
