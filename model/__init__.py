@@ -3,6 +3,7 @@
 Both the agent and the server import from here; nothing here imports either.
 """
 
+from podflame.model.network import Connection, LatencyHistogram
 from podflame.model.profile import (
     KERNEL_FRAME_SUFFIX,
     PROFILE_TYPES,
@@ -17,6 +18,8 @@ __all__ = [
     "PROFILE_TYPES",
     "WIRE_VERSION",
     "Batch",
+    "Connection",
+    "LatencyHistogram",
     "ProfileType",
     "Series",
     "StackValue",

@@ -31,9 +31,17 @@ CPU = ProfileType(
     description="On-CPU time sampled with the cpu-clock perf event.",
 )
 
+NET_WAIT = ProfileType(
+    name="net_wait",
+    unit="nanoseconds",
+    description="Time spent in network system calls, by the user stack that made the call.",
+)
+
 TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-BUILTIN_PROFILE_TYPES: Mapping[str, ProfileType] = MappingProxyType({CPU.name: CPU})
+BUILTIN_PROFILE_TYPES: Mapping[str, ProfileType] = MappingProxyType(
+    {CPU.name: CPU, NET_WAIT.name: NET_WAIT}
+)
 
 # The registry: the built-in types plus those learned at runtime, such as the
 # types Pyroscope SDKs push (process_cpu, ...). Ingest and queries look names

@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from podflame.model.network import Connection, LatencyHistogram
+
 WIRE_VERSION = 1
 
 Label = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -48,6 +50,14 @@ class Batch(BaseModel):
     series: list[Series]
     counters: dict[str, int] = Field(
         default_factory=dict, description="Agent counters for this interval, such as drops."
+    )
+    latency: list[LatencyHistogram] = Field(
+        default_factory=list,
+        description="Network system-call latency per process and call (net_wait batches).",
+    )
+    connections: list[Connection] = Field(
+        default_factory=list,
+        description="connect() outcomes per process and destination (net_wait batches).",
     )
 
     @model_validator(mode="after")

@@ -133,7 +133,7 @@ def test_push_like_the_python_sdk(api: TestClient) -> None:
     # Stored apart from the eBPF profiles.
     assert folded(api) == {}
     types = {item["name"]: item["unit"] for item in api.get("/api/v1/profile-types").json()}
-    assert types == {"cpu": "nanoseconds", "process_cpu": "nanoseconds"}
+    assert types == {"cpu": "nanoseconds", "net_wait": "nanoseconds", "process_cpu": "nanoseconds"}
 
 
 def test_a_retried_push_is_stored_once(api: TestClient) -> None:
@@ -204,8 +204,8 @@ def test_the_profile_types_list_comes_from_the_store(api: TestClient) -> None:
     assert push(api, push_request([(SDK_LABELS, [python_pprof()])])).status_code == 200
     del PROFILE_TYPES["process_cpu"]
     listed = api.get("/api/v1/profile-types").json()
-    assert [item["name"] for item in listed] == ["cpu", "process_cpu"]
-    assert listed[1]["unit"] == "nanoseconds"
+    assert [item["name"] for item in listed] == ["cpu", "net_wait", "process_cpu"]
+    assert listed[2]["unit"] == "nanoseconds"
 
 
 def test_a_type_keeps_its_first_unit(api: TestClient) -> None:

@@ -153,10 +153,11 @@ def test_bad_limit_is_422_json(api: TestClient) -> None:
 
 def test_profile_types(api: TestClient) -> None:
     response = api.get("/api/v1/profile-types")
-    assert response.json() == [
-        {
-            "name": "cpu",
-            "unit": "nanoseconds",
-            "description": "On-CPU time sampled with the cpu-clock perf event.",
-        }
-    ]
+    listed = response.json()
+    assert [item["name"] for item in listed] == ["cpu", "net_wait"]
+    assert listed[0] == {
+        "name": "cpu",
+        "unit": "nanoseconds",
+        "description": "On-CPU time sampled with the cpu-clock perf event.",
+    }
+    assert listed[1]["unit"] == "nanoseconds"
