@@ -33,6 +33,7 @@ from podflame.server.schema import (
     STACK_COLUMNS,
     migrate,
     quote_database,
+    render,
 )
 from podflame.server.selector import SelectorError
 from podflame.server.sqlfilter import label_column, regex_check, sample_filter
@@ -56,18 +57,44 @@ T = TypeVar("T")
 _LOOKUP_CHUNK = 4000
 
 
+# On a cluster, every table the queries name is Distributed. Their subqueries
+# over another Distributed table (stacks IN samples) run once and ship the
+# result to every shard (GLOBAL IN), since the two tables are sharded by
+# different keys; and an insert returns only once every shard holds its rows,
+# so a sample is never stored before its stack.
+CLUSTER_SETTINGS = {"distributed_product_mode": "global", "insert_distributed_sync": 1}
+
+# Pyroscope pushes add profile types at runtime (see profile_types).
+_PROFILE_TYPES_TABLE = (
+    "CREATE TABLE IF NOT EXISTS {db}.profile_types (name String, unit String,"
+    " description String, added_at DateTime64(3) DEFAULT now64(3))"
+    " ENGINE = MergeTree ORDER BY name"
+)
+
+
 class ClickHouseStore:
+    """`cluster`: the ClickHouse cluster to spread tables over (schema.render)."""
+
     def __init__(
-        self, client: Client, database: str = DEFAULT_DATABASE, retention_days: int = 7
+        self,
+        client: Client,
+        database: str = DEFAULT_DATABASE,
+        retention_days: int = 7,
+        cluster: str | None = None,
     ) -> None:
         self._client = client
         self._db = quote_database(database)
         self.database = database
+        self.cluster = cluster
         # One chDB engine per process, and clients are not thread-safe: the
         # server's worker threads take turns.
         self._lock = threading.Lock()
         self._cache = StackCache()
-        self._run(lambda c: migrate(c, database, retention_days))
+        if cluster is not None:
+            for key, value in CLUSTER_SETTINGS.items():
+                client.set_client_setting(key, value)
+        self._run(lambda c: migrate(c, database, retention_days, cluster))
+        self._profile_types_ready = False
 
     def ingest(self, batch: Batch) -> IngestResult:
         rows = batch_rows(batch)
@@ -212,11 +239,12 @@ class ClickHouseStore:
         # runtime (Pyroscope pushes), created on first use. Rows are only added
         # for new names, so it stays small; argMin keeps the first unit recorded.
         def run(client: Client) -> list[ProfileType]:
-            client.command(
-                f"CREATE TABLE IF NOT EXISTS {self._db}.profile_types (name String, unit String,"
-                " description String, added_at DateTime64(3) DEFAULT now64(3))"
-                " ENGINE = MergeTree ORDER BY name"
-            )
+            # Once per store: on a cluster this is distributed DDL, far too
+            # slow to repeat on every request.
+            if not self._profile_types_ready:
+                for sql in render(_PROFILE_TYPES_TABLE, self.database, 1, self.cluster):
+                    client.command(sql)
+                self._profile_types_ready = True
             if add:
                 rows = [[item.name, item.unit, item.description] for item in add]
                 columns = ["name", "unit", "description"]
@@ -243,15 +271,21 @@ def _regex_message(text: str) -> str:
 
 
 def open_store(
-    dsn: str, retention_days: int = 7, query_timeout_seconds: float | None = None
+    dsn: str,
+    retention_days: int = 7,
+    query_timeout_seconds: float | None = None,
+    cluster: str | None = None,
 ) -> ClickHouseStore:
     """Connect to `chdb://<path>` (embedded) or `http(s)://user:pass@host:8123/database`.
 
     With `query_timeout_seconds`, ClickHouse stops any query that runs longer
-    (TIMEOUT_EXCEEDED, which the API answers with 504).
+    (TIMEOUT_EXCEEDED, which the API answers with 504). With `cluster` (a
+    ClickHouse server only), tables are replicated and sharded over it.
     """
     scheme = urlsplit(dsn).scheme
     if scheme == "chdb":
+        if cluster is not None:
+            raise ValueError("a ClickHouse cluster needs http(s):// storage, not embedded chDB")
         client = clickhouse_connect.get_client(dsn=f"chdb://{_chdb_path(dsn)}")
         database = DEFAULT_DATABASE
     elif scheme in ("http", "https"):
@@ -259,7 +293,7 @@ def open_store(
         client = clickhouse_connect.get_client(dsn=server)
     else:
         raise ValueError(f"unsupported storage {dsn!r}: use chdb://<path> or http(s)://...")
-    store = ClickHouseStore(client, database, retention_days)
+    store = ClickHouseStore(client, database, retention_days, cluster)
     if query_timeout_seconds:
         store.limit_query_time(query_timeout_seconds)
     return store

@@ -45,6 +45,7 @@ def build_server(settings: ServerSettings) -> uvicorn.Server:
         settings.storage,
         retention_days=settings.retention_days,
         query_timeout_seconds=settings.query_timeout_seconds,
+        cluster=settings.clickhouse_cluster,
     )
     limits = QueryLimits(max_range=settings.max_range_delta, max_nodes=settings.max_nodes)
     app = create_app(
@@ -60,10 +61,12 @@ def serve(settings: ServerSettings) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     server = build_server(settings)
+    cluster = settings.clickhouse_cluster
     logger.info(
-        "podflame server at %s (storage %s, %s)",
+        "podflame server at %s (storage %s%s, %s)",
         server_url(settings),
         redact(settings.storage),
+        f" on cluster {cluster}" if cluster else "",
         "bearer tokens required" if settings.tokens_file else "no authentication",
     )
     server.run()

@@ -3,11 +3,19 @@
 Each migration runs once per database, recorded in `schema_version`; every
 statement is idempotent too (IF NOT EXISTS), so two servers starting at once
 against one database do no harm.
+
+Statements are written for one ClickHouse (embedded chDB or a server) and run
+as written there. With a cluster name, render() turns each into its clustered
+form: a ReplicatedMergeTree table `<name>_local` on every node plus a
+Distributed table `<name>` over them, all ON CLUSTER. Queries keep reading and
+writing `<name>`, so nothing else in the server knows about the cluster.
 """
 
 import re
+from typing import TYPE_CHECKING
 
-from clickhouse_connect.driver.client import Client
+if TYPE_CHECKING:  # settings.py imports this module, and the agent has no clickhouse_connect
+    from clickhouse_connect.driver.client import Client
 
 # Labels common enough to deserve their own column: filtering on them reads
 # one small LowCardinality column instead of the `labels` map.
@@ -25,6 +33,11 @@ SAMPLE_COLUMNS = (
 STACK_COLUMNS = ("hash", "frames")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Cluster names come from the servers' remote_servers configuration, where
+# hyphens are common.
+_CLUSTER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+_DATABASE = "CREATE DATABASE IF NOT EXISTS {db}"
 
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS {db}.schema_version (
@@ -93,18 +106,117 @@ def quote_database(name: str) -> str:
     return f"`{name}`"
 
 
-def migrate(client: Client, database: str, retention_days: int) -> None:
+def check_cluster_name(name: str) -> str:
+    if not _CLUSTER_NAME.fullmatch(name):
+        raise ValueError(f"invalid ClickHouse cluster name {name!r}")
+    return name
+
+
+def render(
+    statement: str, database: str, retention_days: int, cluster: str | None = None
+) -> tuple[str, ...]:
+    """The SQL that carries out one schema statement; see the module's docstring."""
+    sql = statement.format(db=quote_database(database), retention_days=retention_days)
+    if cluster is None:
+        return (sql,)
+    return clustered(sql, database, check_cluster_name(cluster))
+
+
+def migrate(
+    client: "Client", database: str, retention_days: int, cluster: str | None = None
+) -> None:
     """Create the database and bring its tables to the latest version."""
     if retention_days < 1:
         raise ValueError("retention_days must be at least 1")
+
+    def run(statement: str) -> None:
+        for sql in render(statement, database, retention_days, cluster):
+            client.command(sql)
+
     db = quote_database(database)
-    client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-    client.command(_VERSION_TABLE.format(db=db))
+    run(_DATABASE)
+    run(_VERSION_TABLE)
     current = int(client.query(f"SELECT max(version) FROM {db}.schema_version").result_rows[0][0])
     for version, statements in enumerate(MIGRATIONS, start=1):
         if version <= current:
             continue
         for statement in statements:
-            client.command(statement.format(db=db, retention_days=retention_days))
+            run(statement)
         client.command(f"INSERT INTO {db}.schema_version (version) VALUES ({version})")
-    client.command(_RETENTION.format(db=db, retention_days=retention_days))
+    run(_RETENTION)
+
+
+# The clustered forms. Only the statement shapes our migrations use are
+# recognized; anything else raises, so a new kind of migration cannot
+# silently skip the cluster.
+_CREATE_DATABASE_SQL = re.compile(r"CREATE DATABASE IF NOT EXISTS (?P<db>`\w+`)")
+_CREATE_TABLE_SQL = re.compile(
+    r"CREATE TABLE IF NOT EXISTS (?P<db>`\w+`)\.(?P<table>\w+) (?P<body>\(.*)", re.S
+)
+_ENGINE = re.compile(r"\bENGINE = (?P<engine>\w*MergeTree)\b")
+_ORDER_BY = re.compile(r"\bORDER BY ")
+_ALTER_TABLE_SQL = re.compile(r"ALTER TABLE (?P<db>`\w+`)\.(?P<table>\w+)\s(?P<action>.*)", re.S)
+# Column changes must reach the Distributed table too; TTL, index and
+# setting changes concern only the tables that hold the data.
+_COLUMN_CHANGE = re.compile(r"^(ADD|DROP|MODIFY|RENAME|COMMENT) COLUMN\b")
+LOCAL_SUFFIX = "_local"
+
+
+def clustered(sql: str, database: str, cluster: str) -> tuple[str, ...]:
+    """`sql`, written for one server, as statements for every node of `cluster`."""
+    text = sql.strip()
+    on_cluster = f"ON CLUSTER `{cluster}`"
+    if found := _CREATE_DATABASE_SQL.fullmatch(text):
+        return (f"{text} {on_cluster}",)
+    if found := _CREATE_TABLE_SQL.fullmatch(text):
+        return _clustered_table(found, database, cluster)
+    if found := _ALTER_TABLE_SQL.fullmatch(text):
+        db, table, action = found["db"], found["table"], found["action"]
+        local = f"ALTER TABLE {db}.{table}{LOCAL_SUFFIX} {on_cluster} {action}"
+        if _COLUMN_CHANGE.match(action):
+            return (local, f"ALTER TABLE {db}.{table} {on_cluster} {action}")
+        return (local,)
+    raise ValueError(f"no clustered form for this statement: {text[:80]!r}")
+
+
+def _clustered_table(found: re.Match[str], database: str, cluster: str) -> tuple[str, str]:
+    db, table, body = found["db"], found["table"], found["body"]
+    local = table + LOCAL_SUFFIX
+    engine = _ENGINE.search(body)
+    if engine is None:
+        raise ValueError(f"table {table}: no MergeTree engine to replicate")
+    args, engine_end = _arguments(body, engine.end())
+    order = _ORDER_BY.search(body, engine_end)
+    if order is None:
+        raise ValueError(f"table {table}: no ORDER BY to shard by")
+    key, _ = _arguments(body, order.end())
+    key = key or body[order.end() :].split()[0]
+    # {shard} and {replica} are macros each ClickHouse node defines for itself.
+    replication = [f"'/clickhouse/tables/{{shard}}/{database}/{local}'", "'{replica}'"]
+    if args:
+        replication.append(args)
+    replicated = f"ENGINE = Replicated{engine['engine']}({', '.join(replication)})"
+    body = body[: engine.start()] + replicated + body[engine_end:]
+    # Deduplication of retried inserts (by insert_deduplication_token) has its
+    # own window setting on replicated tables.
+    body = body.replace("non_replicated_deduplication_window", "replicated_deduplication_window")
+    # Rows go to a shard by their sort key: a retried batch lands where it
+    # landed before, so that shard's deduplication sees it again.
+    return (
+        f"CREATE TABLE IF NOT EXISTS {db}.{local} ON CLUSTER `{cluster}` {body}",
+        f"CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER `{cluster}` AS {db}.{local}\n"
+        f"ENGINE = Distributed('{cluster}', '{database}', '{local}', cityHash64({key}))",
+    )
+
+
+def _arguments(text: str, start: int) -> tuple[str, int]:
+    """The text inside the parentheses opening at `start` (nested ones included),
+    and the index after them; ("", start) when none open there."""
+    if not text.startswith("(", start):
+        return "", start
+    depth = 0
+    for index in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[start + 1 : index], index + 1
+    raise ValueError(f"unbalanced parentheses in {text[start : start + 80]!r}")

@@ -4,8 +4,10 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from podflame.server.schema import check_cluster_name
 
 DEFAULT_MAX_INGEST_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_RANGE = "31d"
@@ -63,6 +65,12 @@ class ServerSettings(BaseSettings):
         gt=0,
         description="Upper bound of a flame graph's max_nodes parameter.",
     )
+    clickhouse_cluster: str | None = Field(
+        default=None,
+        description="ClickHouse cluster (from its remote_servers) to spread the tables over:"
+        " ReplicatedMergeTree tables on every node and Distributed tables over them, created"
+        " ON CLUSTER; needs http(s):// storage. Unset: plain tables on one server.",
+    )
     query_timeout_seconds: float = Field(
         default=DEFAULT_QUERY_TIMEOUT_SECONDS,
         gt=0,
@@ -84,6 +92,23 @@ class ServerSettings(BaseSettings):
         if parse_duration(value) <= timedelta():
             raise ValueError(f"{value!r}: max_range must be positive")
         return value
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _cluster_name(cls, value: str | None) -> str | None:
+        # An empty PODFLAME_CLICKHOUSE_CLUSTER (an optional Secret key left blank) means none.
+        if not value:
+            return None
+        return check_cluster_name(value)
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_server(self) -> "ServerSettings":
+        if self.clickhouse_cluster and self.storage.startswith("chdb:"):
+            raise ValueError(
+                "clickhouse_cluster needs a ClickHouse server: set storage to"
+                " http(s)://user:password@host:8123/database"
+            )
+        return self
 
     @property
     def retention_days(self) -> int:
