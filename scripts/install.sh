@@ -2,15 +2,23 @@
 # Installs what podflame needs on this host; safe to run again (each step
 # checks before it acts). Used by `make run` and `make test`.
 #
-#   scripts/install.sh run    agent + server
-#   scripts/install.sh dev    agent + server + test and lint tools, Chromium
+#   scripts/install.sh run          agent + server
+#   scripts/install.sh dev          agent + server + test and lint tools, Chromium
+#   scripts/install.sh agent-image  the agent's container image (deploy/docker/agent.Dockerfile):
+#                                   agent only, installed (not editable) into $PODFLAME_VENV,
+#                                   Debian's headers bundled; headers are chosen at start
+#                                   by scripts/agent-entrypoint.sh
 set -euo pipefail
 
 profile="${1:-run}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="$root/.venv"
+venv="${PODFLAME_VENV:-$root/.venv}"
+bundled_headers="${PODFLAME_BUNDLED_HEADERS:-/opt/podflame/kernel-headers}"
 
 log() { printf 'install: %s\n' "$*"; }
+
+# shellcheck source=scripts/kernel-headers.sh
+. "$root/scripts/kernel-headers.sh"
 
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
@@ -31,6 +39,11 @@ debian_packages() {
         log "no apt-get: install BCC's python3-bpfcc and python3-venv by hand"
         return 0
     fi
+    if [ "$profile" = agent-image ]; then
+        # xz-utils: BCC unpacks /sys/kernel/kheaders.tar.xz with tar.
+        apt_install python3-bpfcc python3-venv xz-utils "linux-headers-$DEBIAN_ARCH"
+        return 0
+    fi
     apt_install bpfcc-tools python3-bpfcc python3-venv make gcc libc6-dev
     if [ "$profile" = dev ]; then
         # The browser tests, and the accuracy tests' reference profiler and
@@ -40,46 +53,17 @@ debian_packages() {
     fi
 }
 
-# BCC compiles BPF programs against kernel headers. Our programs use only UAPI
-# types, helpers and tracepoint formats, so headers of a nearby version work.
+# See scripts/kernel-headers.sh for the order and why.
 kernel_headers() {
-    local release build
-    release="$(uname -r)"
-    build="/lib/modules/$release/build"
-    if [ -e "$build/include" ]; then
-        log "kernel headers: $build ($(readlink -f "$build"))"
-        return 0
-    fi
-    if [ -e /sys/kernel/kheaders.tar.xz ] || modprobe kheaders 2>/dev/null; then
-        log "kernel headers: /sys/kernel/kheaders.tar.xz (BCC unpacks it itself)"
+    if own_kernel_headers || kheaders_archive; then
         return 0
     fi
     if ! command -v apt-get >/dev/null; then
-        log "kernel headers: none found for $release; BPF programs will not compile"
+        log "kernel headers: none found for $KERNEL_RELEASE; BPF programs will not compile"
         return 1
     fi
-    apt_install linux-headers-amd64
-    local arch common
-    arch="$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1)"
-    common="${arch%-amd64}-common"
-    if [ -z "$arch" ] || [ ! -d "$common" ]; then
-        log "kernel headers: linux-headers-amd64 did not provide /usr/src/linux-headers-*-amd64"
-        return 1
-    fi
-    mkdir -p "/lib/modules/$release"
-    ln -sfn "$arch" "$build"
-    # kconfig.h and friends live in -common, which BCC reaches through source/.
-    ln -sfn "$common" "/lib/modules/$release/source"
-    log "kernel headers: $(basename "$arch") linked as $build (running kernel $release has none)"
-}
-
-tracing_filesystems() {
-    if [ -z "$(ls -A /sys/kernel/debug 2>/dev/null)" ]; then
-        mount -t debugfs none /sys/kernel/debug 2>/dev/null || log "could not mount debugfs"
-    fi
-    if [ -d /sys/kernel/tracing ] && [ -z "$(ls -A /sys/kernel/tracing 2>/dev/null)" ]; then
-        mount -t tracefs none /sys/kernel/tracing 2>/dev/null || log "could not mount tracefs"
-    fi
+    apt_install "linux-headers-$DEBIAN_ARCH"
+    link_debian_headers
 }
 
 virtualenv() {
@@ -88,13 +72,16 @@ virtualenv() {
         log "creating $venv with $($python --version)"
         "$python" -m venv "$venv"
     fi
-    local extras="agent,server"
+    local extras="agent,server" editable="-e"
     [ "$profile" = dev ] && extras="all"
+    [ "$profile" = agent-image ] && extras="agent" editable=""
     local stamp="$venv/.podflame-$extras"
     if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
-        log "pip install -e .[$extras]"
-        "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
-        "$venv/bin/pip" install -q --disable-pip-version-check -e "$root[$extras]"
+        log "pip install $editable .[$extras]"
+        "$venv/bin/pip" install -q --disable-pip-version-check --no-cache-dir --upgrade pip
+        # shellcheck disable=SC2086 # $editable is one flag or none
+        "$venv/bin/pip" install -q --disable-pip-version-check --no-cache-dir $editable \
+            "$root[$extras]"
         touch "$stamp"
     fi
 }
@@ -112,7 +99,11 @@ bcc_module() {
 }
 
 debian_packages
-kernel_headers
-tracing_filesystems
+if [ "$profile" = agent-image ]; then
+    bundle_debian_headers "$bundled_headers"
+else
+    kernel_headers
+    tracing_filesystems
+fi
 virtualenv
 bcc_module

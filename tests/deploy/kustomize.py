@@ -1,0 +1,156 @@
+"""Renders a kustomization the way kustomize does, for the features deploy/kubernetes uses.
+
+`kubectl kustomize` is not installed here and PyPI has no kustomize. This
+covers exactly: `resources` (files, and folders with their own
+kustomization.yaml), `patches` as RFC 6902 JSON patches with a target
+(group, version, kind, name), `patches` as a strategic-merge patch that only
+deletes a resource (`$patch: delete`), and `images` (newName, newTag). Any
+other field or patch form raises, so a manifest change that needs more of
+kustomize fails the tests instead of being rendered wrongly; and, stricter
+than kustomize, so does a patch whose target matches nothing.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import yaml
+
+Resource = dict[str, Any]
+
+SUPPORTED_FIELDS = {"apiVersion", "kind", "resources", "patches", "images"}
+_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+class UnsupportedKustomization(ValueError):
+    pass
+
+
+def render(directory: Path) -> list[Resource]:
+    spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unsupported = set(spec) - SUPPORTED_FIELDS
+    if unsupported:
+        raise UnsupportedKustomization(f"{directory}: {sorted(unsupported)}")
+    resources: list[Resource] = []
+    for entry in spec.get("resources", []):
+        resources += load(directory / entry)
+    for patch in spec.get("patches", []):
+        resources = apply_patch(resources, patch, directory)
+    for image in spec.get("images", []):
+        set_image(resources, image)
+    ids = [resource_id(resource) for resource in resources]
+    duplicates = {item for item in ids if ids.count(item) > 1}
+    if duplicates:
+        raise ValueError(f"{directory}: resources defined twice: {duplicates}")
+    return resources
+
+
+def load(path: Path) -> list[Resource]:
+    if path.is_dir():
+        return render(path)
+    return [document for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+def resource_id(resource: Resource) -> tuple[str, str, str, str]:
+    metadata = resource["metadata"]
+    return (
+        resource["apiVersion"],
+        resource["kind"],
+        metadata.get("namespace", ""),
+        metadata["name"],
+    )
+
+
+def group_version(resource: Resource) -> tuple[str, str]:
+    group, _, version = resource["apiVersion"].rpartition("/")
+    return group, version
+
+
+def matches(resource: Resource, target: dict[str, str]) -> bool:
+    group, version = group_version(resource)
+    actual = {
+        "group": group,
+        "version": version,
+        "kind": resource["kind"],
+        "name": resource["metadata"]["name"],
+        "namespace": resource["metadata"].get("namespace", ""),
+    }
+    unknown = set(target) - set(actual)
+    if unknown:
+        raise UnsupportedKustomization(f"patch target fields {sorted(unknown)}")
+    return all(actual[key] == value for key, value in target.items())
+
+
+def apply_patch(resources: list[Resource], patch: dict[str, Any], where: Path) -> list[Resource]:
+    if set(patch) - {"target", "patch"}:
+        raise UnsupportedKustomization(f"{where}: patch fields {sorted(patch)}")
+    body = yaml.safe_load(patch["patch"])
+    if isinstance(body, list):
+        return _json_patch(resources, patch["target"], body, where)
+    if isinstance(body, dict) and body.get("$patch") == "delete" and "target" not in patch:
+        return _delete(resources, body, where)
+    raise UnsupportedKustomization(f"{where}: only JSON patches and `$patch: delete`")
+
+
+def _json_patch(
+    resources: list[Resource], target: dict[str, str], operations: list[Any], where: Path
+) -> list[Resource]:
+    selected = [matches(resource, target) for resource in resources]
+    if not any(selected):
+        raise ValueError(f"{where}: patch target {target} matches nothing")
+    return [
+        jsonpatch.apply_patch(resource, operations) if chosen else resource
+        for resource, chosen in zip(resources, selected, strict=True)
+    ]
+
+
+def _delete(resources: list[Resource], body: Resource, where: Path) -> list[Resource]:
+    target = {
+        "kind": body["kind"],
+        "name": body["metadata"]["name"],
+        "namespace": body["metadata"].get("namespace", ""),
+    }
+    kept = [
+        resource
+        for resource in resources
+        if not (matches(resource, target) and resource["apiVersion"] == body["apiVersion"])
+    ]
+    if len(kept) == len(resources):
+        raise ValueError(f"{where}: `$patch: delete` of {target} matches nothing")
+    return kept
+
+
+def set_image(resources: list[Resource], image: dict[str, str]) -> None:
+    if set(image) - {"name", "newName", "newTag"}:
+        raise UnsupportedKustomization(f"image fields {sorted(image)}")
+    for container in containers(resources):
+        name, tag = split_image(container["image"])
+        if name == image["name"]:
+            new_tag = image.get("newTag", tag)
+            new_name = image.get("newName", name)
+            container["image"] = f"{new_name}:{new_tag}" if new_tag else new_name
+
+
+def split_image(reference: str) -> tuple[str, str]:
+    """`registry:5000/agent:1.0` -> (`registry:5000/agent`, `1.0`); the tag may be absent."""
+    path, _, last = reference.rpartition("/")
+    name, _, tag = last.partition(":")
+    return (f"{path}/{name}" if path else name), tag
+
+
+def containers(resources: list[Resource]) -> Iterator[dict[str, Any]]:
+    """Every container of every pod template, wherever it sits in the resources."""
+
+    def walk(node: Any) -> Iterator[dict[str, Any]]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _CONTAINER_LISTS and isinstance(value, list):
+                    yield from value
+                else:
+                    yield from walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+
+    return walk(resources)
