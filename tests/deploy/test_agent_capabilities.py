@@ -1,0 +1,150 @@
+"""The agent with exactly the DaemonSet's capabilities, on the real kernel.
+
+setpriv starts the agent as root with the capabilities the DaemonSet adds as
+its bounding set (so root keeps only those across exec) and no_new_privs, as
+allowPrivilegeEscalation: false does. The workload runs as another user
+(nobody), as containers' processes usually do. With the set, the agent
+samples and names the workload's functions. Without PERFMON it cannot start;
+without SYS_PTRACE it samples but cannot read the other user's memory map, so
+no function gets a name: both are needed, and this test would notice a set
+that lacked them. (A capability the test process lacks itself, such as
+SYS_RESOURCE on this machine, cannot be handed down; this kernel does not
+need it.)
+"""
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import PODFLAME, compile_c, running_server, stop
+from tests.deploy.kustomize import render
+from tests.deploy.test_manifests import BASE, agent_container
+from tests.fixtures import FIXTURES
+
+pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("require_bpf")]
+
+NOBODY = "65534"
+
+
+def daemonset_capabilities() -> set[str]:
+    added: list[str] = agent_container(render(BASE))["securityContext"]["capabilities"]["add"]
+    return {name.lower() for name in added}
+
+
+@pytest.fixture(scope="module")
+def workload() -> Iterator[Path]:
+    """burn7030 where nobody can run it (pytest's tmp folders are root's alone)."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+        os.chmod(folder, 0o755)
+        binary = compile_c(FIXTURES / "burn7030.c", Path(folder) / "burn7030")
+        os.chmod(binary, 0o755)
+        yield binary
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_server(tmp_path_factory.mktemp("capabilities")) as url:
+        yield url
+
+
+def run_agent(capabilities: set[str], server: str, workload: Path, log: Path) -> int:
+    """The agent under `capabilities` while nobody runs the workload; the agent's exit code."""
+    bounding = ",".join(["-all", *(f"+{name}" for name in sorted(capabilities))])
+    agent_command = [
+        "setpriv",
+        "--no-new-privs",
+        "--bounding-set",
+        bounding,
+        "--",
+        *PODFLAME,
+        "agent",
+        "--server",
+        server,
+        "--frequency",
+        "99",
+        "--interval",
+        "2",
+        "--metrics-port",
+        "0",
+    ]
+    with log.open("wb") as output:
+        agent = subprocess.Popen(agent_command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            if not wait_for_sampling(agent, log):
+                return agent.returncode
+            as_nobody = ["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"]
+            since = since_now()
+            burn = subprocess.run(
+                [*as_nobody, str(workload), "-n", "3000"], capture_output=True, check=True
+            )
+            assert b"cpu_seconds=" in burn.stdout
+            wait_for_samples(server, since)
+        finally:
+            code = stop(agent)
+    return code
+
+
+def wait_for_sampling(agent: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> bool:
+    """True once the agent samples (BCC compiles first: 2 s, more on a busy machine);
+    False when it exits before."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "sampling all CPUs" in log.read_text():
+            return True
+        if agent.poll() is not None:
+            return False
+        time.sleep(0.2)
+    raise TimeoutError(f"the agent did not start sampling: {log.read_text()}")
+
+
+def wait_for_samples(server: str, since: str, timeout: float = 30) -> None:
+    """Until the agent's next drain has reached the server (or the time is up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not functions_of(server, since):
+        time.sleep(0.5)
+
+
+def functions_of(server: str, since: str) -> dict[str, int]:
+    params = {"query": '{comm="burn7030"}', "from": since, "until": "now", "type": "cpu"}
+    top = httpx.get(server + "/api/v1/top", params=params, timeout=30).json()
+    return {function["name"]: function["total"] for function in top["functions"]}
+
+
+def since_now() -> str:
+    """Unix seconds, a second back: the queries see only the samples of one test."""
+    return str(int(time.time()) - 1)
+
+
+def test_daemonset_capabilities_suffice(server: str, workload: Path, tmp_path: Path) -> None:
+    start = since_now()
+    code = run_agent(daemonset_capabilities(), server, workload, tmp_path / "agent.log")
+    assert code == 0, (tmp_path / "agent.log").read_text()
+    functions = functions_of(server, start)
+    assert {"main", "burn_a", "burn_b", "spin"} <= functions.keys(), sorted(functions)
+
+
+def test_without_sys_ptrace_other_users_processes_go_unnamed(
+    server: str, workload: Path, tmp_path: Path
+) -> None:
+    start = since_now()
+    capabilities = daemonset_capabilities() - {"sys_ptrace"}
+    code = run_agent(capabilities, server, workload, tmp_path / "agent.log")
+    assert code == 0, (tmp_path / "agent.log").read_text()
+    functions = functions_of(server, start)
+    assert functions, "sampled nothing"
+    assert not {"burn_a", "burn_b", "spin"} & functions.keys(), sorted(functions)
+
+
+def test_without_perfmon_the_agent_cannot_start(
+    server: str, workload: Path, tmp_path: Path
+) -> None:
+    capabilities = daemonset_capabilities() - {"perfmon"}
+    code = run_agent(capabilities, server, workload, tmp_path / "agent.log")
+    assert code != 0
+    assert "cannot start the agent" in (tmp_path / "agent.log").read_text()
