@@ -53,8 +53,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def run_agent(capabilities: set[str], server: str, workload: Path, log: Path) -> int:
-    """The agent under `capabilities` while nobody runs the workload; the agent's exit code."""
+def run_agent(
+    capabilities: set[str], server: str, workload: Path, log: Path
+) -> tuple[int, int | None]:
+    """The agent under `capabilities` while nobody runs the workload.
+
+    Returns the agent's exit code and the workload's pid (None if the agent never sampled).
+    """
     bounding = ",".join(["-all", *(f"+{name}" for name in sorted(capabilities))])
     agent_command = [
         "setpriv",
@@ -77,17 +82,17 @@ def run_agent(capabilities: set[str], server: str, workload: Path, log: Path) ->
         agent = subprocess.Popen(agent_command, stdout=output, stderr=subprocess.STDOUT)
         try:
             if not wait_for_sampling(agent, log):
-                return agent.returncode
+                return agent.returncode, None
             as_nobody = ["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"]
-            since = since_now()
-            burn = subprocess.run(
-                [*as_nobody, str(workload), "-n", "3000"], capture_output=True, check=True
+            burn = subprocess.Popen(
+                [*as_nobody, str(workload), "-n", "3000"], stdout=subprocess.PIPE
             )
-            assert b"cpu_seconds=" in burn.stdout
-            wait_for_samples(server, since)
+            printed, _ = burn.communicate(timeout=120)
+            assert b"cpu_seconds=" in printed
+            wait_for_samples(server, burn.pid)
         finally:
             code = stop(agent)
-    return code
+    return code, burn.pid
 
 
 def wait_for_sampling(agent: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> bool:
@@ -103,40 +108,37 @@ def wait_for_sampling(agent: subprocess.Popen[bytes], log: Path, timeout: float 
     raise TimeoutError(f"the agent did not start sampling: {log.read_text()}")
 
 
-def wait_for_samples(server: str, since: str, timeout: float = 30) -> None:
+def wait_for_samples(server: str, pid: int, timeout: float = 30) -> None:
     """Until the agent's next drain has reached the server (or the time is up)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not functions_of(server, since):
+    while time.monotonic() < deadline and not functions_of(server, pid):
         time.sleep(0.5)
 
 
-def functions_of(server: str, since: str) -> dict[str, int]:
-    params = {"query": '{comm="burn7030"}', "from": since, "until": "now", "type": "cpu"}
+def functions_of(server: str, pid: int) -> dict[str, int]:
+    """Functions of the workload process `pid` (setpriv execs it: same pid)."""
+    query = f'{{comm="burn7030", pid="{pid}"}}'
+    params = {"query": query, "from": "now-10m", "until": "now", "type": "cpu"}
     top = httpx.get(server + "/api/v1/top", params=params, timeout=30).json()
     return {function["name"]: function["total"] for function in top["functions"]}
 
 
-def since_now() -> str:
-    """Unix seconds, a second back: the queries see only the samples of one test."""
-    return str(int(time.time()) - 1)
-
-
 def test_daemonset_capabilities_suffice(server: str, workload: Path, tmp_path: Path) -> None:
-    start = since_now()
-    code = run_agent(daemonset_capabilities(), server, workload, tmp_path / "agent.log")
+    code, pid = run_agent(daemonset_capabilities(), server, workload, tmp_path / "agent.log")
     assert code == 0, (tmp_path / "agent.log").read_text()
-    functions = functions_of(server, start)
+    assert pid is not None
+    functions = functions_of(server, pid)
     assert {"main", "burn_a", "burn_b", "spin"} <= functions.keys(), sorted(functions)
 
 
 def test_without_sys_ptrace_other_users_processes_go_unnamed(
     server: str, workload: Path, tmp_path: Path
 ) -> None:
-    start = since_now()
     capabilities = daemonset_capabilities() - {"sys_ptrace"}
-    code = run_agent(capabilities, server, workload, tmp_path / "agent.log")
+    code, pid = run_agent(capabilities, server, workload, tmp_path / "agent.log")
     assert code == 0, (tmp_path / "agent.log").read_text()
-    functions = functions_of(server, start)
+    assert pid is not None
+    functions = functions_of(server, pid)
     assert functions, "sampled nothing"
     assert not {"burn_a", "burn_b", "spin"} & functions.keys(), sorted(functions)
 
@@ -145,6 +147,7 @@ def test_without_perfmon_the_agent_cannot_start(
     server: str, workload: Path, tmp_path: Path
 ) -> None:
     capabilities = daemonset_capabilities() - {"perfmon"}
-    code = run_agent(capabilities, server, workload, tmp_path / "agent.log")
+    code, pid = run_agent(capabilities, server, workload, tmp_path / "agent.log")
+    assert pid is None  # it never started sampling
     assert code != 0
     assert "cannot start the agent" in (tmp_path / "agent.log").read_text()
