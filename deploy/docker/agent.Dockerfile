@@ -23,12 +23,14 @@ COPY scripts/install.sh scripts/kernel-headers.sh scripts/
 
 # The installer's agent-image profile: Debian packages, Debian's headers
 # merged into one folder, the agent in a virtualenv with Debian's bcc module.
-# Then the headers package itself goes: its files are in the bundle now, and
-# /usr/src is the node's in the pod.
+# Then the headers package itself goes: its files are in the bundle now. In
+# the pod, /usr/src is the node's, reached through the node's /usr mounted at
+# /host/usr (deploy/kubernetes/agent-daemonset.yaml says why).
 RUN apt-get update \
     && bash scripts/install.sh agent-image \
     && apt-get purge -y --auto-remove 'linux-headers-*' 'linux-kbuild-*' \
-    && rm -rf /var/lib/apt/lists/* /opt/podflame/src
+    && rm -rf /var/lib/apt/lists/* /opt/podflame/src /usr/src \
+    && ln -s /host/usr/src /usr/src
 
 WORKDIR /opt/podflame
 COPY scripts/agent-entrypoint.sh scripts/kernel-headers.sh /opt/podflame/bin/

@@ -163,15 +163,23 @@ def test_every_capability_is_justified_in_a_comment() -> None:
         ), capability
 
 
-def test_node_paths_are_mounted_read_only_at_their_own_paths() -> None:
+def test_node_paths_are_mounted_read_only() -> None:
     resources = build("base")
     pod = find(resources, "DaemonSet")["spec"]["template"]["spec"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     mounts = {mount["mountPath"]: mount for mount in agent_container(resources)["volumeMounts"]}
-    for path in ("/sys/kernel/debug", "/sys/fs/cgroup", "/lib/modules", "/usr/src"):
+    # At their own paths, and /usr/src through the node's /usr (the image links it).
+    for host_path, path in [
+        ("/sys/kernel/debug", "/sys/kernel/debug"),
+        ("/sys/fs/cgroup", "/sys/fs/cgroup"),
+        ("/lib/modules", "/lib/modules"),
+        ("/usr", "/host/usr"),
+    ]:
         mount = mounts[path]
         assert mount.get("readOnly") is True, path
-        assert volumes[mount["name"]]["hostPath"]["path"] == path
+        assert volumes[mount["name"]]["hostPath"]["path"] == host_path
+    agent_image = (ROOT / "deploy/docker/agent.Dockerfile").read_text()
+    assert "ln -s /host/usr/src /usr/src" in agent_image
     writable_host_paths = [
         mount["mountPath"]
         for mount in mounts.values()
