@@ -149,6 +149,7 @@ def debian_headers() -> Path:
     return found[-1]
 
 
+@pytest.mark.bpf
 def test_bundled_debian_headers_compile_our_bpf_program(require_bpf: None, tmp_path: Path) -> None:
     """The agent image's fallback: both halves of Debian's headers in one folder for BCC."""
     bundle = tmp_path / "kernel-headers"
