@@ -11,11 +11,12 @@ as a container runs), and removes what it made.
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,11 +106,29 @@ class ContainerCgroup:
         self._processes.append(process)
         return process
 
+    def members(self) -> list[int]:
+        """The pids in this container's cgroup."""
+        pids: set[int] = set()
+        for directory in self.directories():
+            with suppress(OSError):
+                pids.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
+        return sorted(pids)
+
     def remove(self) -> None:
+        for pid in self.members():  # whatever is left in the cgroup is the test's
+            with suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         for process in self._processes:
-            if process.poll() is None:
+            # The command first, so that unshare reaps it and the cgroup empties
+            # now; killed unshare would leave it to the host's init to reap.
+            for pid in _children(process.pid):
+                with suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
                 process.kill()
-            process.wait()
+                process.wait()
         for directory in reversed(self._made):
             _rmdir(directory)
         self._made.clear()
@@ -118,15 +137,12 @@ class ContainerCgroup:
 def inner_pid(process: subprocess.Popen[bytes], timeout: float = 10) -> int:
     """The host pid of the command `unshare --fork` started (its child)."""
     deadline = time.monotonic() + timeout
-    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    comm = Path(f"/proc/{process.pid}/comm")
     while time.monotonic() < deadline:
-        try:
-            pids = children.read_text().split()
-        except OSError:
-            pids = []
-        comm = Path(f"/proc/{process.pid}/comm")
-        if pids and comm.exists() and comm.read_text().strip() == "unshare":
-            return int(pids[0])
+        pids = _children(process.pid)
+        with suppress(OSError):
+            if pids and comm.read_text().strip() == "unshare":
+                return pids[0]
         time.sleep(0.02)
     raise TimeoutError(f"no child of unshare (pid {process.pid})")
 
@@ -142,10 +158,17 @@ def container_cgroup(version: str, driver: str, **options: str) -> Iterator[Cont
         cgroup.remove()
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def _rmdir(directory: Path) -> None:
     # A cgroup empties a moment after its last process is reaped; a shared
     # parent (kubepods) may still hold another test's cgroups.
-    for _ in range(50):
+    for _ in range(100):
         try:
             directory.rmdir()
             return
