@@ -127,5 +127,5 @@ class ProcessTable:
         image = self._images.image(pid, eager=eager) if start is not None else None
         # Read per generation, not taken from a cache: a process is moved
         # into its container's cgroup before it execs the container's program.
-        cgroup = self._cgroups.read(pid, start) if self._cgroups else None
+        cgroup = self._cgroups.read(pid, start) if self._cgroups is not None else None
         return ProcessRecord(process, comm=comm, start_ticks=start, image=image, cgroup=cgroup)

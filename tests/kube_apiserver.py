@@ -67,6 +67,7 @@ class ApiState:
     delay: float = 0.0  # seconds before any answer (a slow API server)
     watch_generation: int = 0  # bumped to end the open watches
     requests: list[Request] = field(default_factory=list)
+    delivered: set[int] = field(default_factory=set)  # versions written to a watch
     connections: set[socket.socket] = field(default_factory=set)
     changed: threading.Condition = field(default_factory=threading.Condition)
 
@@ -121,16 +122,22 @@ class FakeKubeApi:
         return path
 
     # -- the store
-    def add_pod(self, pod: Json) -> None:
-        self._change("ADDED", pod)
+    # Each change returns its resourceVersion.
+    def add_pod(self, pod: Json) -> int:
+        return self._change("ADDED", pod)
 
-    def modify_pod(self, pod: Json) -> None:
-        self._change("MODIFIED", pod)
+    def modify_pod(self, pod: Json) -> int:
+        return self._change("MODIFIED", pod)
 
-    def delete_pod(self, uid: str) -> None:
+    def delete_pod(self, uid: str) -> int:
         with self.state.changed:
             pod = self.state.pods[uid]
-        self._change("DELETED", pod)
+        return self._change("DELETED", pod)
+
+    def delivered(self, version: int) -> bool:
+        """Whether the change `version` was written to a watch stream."""
+        with self.state.changed:
+            return version in self.state.delivered
 
     def add_object(self, resource: str, obj: Json) -> None:
         meta = obj["metadata"]
@@ -174,7 +181,7 @@ class FakeKubeApi:
                 raise TimeoutError("the fake API server did not see what the test waited for")
             time.sleep(0.05)
 
-    def _change(self, kind: str, pod: Json | None) -> None:
+    def _change(self, kind: str, pod: Json | None) -> int:
         with self.state.changed:
             self.state.version += 1
             if pod is not None:
@@ -193,6 +200,7 @@ class FakeKubeApi:
                 }
             self.state.events.append(_Event(self.state.version, kind, pod))
             self.state.changed.notify_all()
+            return self.state.version
 
 
 @contextmanager
@@ -319,6 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
                     if event.type != "BOOKMARK" and not _on_node(event.pod, node):
                         continue
                     self._chunk({"type": event.type, "object": event.pod})
+                    self.state.delivered.add(event.version)
                 self.state.changed.wait(0.2)
 
     def _chunk(self, event: Json) -> None:

@@ -115,9 +115,6 @@ class ContainerCgroup:
         return sorted(pids)
 
     def remove(self) -> None:
-        for pid in self.members():  # whatever is left in the cgroup is the test's
-            with suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
         for process in self._processes:
             # The command first, so that unshare reaps it and the cgroup empties
             # now; killed unshare would leave it to the host's init to reap.
@@ -129,6 +126,9 @@ class ContainerCgroup:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for pid in self.members():  # whatever else is left in the cgroup is the test's
+            with suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         for directory in reversed(self._made):
             _rmdir(directory)
         self._made.clear()

@@ -11,11 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from podflame.agent.batch import BatchBuilder
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.kubernetes import KubernetesMetadata, PodLabels, WatchTiming, start_metadata
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, ProcessIdentity
 from podflame.agent.pods import pod_label_names
+from podflame.agent.processes import ProcessTable
 from podflame.agent.procfs import read_comm, read_start_ticks
+from podflame.agent.sampler import Drain, ProcessGeneration, SampleCount
+from podflame.symbolizer import Symbolizer
 from tests.agent.test_kubernetes import wait_until
 from tests.kube_apiserver import ContainerSpec, FakeKubeApi, fake_kube_api, pod_json
 from tests.kube_cgroups import LAYOUTS, ContainerCgroup, container_cgroup, inner_pid
@@ -118,3 +122,41 @@ def test_a_process_outside_containers(tmp_path: Path) -> None:
         found = labels.labels(identity(1))
     assert {"pod_uid", "container_id", "pod", "namespace"}.isdisjoint(found)
     assert "systemd_unit" in found or "cgroup" in found
+
+
+def drain_of(process: ProcessGeneration, comm: str) -> Drain:
+    """What the kernel side would report: a few samples of `process` (no stack needed here)."""
+    return Drain(start_ns=0, end_ns=1, samples=[SampleCount(process, comm, (), (), 5)])
+
+
+def test_a_late_pod_labels_the_next_drain_and_an_exited_process_keeps_its_cgroup(
+    tmp_path: Path,
+) -> None:
+    with (
+        container_cgroup("v2", "systemd") as cgroup,
+        sleeping_in(cgroup) as pid,
+        fake_kube_api() as api,
+        labels_for(api, tmp_path) as (labels, metadata),
+    ):
+        symbolizer = Symbolizer()
+        processes = ProcessTable(symbolizer, cgroups=CgroupResolver())
+        builder = BatchBuilder(symbolizer, processes, labels, period_ns=10_000_000)
+        process = ProcessGeneration(pid, 1)
+        processes.announce(process)  # its first sample: captured while it lives
+        first = builder.build(drain_of(process, "sleep"), {}).series[0].labels
+        container = ContainerSpec("main", cgroup.container_id)
+        api.add_pod(pod_json("job-0", cgroup.pod_uid, NODE, [container]))
+        wait_until(lambda: len(metadata.index) == 1)
+        second = builder.build(drain_of(process, "sleep"), {}).series[0].labels
+        cgroup.remove()  # the process exits before the next drain
+        assert not Path(f"/proc/{pid}").exists()
+        # Providers that never saw it: only what the process table captured can label it.
+        fresh = CgroupResolver()
+        builder.labels = CombinedLabels(
+            [HostLabels(NODE), CgroupLabels(fresh), PodLabels(metadata.index, fresh)]
+        )
+        third = builder.build(drain_of(process, "sleep"), {}).series[0].labels
+    assert first["container_id"] == cgroup.container_id and "pod" not in first
+    assert (second["pod"], second["container"]) == ("job-0", "main")
+    assert second["container_id"] == cgroup.container_id
+    assert third == second
