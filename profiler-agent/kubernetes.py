@@ -13,16 +13,16 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 from podflame.agent.cgroups import CgroupResolver
+from podflame.agent.kubeapi import KubeApi, api_client
 from podflame.agent.labels import ProcessIdentity, cgroup_of
 from podflame.agent.pods import Owner, PodIndex, PodInfo, PodRef, parse_pod
 from podflame.agent.workloads import Forbidden, Unavailable, WorkloadResolver
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 GONE = 410
 FORBIDDEN = 403
 NOT_FOUND = 404
+_OWNER_PATHS = {
+    "ReplicaSet": "/apis/apps/v1/namespaces/{namespace}/replicasets/{name}",
+    "Job": "/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+}
 
 
 @dataclass(frozen=True)
@@ -56,30 +60,6 @@ class KubernetesStats:
     relists_gone: int = 0  # 410 Gone: the resourceVersion was too old
     errors: int = 0
     owner_lookups: int = 0
-
-
-def api_client(kubeconfig: Path | None) -> client.ApiClient | None:
-    """A client for --kubeconfig, else for the pod's service account; None outside a cluster."""
-    configuration = client.Configuration()
-    # The watch loop retries with backoff; urllib3's own retries would only
-    # add delay and a log line per attempt.
-    configuration.retries = False
-    try:
-        if kubeconfig is not None:
-            config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-        else:
-            config.load_incluster_config(client_configuration=configuration)
-    except ConfigException as error:
-        if kubeconfig is not None:
-            log.error("cannot use --kubeconfig %s: %s; pod metadata is off", kubeconfig, error)
-        else:
-            log.info(
-                "not in a Kubernetes pod and no --kubeconfig: pod metadata is off, samples "
-                "carry the cgroup's pod_uid and container_id (%s)",
-                error,
-            )
-        return None
-    return client.ApiClient(configuration)
 
 
 class _Backoff:
@@ -133,35 +113,18 @@ class _Gone(Exception):
     """The resourceVersion is too old: list again."""
 
 
-def _raw(call: Callable[..., Any]) -> Callable[..., Any]:
-    """`call`, behind a function Watch.stream cannot tell a model type from.
-
-    Watch.stream deserializes events into models when the call's return type
-    or docstring names one; through this wrapper events stay the API's JSON
-    (raw_object), which parse_pod reads directly, at a fraction of the cost of
-    building V1Pod models.
-    """
-
-    def call_raw(*args: Any, **kwargs: Any) -> Any:
-        return call(*args, **kwargs)
-
-    return call_raw
-
-
 class PodWatcher:
     """Keeps a PodIndex equal to the API's view of this node's pods."""
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: KubeApi,
         node: str,
         index: PodIndex,
         label_names: Mapping[str, str],
         timing: WatchTiming = WatchTiming(),
     ) -> None:
-        self._core = client.CoreV1Api(api)
-        self._apps = client.AppsV1Api(api)
-        self._batch = client.BatchV1Api(api)
+        self._api = api
         self._selector = f"spec.nodeName={node}"
         self._index = index
         self._label_names = label_names
@@ -189,6 +152,8 @@ class PodWatcher:
                 self._resource_version = None
                 continue
             except Exception as error:  # API down, slow, forbidden, or odd data
+                if stop.is_set():
+                    break  # stop() cut the watch short
                 self.stats.errors += 1
                 self._trouble.report(error)
                 stop.wait(self._backoff.delay())
@@ -208,14 +173,15 @@ class PodWatcher:
             current.stop()
 
     def _list(self) -> None:
-        # Not preloaded: the JSON itself, not V1PodList models.
-        response: Any = self._core.list_pod_for_all_namespaces(
+        response = self._api.list_pods(
             field_selector=self._selector,
             resource_version="0",  # from the API server's cache, not etcd
-            _preload_content=False,
             _request_timeout=(self._timing.connect_timeout, self._timing.list_timeout),
         )
-        body = json.loads(response.data)
+        try:
+            body = json.loads(response.data)
+        finally:
+            response.release_conn()
         self.stats.lists += 1
         pods = [self._resolved(item) for item in body.get("items") or []]
         self._index.replace_all(pod for pod in pods if pod is not None)
@@ -247,7 +213,7 @@ class PodWatcher:
     def _events(self, current: watch.Watch) -> Iterator[Mapping[str, Any]]:
         timing = self._timing
         events: Iterator[Mapping[str, Any]] = current.stream(
-            _raw(self._core.list_pod_for_all_namespaces),
+            self._api.list_pods,
             field_selector=self._selector,
             resource_version=self._resource_version,
             allow_watch_bookmarks=True,
@@ -295,17 +261,10 @@ class PodWatcher:
         self.stats.owner_lookups = self._workloads.lookups
 
     def _read_owner(self, kind: str, namespace: str, name: str) -> Owner | None:
-        read = {
-            "ReplicaSet": self._apps.read_namespaced_replica_set,
-            "Job": self._batch.read_namespaced_job,
-        }[kind]
+        path = _OWNER_PATHS[kind]
+        timeout = (self._timing.connect_timeout, self._timing.list_timeout)
         try:
-            response: Any = read(
-                name,
-                namespace,
-                _preload_content=False,
-                _request_timeout=(self._timing.connect_timeout, self._timing.list_timeout),
-            )
+            obj = self._api.get_json(path, {"namespace": namespace, "name": name}, timeout)
         except ApiException as error:
             if error.status == FORBIDDEN:
                 raise Forbidden(kind) from error
@@ -314,7 +273,7 @@ class PodWatcher:
             raise Unavailable(kind) from error
         except Exception as error:  # connection refused, timeout
             raise Unavailable(kind) from error
-        references = (json.loads(response.data).get("metadata") or {}).get("ownerReferences")
+        references = (obj.get("metadata") or {}).get("ownerReferences")
         controller = [r for r in references or [] if r.get("controller")]
         return Owner(controller[0]["kind"], controller[0]["name"]) if controller else None
 
@@ -363,13 +322,14 @@ def start_metadata(
     timing: WatchTiming = WatchTiming(),
 ) -> KubernetesMetadata | None:
     """Start watching this node's pods; None when there is no API server to ask."""
-    api = api_client(kubeconfig)
-    if api is None:
+    configured = api_client(kubeconfig)
+    if configured is None:
         return None
+    api = KubeApi(configured)
     index = PodIndex(deleted_retention=deleted_retention)
     metadata = KubernetesMetadata(PodWatcher(api, node, index, label_names, timing), index)
     metadata.start()
-    log.info("watching the pods of node %s at %s", node, api.configuration.host)
+    log.info("watching the pods of node %s at %s", node, api.host)
     return metadata
 
 

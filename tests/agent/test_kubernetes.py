@@ -14,12 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from podflame.agent.kubernetes import (
-    KubernetesMetadata,
-    WatchTiming,
-    api_client,
-    start_metadata,
-)
+from podflame.agent.kubeapi import api_client
+from podflame.agent.kubernetes import KubernetesMetadata, WatchTiming, start_metadata
 from podflame.agent.pods import PodMatch, PodRef, pod_label_names
 from podflame.agent.settings import DEFAULT_POD_LABELS
 from tests.conftest import free_port
