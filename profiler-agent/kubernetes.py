@@ -146,7 +146,7 @@ class PodWatcher:
                 if self._resource_version is None:
                     self._list()
                     self._succeeded()
-                got_events = self._watch_once()
+                got_events = self._watch_once(stop)
             except _Gone:
                 self.stats.relists_gone += 1
                 self._resource_version = None
@@ -190,12 +190,14 @@ class PodWatcher:
             raise ValueError("pod list without a resourceVersion")
         self._resolve_fallbacks()
 
-    def _watch_once(self) -> bool:
+    def _watch_once(self, stop: threading.Event) -> bool:
         """One watch request, until the API server ends it; whether any event came."""
-        self.stats.watches += 1
         self._watch = watch.Watch()
         got_events = False
         try:
+            if stop.is_set():  # stopped before stop() could see this watch
+                return False
+            self.stats.watches += 1
             for event in self._events(self._watch):
                 if not got_events:
                     got_events = True

@@ -141,7 +141,10 @@ def inner_pid(process: subprocess.Popen[bytes], timeout: float = 10) -> int:
     while time.monotonic() < deadline:
         pids = _children(process.pid)
         with suppress(OSError):
-            if pids and comm.read_text().strip() == "unshare":
+            # unshare itself, then its child once that has mounted /proc and
+            # exec'd the command (no command here is named unshare).
+            unshared = pids and comm.read_text().strip() == "unshare"
+            if unshared and Path(f"/proc/{pids[0]}/comm").read_text().strip() != "unshare":
                 return pids[0]
         time.sleep(0.02)
     raise TimeoutError(f"no child of unshare (pid {process.pid})")
