@@ -18,13 +18,13 @@ from podflame.agent.metrics import Sample
 from podflame.agent.processes import ProcessTable
 from podflame.agent.sampler import CpuSampler, Drain, ProcessGeneration
 from podflame.agent.settings import AgentSettings
-
-if TYPE_CHECKING:
-    from podflame.agent.kubernetes import KubernetesMetadata
 from podflame.agent.shipper import Shipper
 from podflame.agent.stats import AgentStats, collect
 from podflame.model import KERNEL_FRAME_SUFFIX, Batch
 from podflame.symbolizer import Symbolizer, is_symbolized
+
+if TYPE_CHECKING:
+    from podflame.agent.kubernetes import KubernetesMetadata
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,10 @@ class Agent:
         return collect(self.stats, self._stage_stats(), len(self.processes))
 
     def _stage_stats(self) -> dict[str, Any]:
-        stages: dict[str, Any] = {"symbolizer": self.symbolizer.stats}
-        stages["shipper"] = self.shipper.stats
+        stages: dict[str, Any] = {
+            "symbolizer": self.symbolizer.stats,
+            "shipper": self.shipper.stats,
+        }
         if self.kubernetes is not None:
             stages["kubernetes"] = self.kubernetes.stats
         return stages

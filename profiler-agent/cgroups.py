@@ -20,6 +20,7 @@ everything else yields its systemd unit, or its cgroup path.
 """
 
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,12 +125,16 @@ def cgroup_labels(identity: CgroupIdentity) -> dict[str, str]:
 
 
 class CgroupResolver:
-    """Cgroup identities per (pid, start time), the least recently used forgotten first."""
+    """Cgroup identities per (pid, start time), the least recently used forgotten first.
+
+    Thread-safe: the agent's threads and the network tracer share one.
+    """
 
     def __init__(self, proc: Path = Path("/proc"), max_entries: int = 16384) -> None:
         self._proc = proc
         self._max_entries = max_entries
         self._cache: OrderedDict[tuple[int, int], CgroupIdentity | None] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -154,16 +159,18 @@ class CgroupResolver:
         if start_ticks is None:
             return None
         key = (pid, start_ticks)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         return self.read(pid, start_ticks)
 
     def _remember(self, key: tuple[int, int], identity: CgroupIdentity | None) -> None:
-        self._cache[key] = identity
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._max_entries:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = identity
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._max_entries:
+                self._cache.popitem(last=False)
 
 
 def _paths(text: str) -> list[tuple[str, str]]:
