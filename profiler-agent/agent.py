@@ -9,9 +9,11 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from podflame.agent.batch import BatchBuilder
-from podflame.agent.labels import HostLabels
+from podflame.agent.cgroups import CgroupResolver
+from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, LabelProvider
 from podflame.agent.metrics import Sample
 from podflame.agent.processes import ProcessTable
 from podflame.agent.sampler import CpuSampler, Drain, ProcessGeneration
@@ -20,6 +22,9 @@ from podflame.agent.shipper import Shipper
 from podflame.agent.stats import AgentStats, collect
 from podflame.model import KERNEL_FRAME_SUFFIX, Batch
 from podflame.symbolizer import Symbolizer, is_symbolized
+
+if TYPE_CHECKING:
+    from podflame.agent.kubernetes import KubernetesMetadata
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,9 @@ class Agent:
     symbolizer: Symbolizer
     processes: ProcessTable
     interval: float
+    # This node's pods (None off Kubernetes); also what the network tracer
+    # asks for a peer's pod: kubernetes.pod_by_ip(ip).
+    kubernetes: "KubernetesMetadata | None" = None
     stats: AgentStats = field(default_factory=AgentStats)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,6 +62,8 @@ class Agent:
             self.tick()
         finally:
             self.sampler.close()
+            if self.kubernetes is not None:
+                self.kubernetes.close()
 
     def _announce_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -98,17 +108,22 @@ class Agent:
         counters = {"samples": drain.total_samples, "samples_collided": drain.overflowed}
         counters.update({f"dropped_{reason}": n for reason, n in drain.drops.items()})
         counters["stacks_unsymbolized_total"] = self.stats.stacks_unsymbolized
-        for prefix, stats in (
-            ("symbolizer", self.symbolizer.stats),
-            ("shipper", self.shipper.stats),
-        ):
+        for prefix, stats in self._stage_stats().items():
             for name, value in asdict(stats).items():
                 counters[f"{prefix}_{name}_total"] = value
         return counters
 
     def metrics(self) -> list[Sample]:
-        stages = {"symbolizer": self.symbolizer.stats, "shipper": self.shipper.stats}
-        return collect(self.stats, stages, len(self.processes))
+        return collect(self.stats, self._stage_stats(), len(self.processes))
+
+    def _stage_stats(self) -> dict[str, Any]:
+        stages: dict[str, Any] = {
+            "symbolizer": self.symbolizer.stats,
+            "shipper": self.shipper.stats,
+        }
+        if self.kubernetes is not None:
+            stages["kubernetes"] = self.kubernetes.stats
+        return stages
 
     def _timed(self, stage: str) -> "_StageTimer":
         return _StageTimer(self.stats.seconds, stage)
@@ -146,15 +161,49 @@ def build_agent(settings: AgentSettings) -> Agent:
     symbolizer = Symbolizer(
         max_bytes=settings.symbol_cache_bytes, cache_dir=settings.symbol_cache_dir
     )
-    processes: ProcessTable = ProcessTable(symbolizer)
+    cgroups = CgroupResolver()
+    processes: ProcessTable = ProcessTable(symbolizer, cgroups=cgroups)
+    kubernetes = _start_kubernetes(settings)
+    providers: list[LabelProvider] = [HostLabels(node=settings.node_name), CgroupLabels(cgroups)]
+    if kubernetes is not None:
+        from podflame.agent.kubernetes import PodLabels
+
+        providers.append(PodLabels(kubernetes.index, cgroups))
     builder = BatchBuilder(
         symbolizer=symbolizer,
         processes=processes,
-        labels=HostLabels(node=settings.node_name),
+        labels=CombinedLabels(providers),
         period_ns=sampler.period_ns,
     )
     shipper = Shipper(
         str(settings.server), max_pending=settings.max_pending_batches, token=settings.token
     )
-    sampler.start()
-    return Agent(sampler, builder, shipper, symbolizer, processes, interval=settings.interval)
+    try:
+        sampler.start()
+    except BaseException:
+        if kubernetes is not None:
+            kubernetes.close()
+        raise
+    return Agent(
+        sampler,
+        builder,
+        shipper,
+        symbolizer,
+        processes,
+        interval=settings.interval,
+        kubernetes=kubernetes,
+    )
+
+
+def _start_kubernetes(settings: AgentSettings) -> "KubernetesMetadata | None":
+    """Watch this node's pods, unless --no-kubernetes or there is no API server to ask."""
+    if not settings.kubernetes:
+        return None
+    # Imported here: the client library is large, and only needed on Kubernetes.
+    from podflame.agent.kubernetes import start_metadata
+
+    # A deleted pod's last samples are drained after the deletion arrives.
+    retention = max(60.0, 3 * settings.interval)
+    return start_metadata(
+        settings.kubeconfig, settings.node_name, settings.pod_label_map(), retention
+    )

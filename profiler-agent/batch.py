@@ -90,6 +90,7 @@ class BatchBuilder:
             # name wins when it was captured.
             comm=record.comm or samples[0].comm,
             start_ticks=record.start_ticks,
+            cgroup=record.cgroup,
         )
         return Series(
             labels=self.labels.labels(identity),

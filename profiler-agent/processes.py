@@ -13,12 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from podflame.agent.cgroups import CgroupIdentity
+from podflame.agent.procfs import read_comm, read_start_ticks
 from podflame.agent.sampler import ProcessGeneration
 from podflame.symbolizer import ProcessImage
 
 # A record not sampled for this many drains is dropped; if its process shows up
 # again it is captured anew.
 IDLE_DRAINS = 6
+
+
+class CgroupSource(Protocol):
+    """Reads which cgroup (so which container) a live process is in."""
+
+    def read(self, pid: int, start_ticks: int | None) -> CgroupIdentity | None: ...
 
 
 class ImageSource(Protocol):
@@ -35,6 +43,7 @@ class ProcessRecord:
     comm: str | None  # /proc/PID/comm when captured; None if the process was gone
     start_ticks: int | None  # /proc/PID/stat field 22
     image: ProcessImage | None
+    cgroup: CgroupIdentity | None = None  # read with the rest, so exited processes keep it
     idle_drains: int = field(default=0, compare=False)
 
     @property
@@ -42,31 +51,17 @@ class ProcessRecord:
         return self.process.pid
 
 
-def read_comm(pid: int, proc: Path = Path("/proc")) -> str | None:
-    try:
-        return (proc / str(pid) / "comm").read_text().rstrip("\n")
-    except OSError:
-        return None
-
-
-def read_start_ticks(pid: int, proc: Path = Path("/proc")) -> int | None:
-    """Start time in clock ticks after boot: with the pid, it identifies a process."""
-    try:
-        stat = (proc / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # comm may hold spaces and parentheses
-    try:
-        return int(fields[19])  # field 22; fields[0] is field 3
-    except (IndexError, ValueError):
-        return None
-
-
 class ProcessTable:
     """Records of recently sampled processes, bounded by what the last drains saw."""
 
-    def __init__(self, images: ImageSource, proc: Path = Path("/proc")) -> None:
+    def __init__(
+        self,
+        images: ImageSource,
+        proc: Path = Path("/proc"),
+        cgroups: CgroupSource | None = None,
+    ) -> None:
         self._images = images
+        self._cgroups = cgroups
         self._proc = proc
         self._records: dict[ProcessGeneration, ProcessRecord] = {}
         self._newest: dict[int, ProcessGeneration] = {}  # pid -> its latest generation
@@ -130,4 +125,7 @@ class ProcessTable:
         # large libraries (LLVM, for BCC) that it rarely runs.
         eager = pid != os.getpid()
         image = self._images.image(pid, eager=eager) if start is not None else None
-        return ProcessRecord(process, comm=comm, start_ticks=start, image=image)
+        # Read per generation, not taken from a cache: a process is moved
+        # into its container's cgroup before it execs the container's program.
+        cgroup = self._cgroups.read(pid, start) if self._cgroups is not None else None
+        return ProcessRecord(process, comm=comm, start_ticks=start, image=image, cgroup=cgroup)

@@ -3,8 +3,12 @@
 import socket
 from pathlib import Path
 
-from pydantic import AnyHttpUrl, Field
+from pydantic import AnyHttpUrl, Field, FilePath, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from podflame.agent.pods import pod_label_names
+
+DEFAULT_POD_LABELS = "app.kubernetes.io/name,app.kubernetes.io/version,app,version"
 
 
 class AgentSettings(BaseSettings):
@@ -29,7 +33,24 @@ class AgentSettings(BaseSettings):
     node_name: str = Field(
         default_factory=socket.gethostname,
         min_length=1,
-        description="The node label of every sample (on Kubernetes: spec.nodeName).",
+        description="The node label of every sample, and the node whose pods the agent watches "
+        "(on Kubernetes: spec.nodeName from the downward API).",
+    )
+    kubernetes: bool = Field(
+        default=True,
+        description="Label samples with their pod's metadata from the Kubernetes API: in a pod "
+        "through its service account, elsewhere only with --kubeconfig. Off (or unreachable): "
+        "samples still carry the cgroup's pod_uid and container_id.",
+    )
+    kubeconfig: FilePath | None = Field(
+        default=None,
+        description="kubeconfig file for reaching the Kubernetes API from outside a pod.",
+    )
+    pod_labels: str = Field(
+        default=DEFAULT_POD_LABELS,
+        description="Comma-separated pod label keys copied onto the pod's samples, each as its "
+        "own label; characters other than letters, digits and _ become _ "
+        "(app.kubernetes.io/name -> app_kubernetes_io_name). Empty: none.",
     )
     kernel_stacks: bool = Field(
         default=True, description="Record kernel frames below the user frames."
@@ -59,3 +80,17 @@ class AgentSettings(BaseSettings):
         description="Directory for parsed symbol tables, so a restarted agent does not parse "
         "binaries again (by build-id); unset: no disk cache.",
     )
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _pod_label_keys_are_valid(cls, value: str) -> str:
+        pod_label_names(_split(value))
+        return value
+
+    def pod_label_map(self) -> dict[str, str]:
+        """Pod label key -> sample label name, for --pod-labels."""
+        return pod_label_names(_split(self.pod_labels))
+
+
+def _split(keys: str) -> list[str]:
+    return [key.strip() for key in keys.split(",") if key.strip()]

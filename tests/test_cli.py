@@ -1,6 +1,7 @@
 """The `podflame` command line: flags come from the settings models and read PODFLAME_*."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,38 @@ def test_invalid_setting_exits_with_a_message() -> None:
     )
     assert result.returncode == 2
     assert "frequency" in result.stderr
+
+
+def test_kubernetes_flags(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("{}")
+    settings = agent_settings(
+        "--no-kubernetes", "--kubeconfig", str(kubeconfig), "--pod-labels", "app,team.io/owner"
+    )
+    assert settings.kubernetes is False
+    assert settings.kubeconfig == kubeconfig
+    assert settings.pod_label_map() == {"app": "app", "team.io/owner": "team_io_owner"}
+    assert agent_settings("--kubernetes").kubernetes is True
+    defaults = agent_settings()
+    assert (defaults.kubernetes, defaults.kubeconfig) == (True, None)
+    assert list(defaults.pod_label_map().values()) == [
+        "app_kubernetes_io_name",
+        "app_kubernetes_io_version",
+        "app",
+        "version",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "complaint"),
+    [
+        ("--pod-labels", "app,not a key", "not a Kubernetes label key"),
+        ("--kubeconfig", "/nonexistent/kubeconfig", "kubeconfig"),
+    ],
+)
+def test_bad_kubernetes_flags_exit_with_the_reason(flag: str, value: str, complaint: str) -> None:
+    result = subprocess.run(
+        [*PODFLAME, "agent", flag, value], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "invalid setting" in result.stderr and complaint in result.stderr

@@ -15,9 +15,11 @@ import httpx
 import pytest
 
 from podflame.agent.agent import Agent, build_agent
+from podflame.agent.pods import PodRef
 from podflame.agent.settings import AgentSettings
 from tests.conftest import compile_c
 from tests.fixtures import FIXTURES, build_burn7030
+from tests.kube_apiserver import fake_kube_api, pod_json
 
 pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("require_bpf")]
 
@@ -156,3 +158,23 @@ def test_library_loaded_after_the_first_sample_is_named(
         time.sleep(1.0)  # a drain while the process... has exited: the refresh came before
     names = {frame for stack, _ in folded(podflame_server, process.pid) for frame in stack}
     assert {"before_dlopen", "lib_burn"} <= names, sorted(names)
+
+
+def test_kubernetes_metadata_is_wired_in(podflame_server: str, tmp_path: Path) -> None:
+    """build_agent starts the pod watch: pod_by_ip for the network tracer, counters at /metrics."""
+    pod = pod_json("db-0", "00000000-0000-4000-8000-000000000001", "node-p", [], ips=["10.9.0.7"])
+    with fake_kube_api() as api:
+        api.add_pod(pod)
+        kubeconfig = api.kubeconfig(tmp_path / "kubeconfig")
+        with running_agent(podflame_server, kubeconfig=kubeconfig, node_name="node-p") as agent:
+            assert agent.kubernetes is not None
+            deadline = time.monotonic() + 30
+            while agent.kubernetes.pod_by_ip("10.9.0.7") is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            found = agent.kubernetes.pod_by_ip("10.9.0.7")
+            values = parse_metrics(render_metrics(agent))
+        with running_agent(podflame_server, kubernetes=False) as agent:
+            assert agent.kubernetes is None
+    assert found == PodRef("default", "db-0", "Pod", "db-0")
+    assert values["podflame_agent_kubernetes_lists_total"] == 1
+    assert values["podflame_agent_kubernetes_watches_total"] >= 1

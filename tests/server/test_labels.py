@@ -1,7 +1,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.server.conftest import Ingest, batch
+from tests.server.conftest import Ingest, batch, folded
 
 
 @pytest.fixture
@@ -72,3 +72,72 @@ def test_label_errors_are_json(
     assert response.status_code == status
     assert response.json()["error"]
     assert response.json().get("parameter") == parameter
+
+
+# What an agent on Kubernetes sends: label columns and labels-map entries side by side.
+KUBE_LABELS = {
+    "node": "n1",
+    "namespace": "shop",
+    "pod": "api-7c9f5d-x2x4q",
+    "container": "api",
+    "workload_kind": "Deployment",
+    "workload": "api",
+    "comm": "api",
+    "pid": "4242",
+    "image": "shop/api:2.1",
+    "image_id": "shop/api@sha256:" + "ab" * 32,
+    "pod_uid": "8712f785-1a3e-41ec-a00b-e2dcc77431cb",
+    "container_id": "73051af271105c07e1f493b34856a77e665e3b0b4fc72f76c807dfbffeb881bd",
+    "app_kubernetes_io_name": "api",
+    "app_kubernetes_io_version": "2.1",
+}
+V1_IMAGE = {**KUBE_LABELS, "image": "shop/api:2.0", "app_kubernetes_io_version": "2.0"}
+HOST = {"node": "n1", "comm": "sshd", "pid": "77", "systemd_unit": "ssh.service"}
+
+
+KUBE_SERIES = [(KUBE_LABELS, 30), (V1_IMAGE, 20), (HOST, 5)]
+
+
+def expected_total(name: str, value: str, equal: bool = True) -> int:
+    return sum(v for labels, v in KUBE_SERIES if (labels.get(name, "") == value) == equal)
+
+
+@pytest.fixture
+def kube_labelled(ingest: Ingest) -> None:
+    series = [(labels, [(stack, value)]) for stack, (labels, value) in enumerate(KUBE_SERIES)]
+    ingest(batch([["main", "serve"], ["main", "old"], ["sshd"]], series))
+
+
+@pytest.mark.usefixtures("kube_labelled")
+def test_every_kubernetes_label_is_listed(api: TestClient) -> None:
+    names = api.get("/api/v1/labels").json()["names"]
+    assert set(KUBE_LABELS) | {"systemd_unit"} == set(names)
+
+
+@pytest.mark.usefixtures("kube_labelled")
+@pytest.mark.parametrize("name", sorted(set(KUBE_LABELS) - {"pid"}))
+def test_kubernetes_label_values_and_selectors(api: TestClient, name: str) -> None:
+    """Columns (pod, workload, ...) and map labels (image, pod_uid, ...) answer alike."""
+    expected = sorted({KUBE_LABELS[name], V1_IMAGE[name]})
+    body = api.get(f"/api/v1/labels/{name}/values", params={"query": '{comm="api"}'}).json()
+    assert body["values"] == expected
+    value = KUBE_LABELS[name]
+    selected = f'{{{name}="{value}"}}'
+    others = f'{{{name}!="{value}"}}'
+    top = api.get("/api/v1/top", params={"query": selected}).json()
+    assert top["total"] == expected_total(name, value)
+    others_total = api.get("/api/v1/top", params={"query": others}).json()["total"]
+    assert others_total == expected_total(name, value, equal=False)
+    regex = f'{{{name}=~"{value[:3]}.*"}}'
+    assert api.get("/api/v1/flamegraph", params={"query": regex}).json()["total"] >= 30
+    timeline = api.get("/api/v1/timeline", params={"query": selected}).json()
+    assert sum(v for _, v in timeline["points"]) == top["total"]
+    folded_stacks = folded(api, selected)
+    assert folded_stacks.get("main;serve") == 30
+
+
+@pytest.mark.usefixtures("kube_labelled")
+def test_diff_of_two_images(api: TestClient) -> None:
+    params = {"left": '{image="shop/api:2.0"}', "right": '{image="shop/api:2.1"}'}
+    body = api.get("/api/v1/diff", params=params).json()
+    assert (body["left_total"], body["right_total"]) == (20, 30)
