@@ -3,7 +3,11 @@
 There is no kubelet or API server here, so the agent's label seam (LabelProvider) gets a
 provider that adds pod labels to the processes the test starts, by pid, on top of the
 host labels every sample carries: the stand-in for the Kubernetes attribution of issue 5.
-Everything else is real: BPF sampling, symbolization, batches over HTTP, chDB.
+Everything else is real: BPF sampling (and network tracing where the agent has it),
+symbolization, batches over HTTP, chDB.
+
+The provider goes in where the composition root (agent.build_agent) makes its host
+labels, so every stage that labels processes (CPU batches, network batches) gets it.
 """
 
 import subprocess
@@ -12,10 +16,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 from pydantic import AnyHttpUrl
 
-from podflame.agent.agent import build_agent
+from podflame.agent import agent as agent_module
 from podflame.agent.labels import HostLabels, ProcessIdentity
 from podflame.agent.settings import AgentSettings
 
@@ -70,9 +75,10 @@ def pod_agent(server_url: str) -> Iterator[PodLabels]:
         interval=INTERVAL_SECONDS,
         metrics_port=0,
     )
-    agent = build_agent(settings)  # compiles and attaches the BPF program
     provider = PodLabels(HostLabels(node=settings.node_name))
-    agent.builder.labels = provider
+    with mock.patch.object(agent_module, "HostLabels", lambda node: provider):
+        agent = agent_module.build_agent(settings)  # compiles and attaches the BPF programs
+    assert agent.builder.labels is provider, "build_agent no longer labels with HostLabels"
     stop = threading.Event()
     thread = threading.Thread(target=agent.run, args=(stop,), name="pod-agent")
     thread.start()
