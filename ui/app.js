@@ -23,23 +23,23 @@ const views = {};
 let active = null;
 
 function viewFor(name) {
-  const key = name in factories ? name : "explore";
-  if (!views[key]) {
-    views[key] = factories[key]();
-    main.append(views[key].element);
+  if (!views[name]) {
+    views[name] = factories[name]();
+    main.append(views[name].element);
   }
-  return views[key];
+  return views[name];
 }
 
 function showView(state) {
-  const view = viewFor(state.view);
+  const name = state.view in factories ? state.view : "explore";
+  const view = viewFor(name);
   for (const other of Object.values(views)) other.element.hidden = other !== view;
   for (const tab of document.querySelectorAll(".tabs a")) {
-    if (tab.dataset.view === (state.view in factories ? state.view : "explore")) tab.setAttribute("aria-current", "page");
+    if (tab.dataset.view === name) tab.setAttribute("aria-current", "page");
     else tab.removeAttribute("aria-current");
   }
   active = view;
-  document.title = `podflame · ${state.view[0].toUpperCase()}${state.view.slice(1)}`;
+  document.title = `podflame · ${name[0].toUpperCase()}${name.slice(1)}`;
   view.update(state, null);
 }
 

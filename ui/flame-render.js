@@ -72,6 +72,7 @@ export class FlameRenderer {
     this.width = width;
     this.rows = tree && tree.total[0] > 0 ? this.focusDepth + 1 : 0;
     const ctx = this.resize(width, this.rows * ROW);
+    this.outlineColor = getComputedStyle(this.host).getPropertyValue("--frame-outline").trim() || "#000";
     this.drawn.count = 0;
     if (this.rows === 0) return;
     const buckets = this.palette.map(() => []);
@@ -217,7 +218,7 @@ export class FlameRenderer {
     ctx.clearRect(0, 0, this.width, this.rows * ROW);
     const rect = node >= 0 ? this.frameRect(node) : null;
     if (!rect) return;
-    ctx.strokeStyle = getComputedStyle(this.host).getPropertyValue("--frame-outline") || "#000";
+    ctx.strokeStyle = this.outlineColor;
     ctx.lineWidth = 2;
     ctx.strokeRect(rect.x + 1, rect.y + 1, Math.max(rect.width - 2, 1), rect.height - 2);
   }

@@ -10,14 +10,14 @@ export function svg(tag, attributes = {}, ...children) {
   return node;
 }
 
-// About `count` round values covering [0, max].
+// About `count` round values from 0 to the first one at or above max.
 export function niceTicks(max, count = 4) {
   if (!(max > 0)) return [0];
   const raw = max / count;
   const power = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((f) => f * power).find((s) => s >= raw);
-  const ticks = [];
-  for (let value = 0; value <= max * 1.0001; value += step) ticks.push(value);
+  const ticks = [0];
+  while (ticks[ticks.length - 1] < max) ticks.push(ticks.length * step);
   return ticks;
 }
 

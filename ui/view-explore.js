@@ -97,6 +97,7 @@ export class ExploreView {
 
   applyPanel(state, changed) {
     this.panel.sync(state, changed);
+    if (!changed.has("fn")) return;
     this.top.setActive(state.fn);
     this.sandwich.show(this.tree, state.fn, state.type);
   }

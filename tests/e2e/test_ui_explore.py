@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.bpf]
 BURN_FUNCTIONS = {"main", "run", "burn_a", "burn_b", "spin"}
 # About 300 samples per pod: a share's standard error is under 3 points; 10 is > 3 sigma.
 SAMPLING_NOISE = 0.10
+V1_SELECTOR = '{version="v1"}'
 
 
 def pick(page: Page, label: str, value: str) -> None:
@@ -266,3 +267,45 @@ def test_dark_theme(shop: Shop, page: Page) -> None:
     screenshot(page, "explore-dark")
     page.reload()
     expect(page.locator("html")).to_have_attribute("data-theme", "dark")  # remembered
+
+
+def test_slow_queries_show_the_loading_indicator(shop: Shop, page: Page) -> None:
+    open_pod(page, shop)
+    # The browser's network emulation delays the real server's answers.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    conditions = {
+        "offline": False,
+        "latency": 1500,
+        "downloadThroughput": -1,
+        "uploadThroughput": -1,
+    }
+    cdp.send("Network.emulateNetworkConditions", conditions)
+    page.get_by_role("button", name="Show").click()
+    loading = page.locator("#loading")
+    expect(loading).to_be_visible()
+    expect(page.locator("#view-explore")).to_have_attribute("aria-busy", "true")
+    expect(loading).to_be_hidden(timeout=30_000)
+    expect(page.locator("#view-explore")).not_to_have_attribute("aria-busy", "true")
+
+
+LABELLED = """() => [...document.querySelectorAll("input, select, button, canvas[tabindex]")]
+  .filter((e) => e.getClientRects().length > 0)
+  .filter((e) => !(e.labels?.length || e.getAttribute("aria-label") || e.textContent.trim()))
+  .map((e) => e.outerHTML.slice(0, 100))"""
+
+
+@pytest.mark.parametrize("view", ["explore", "compare", "network"])
+def test_every_control_is_labelled_and_reachable_by_keyboard(
+    shop: Shop, page: Page, view: str
+) -> None:
+    open_page(page, shop.url, view=view, query=f'{{pod="{shop.v1.pod}"}}', left=V1_SELECTOR)
+    page.wait_for_function("document.body.dataset.pending === '0'", timeout=30_000)
+    assert page.evaluate(LABELLED) == []
+    graph = page.locator(f'canvas[data-graph="{view}"]')
+    if graph.is_visible():
+        for _ in range(80):
+            page.keyboard.press("Tab")
+            if page.evaluate(f"document.activeElement.dataset.graph === '{view}'"):
+                break
+        expect(graph).to_be_focused()

@@ -110,7 +110,8 @@ def test_network_view_shows_the_injected_delay(delayed: Delayed, page: Page) -> 
     calls = int(cells[2].replace(",", ""))
     assert calls >= CLIENT_SECONDS / DELAY_SECONDS / 4, cells  # about one call per delay
     p50 = milliseconds(cells[5])
-    assert 1000 * DELAY_SECONDS <= p50 <= 3 * 1000 * DELAY_SECONDS, cells
+    # Histogram buckets are 1/8 of a power of two wide: a percentile is good to ~10 %.
+    assert 0.85 * 1000 * DELAY_SECONDS <= p50 <= 3 * 1000 * DELAY_SECONDS, cells
     # The chart draws the chosen pod's calls over time, one line per system call.
     expect(page.locator('svg.line-chart g.series[data-series="recvfrom"]')).to_have_count(1)
 
@@ -119,8 +120,10 @@ def test_network_view_shows_the_injected_delay(delayed: Delayed, page: Page) -> 
     expect(peer).to_have_count(1)
     assert peer.locator("td").nth(0).inner_text() == f"shop/{delayed.pod.pod}"
 
+    # The net_wait graph: where the client waited (recv's caller wait_reply is hidden by
+    # the frame-pointer walk starting at the libc leaf's caller frame, see burn7030.c).
     names = {frame["name"] for frame in frames(page, "network")}
-    assert {"main", "ask", "wait_reply"} <= names, sorted(names)
+    assert {"main", "ask", "recv", "send"} <= names, sorted(names)
     screenshot(page, "network")
 
 
