@@ -75,12 +75,11 @@ export class ExploreView {
   topColumns() {
     const unit = () => this.tree?.unit ?? "nanoseconds";
     const share = (value) => (this.topTotal ? value / this.topTotal : 0);
+    const both = (value) => `${formatValue(value, unit())} · ${formatPercent(share(value))}`;
     return [
       { key: "name", label: "Function", numeric: false, format: (r) => r.name },
-      { key: "self", label: "Self", format: (r) => formatValue(r.self, unit()) },
-      { key: "selfShare", label: "Self %", value: (r) => r.self, format: (r) => formatPercent(share(r.self)) },
-      { key: "total", label: "Total", format: (r) => formatValue(r.total, unit()) },
-      { key: "totalShare", label: "Total %", value: (r) => r.total, format: (r) => formatPercent(share(r.total)) },
+      { key: "self", label: "Self", format: (r) => both(r.self) },
+      { key: "total", label: "Total", format: (r) => both(r.total) },
     ];
   }
 

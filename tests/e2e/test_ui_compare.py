@@ -30,7 +30,7 @@ def open_diff(page: Page, shop: Shop, **extra: str) -> None:
 
 
 def test_diff_of_two_versions_shows_the_expected_colours(shop: Shop, page: Page) -> None:
-    open_diff(page, shop)
+    open_diff(page, shop, lfrom="now-15m")
     red, green, blue = colour(page, "burn_b")
     assert red > green + 80 and red > blue + 80, (red, green, blue)  # grew: strong red
     red, green, blue = colour(page, "burn_a")

@@ -50,7 +50,7 @@ def share(page: Page, name: str) -> float:
 
 
 def test_picking_a_pod_shows_its_functions(shop: Shop, page: Page) -> None:
-    open_page(page, shop.url)
+    open_page(page, shop.url, **{"from": "now-15m"})
     wait_for_panel(page, "explore")
     pick(page, "namespace", "batch")
     expect(page).to_have_url(re.compile(r"namespace%3D%22batch%22"))

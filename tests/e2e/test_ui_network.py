@@ -100,7 +100,8 @@ def milliseconds(text: str) -> float:
 
 
 def test_network_view_shows_the_injected_delay(delayed: Delayed, page: Page) -> None:
-    open_page(page, delayed.url, view="network", query=f'{{pod="{delayed.pod.pod}"}}')
+    selection = {"query": f'{{pod="{delayed.pod.pod}"}}', "from": "now-5m"}
+    open_page(page, delayed.url, view="network", **selection)
     wait_for_panel(page, "network")
     latency = page.locator('[data-section="latency"] table')
     row = latency.locator("tbody tr").filter(has_text="recvfrom")
