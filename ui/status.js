@@ -32,6 +32,14 @@ export function describeError(error) {
   return [`The server answered ${error.status}${what}`, error.message];
 }
 
+// The title for an error the page shows next to the control it names.
+export function fieldErrorTitle(error) {
+  const parameter = error.parameter ?? "";
+  if (["query", "left", "right"].includes(parameter)) return "The selector has an error";
+  if (/(from|until)$/.test(parameter)) return "The time range has an error";
+  return describeError(error)[0];
+}
+
 export function errorMessage(error) {
   const [title, detail] = describeError(error);
   return message("error", title, detail);

@@ -45,6 +45,7 @@ export class TimelineChart {
     const width = this.width;
     this.chart.setAttribute("width", width);
     this.chart.setAttribute("viewBox", `0 0 ${width} ${HEIGHT}`);
+    this.element.hidden = !this.points.length;
     if (!this.points.length || !(this.end > this.start)) {
       this.chart.replaceChildren();
       return;

@@ -7,7 +7,7 @@ import { el, field, select } from "./dom.js";
 import { FlamePanel } from "./flame-panel.js";
 import { formatPercent, formatPoints, formatValue } from "./format.js";
 import { QueryBar } from "./query-bar.js";
-import { describeError, errorMessage, message } from "./status.js";
+import { errorMessage, fieldErrorTitle, message } from "./status.js";
 import { SortableTable } from "./table.js";
 import { DiffTree } from "./tree.js";
 
@@ -193,7 +193,7 @@ export class CompareView {
     this.table.setRows([]);
     const handled = this.left.showError(error, { query: "left", from: "left_from", until: "left_until" }) ||
       this.right.showError(error, { query: "right", from: "right_from", until: "right_until" });
-    const [title] = describeError(error);
+    const title = fieldErrorTitle(error);
     this.panel.showMessage(handled ? message("error", title, "Fix the selection above to compare.") : errorMessage(error), "error");
   }
 

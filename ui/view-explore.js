@@ -6,7 +6,7 @@ import { FlamePanel } from "./flame-panel.js";
 import { FlameView } from "./flame-view.js";
 import { formatPercent, formatTimestamp, formatValue } from "./format.js";
 import { QueryBar } from "./query-bar.js";
-import { describeError, errorMessage, message } from "./status.js";
+import { errorMessage, fieldErrorTitle, message } from "./status.js";
 import { SortableTable } from "./table.js";
 import { resolveRange } from "./time.js";
 import { TimelineChart } from "./timeline.js";
@@ -181,7 +181,7 @@ export class ExploreView {
     this.timeline.setData({ points: [], step: 1, start: 0, end: 0, describe: String, label: "" });
     this.sandwich.show(null, "", "");
     if (this.bar.showError(error, QUERY_KEYS)) {
-      const [title] = describeError(error);
+      const title = fieldErrorTitle(error);
       this.panel.showMessage(message("error", title, "Fix the selection above to see a flame graph."), "error");
     } else {
       this.panel.showMessage(errorMessage(error), "error");

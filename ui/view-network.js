@@ -8,7 +8,7 @@ import { FlamePanel } from "./flame-panel.js";
 import { formatCount, formatMicroseconds } from "./format.js";
 import { LineChart } from "./line-chart.js";
 import { QueryBar } from "./query-bar.js";
-import { describeError, errorMessage, message } from "./status.js";
+import { errorMessage, fieldErrorTitle, message } from "./status.js";
 import { SortableTable } from "./table.js";
 import { resolveRange, stepFor } from "./time.js";
 import { FlameTree } from "./tree.js";
@@ -162,7 +162,7 @@ export class NetworkView {
     this.element.dataset.state = "error";
     const inSelector = this.bar.showError(error, QUERY_KEYS);
     const node = inSelector
-      ? message("error", describeError(error)[0], "Fix the selection above.")
+      ? message("error", fieldErrorTitle(error), "Fix the selection above.")
       : error.status === 404
         ? message("error", "This server does not serve network data", `${error.path} answered 404 (${error.message}). The server needs podflame's network endpoints.`)
         : errorMessage(error);
