@@ -16,6 +16,7 @@ from pathlib import Path
 
 from benchmarks import memory, overhead, symbols
 from benchmarks import server as server_bench
+from benchmarks import ui as ui_bench
 from benchmarks.common import PODFLAME, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,8 @@ def main() -> int:
         # A directory of its own: the server benchmark opens its chDB path after stopping.
         with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:
             sections.append(["## Server", "", *server_bench.run(Path(tmp), args.server_rows), ""])
+    with tempfile.TemporaryDirectory(prefix="podflame-bench-ui-") as tmp:
+        sections.append(["## Web UI", "", *ui_bench.run(Path(tmp)), ""])
     args.output.write_text(report(sections))
     print(f"wrote {args.output}")
     return 0

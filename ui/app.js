@@ -1,100 +1,155 @@
-// The first page: one flame graph for a selector and time range.
-import { FlameGraph, parseFolded } from "./flamegraph.js";
+// Entry point: builds the views, routes the URL state to the visible one, and wires the
+// page-wide pieces (tabs, token prompt, loading indicator, theme, keyboard shortcuts).
+import { Api } from "./api.js";
+import { getToken, setToken } from "./auth.js";
+import { TypePicker } from "./query-bar.js";
+import { UrlState } from "./state.js";
+import { bindThemeToggle } from "./theme.js";
+import { CompareView } from "./view-compare.js";
+import { ExploreView } from "./view-explore.js";
+import { NetworkView } from "./view-network.js";
 
 const $ = (id) => document.getElementById(id);
-const status = $("status");
-const tooltip = $("tooltip");
+const api = new Api();
+const store = new UrlState();
+const main = $("main");
 
-function formatNs(ns) {
-  if (ns >= 1e9) return `${(ns / 1e9).toFixed(2)} s`;
-  return `${(ns / 1e6).toFixed(1)} ms`;
+const factories = {
+  explore: () => new ExploreView({ api, store, typePicker: new TypePicker({ api, store }) }),
+  compare: () => new CompareView({ api, store, typePicker: new TypePicker({ api, store }) }),
+  network: () => new NetworkView({ api, store }),
+};
+const views = {};
+let active = null;
+
+function viewFor(name) {
+  if (!views[name]) {
+    views[name] = factories[name]();
+    main.append(views[name].element);
+  }
+  return views[name];
 }
 
-function setStatus(text, isError = false) {
-  status.textContent = text;
-  status.classList.toggle("error", isError);
+function showView(state) {
+  const name = state.view in factories ? state.view : "explore";
+  const view = viewFor(name);
+  for (const other of Object.values(views)) other.element.hidden = other !== view;
+  for (const tab of document.querySelectorAll(".tabs a")) {
+    if (tab.dataset.view === name) tab.setAttribute("aria-current", "page");
+    else tab.removeAttribute("aria-current");
+  }
+  active = view;
+  document.title = `podflame · ${name[0].toUpperCase()}${name.slice(1)}`;
+  view.update(state, null);
 }
 
-const graph = new FlameGraph($("flamegraph"), {
-  onZoom(node) {
-    const crumbs = $("breadcrumbs");
-    crumbs.replaceChildren();
-    const path = [];
-    for (let n = node; n; n = n.parent) path.unshift(n);
-    for (const n of path) {
-      const button = document.createElement("button");
-      button.textContent = n.name;
-      button.addEventListener("click", () => graph.zoom(n));
-      crumbs.append(button, " › ");
+store.subscribe((state, changed) => {
+  if (changed.has("view")) showView(state);
+  else active.update(state, changed);
+});
+
+// ---- Tabs: links that switch the view without reloading ----------------------------
+
+for (const tab of document.querySelectorAll(".tabs a")) {
+  tab.addEventListener("click", (event) => {
+    event.preventDefault();
+    const view = tab.dataset.view;
+    const state = store.state;
+    const patch = { view, focus: "", fn: "" };
+    if (view === "compare" && !state.left) {
+      // Start the comparison from what was being explored.
+      Object.assign(patch, { left: state.query, lfrom: state.from, luntil: state.until });
     }
-  },
-});
-
-async function load() {
-  const form = new FormData($("query-form"));
-  const params = new URLSearchParams({
-    query: form.get("query") || "{}",
-    from: form.get("from"),
-    until: "now",
-    type: form.get("type"),
-    format: "folded",
+    store.update(patch);
   });
-  history.replaceState(null, "", `?${params}`);
-  setStatus("Loading…");
-  let response;
-  try {
-    response = await fetch(`api/v1/export?${params}`);
-  } catch (error) {
-    setStatus(`Cannot reach the server: ${error}`, true);
-    return;
-  }
-  if (!response.ok) {
-    const body = await response.json().catch(() => ({}));
-    const where = body.position === undefined ? "" : ` (at position ${body.position})`;
-    setStatus(`Error ${response.status}: ${body.error ?? response.statusText}${where}`, true);
-    return;
-  }
-  const root = parseFolded(await response.text());
-  if (root.value === 0) {
-    setStatus("No samples for this selector and time range.");
-    graph.setData(root);
-    return;
-  }
-  setStatus(`Total ${formatNs(root.value)} of CPU time`);
-  graph.setData(root);
 }
 
-function restoreFromUrl() {
-  const params = new URLSearchParams(location.search);
-  if (params.has("query")) $("query").value = params.get("query");
-  if (params.has("from")) $("range").value = params.get("from");
+// ---- Token prompt ---------------------------------------------------------------------
+
+const auth = $("auth");
+const tokenInput = $("auth-token");
+
+function openAuth(reason) {
+  auth.hidden = false;
+  $("token-button").setAttribute("aria-expanded", "true");
+  $("auth-reason").textContent = reason;
+  tokenInput.value = getToken();
+  tokenInput.focus();
 }
 
-$("query-form").addEventListener("submit", (event) => {
+function closeAuth() {
+  auth.hidden = true;
+  $("token-button").setAttribute("aria-expanded", "false");
+}
+
+api.onAuthError((error) => {
+  const reason =
+    error.status === 401
+      ? `The server needs a token (401): ${error.message}.`
+      : `The token was refused (403): ${error.message}.`;
+  openAuth(reason);
+});
+$("token-button").addEventListener("click", () => (auth.hidden ? openAuth("") : closeAuth()));
+$("auth-close").addEventListener("click", closeAuth);
+$("auth-forget").addEventListener("click", () => {
+  setToken("");
+  tokenInput.value = "";
+  reloadAll();
+});
+$("auth-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  load();
+  setToken(tokenInput.value.trim());
+  closeAuth();
+  reloadAll();
 });
 
-const canvas = $("flamegraph");
-canvas.addEventListener("click", (event) => {
-  const rect = graph.hit(event.clientX, event.clientY);
-  if (rect) graph.zoom(rect.node);
-});
-canvas.addEventListener("mousemove", (event) => {
-  const rect = graph.hit(event.clientX, event.clientY);
-  if (!rect) {
-    tooltip.hidden = true;
-    return;
+function reloadAll() {
+  // Views keep their type pickers: build them again so the types load with the token.
+  for (const [name, view] of Object.entries(views)) {
+    view.element.remove();
+    delete views[name];
   }
-  const { node } = rect;
-  const share = ((100 * node.value) / graph.root.value).toFixed(1);
-  tooltip.textContent = `${node.name}\ntotal ${formatNs(node.value)} (${share} %), self ${formatNs(node.self)}`;
-  tooltip.style.left = `${event.clientX + 12}px`;
-  tooltip.style.top = `${event.clientY + 12}px`;
-  tooltip.hidden = false;
-});
-canvas.addEventListener("mouseleave", () => { tooltip.hidden = true; });
-window.addEventListener("resize", () => graph.focus && graph.draw());
+  showView(store.state);
+}
 
-restoreFromUrl();
-load();
+// ---- Loading indicator: shown only for requests slower than a glance ------------------
+
+const loading = $("loading");
+let loadingTimer = null;
+api.onActivity((pending) => {
+  document.body.dataset.pending = String(pending);
+  if (pending > 0 && loadingTimer === null && loading.hidden) {
+    loadingTimer = setTimeout(() => {
+      loadingTimer = null;
+      if (api.pending > 0) loading.hidden = false;
+    }, 150);
+  } else if (pending === 0) {
+    clearTimeout(loadingTimer);
+    loadingTimer = null;
+    loading.hidden = true;
+  }
+});
+
+// ---- Keyboard: "/" focuses the search, Escape resets the zoom ---------------------------
+
+function isTyping(target) {
+  return target.closest("input, textarea, select, [contenteditable='true']") !== null;
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.key === "/" && !isTyping(event.target)) {
+    event.preventDefault();
+    active?.focusSearch();
+  } else if (event.key === "Escape") {
+    if (!auth.hidden && auth.contains(event.target)) {
+      closeAuth();
+      return;
+    }
+    if (event.target.matches?.("input[type=search]")) event.target.blur();
+    store.update({ focus: "" });
+  }
+});
+
+bindThemeToggle($("theme-toggle"), () => {});
+showView(store.state);

@@ -1,4 +1,4 @@
-"""One real profiled run shared by the end-to-end tests of this folder."""
+"""Real profiled runs shared by the end-to-end tests of this folder, and the browser."""
 
 import subprocess
 import time
@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PODFLAME, compile_c, running_server, stop
+from tests.e2e.browser import browser, page
+from tests.e2e.pods import Pod, Workload, pod_agent, release, run_workloads
 from tests.fixtures import FIXTURES
+
+__all__ = ["browser", "page"]  # fixtures shared by the browser tests
 
 FREQUENCY = 99
 BURN_SECONDS = 6
@@ -75,3 +79,40 @@ def profile_workload(tmp_path: Path, server_url: str) -> tuple[int, float]:
         workload.communicate(timeout=10)
     assert code == 0, log_path.read_text()
     return workload.pid, cpu_seconds
+
+
+# ---- The web UI's data: real workloads in made-up pods (see pods.py) -------------------
+
+CPU_SECONDS = 3  # per checkout pod: about 300 samples at 99 Hz
+READ_SECONDS = 6
+
+CHECKOUT_V1 = Pod("shop", "checkout", "checkout-v1-7f9c4", "app", {"version": "v1"})
+CHECKOUT_V2 = Pod("shop", "checkout", "checkout-v2-5d2b8", "app", {"version": "v2"})
+REPORT = Pod("batch", "report", "report-0", "worker")
+
+
+@dataclass(frozen=True)
+class Shop:
+    url: str  # the server holding the profiles
+    # checkout v1 splits its CPU time 70/30 between burn_a and burn_b, v2 30/70; the
+    # report pod spends its time reading /dev/zero (read_zeros and kernel frames).
+    v1: Pod
+    v2: Pod
+    report: Pod
+
+
+@pytest.fixture(scope="package")
+def shop(tmp_path_factory: pytest.TempPathFactory, require_bpf: None) -> Iterator[Shop]:
+    tmp_path = tmp_path_factory.mktemp("shop")
+    burnmix = compile_c(FIXTURES / "burnmix.c", tmp_path / "burnmix")
+    reader = compile_c(FIXTURES / "syscall_loop.c", tmp_path / "syscall_loop")
+    workloads = [
+        Workload(CHECKOUT_V1, [str(burnmix), "7", "3", str(CPU_SECONDS)]),
+        Workload(CHECKOUT_V2, [str(burnmix), "3", "7", str(CPU_SECONDS)]),
+        Workload(REPORT, [str(reader), str(READ_SECONDS)]),  # exits when done
+    ]
+    with running_server(tmp_path) as url:
+        with pod_agent(url) as provider:
+            run_workloads(provider, workloads, tmp_path)
+        release(workloads)
+        yield Shop(url, CHECKOUT_V1, CHECKOUT_V2, REPORT)
