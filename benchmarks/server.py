@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import gzip
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -163,8 +164,17 @@ def _samples(ids: list[int], values: list[int]) -> str:
     return ",".join(f'{{"stack":{s},"value":{v}}}' for s, v in zip(ids, values, strict=True))
 
 
-def ingest(url: str, bodies: list[Body]) -> float:
-    """Rows per second, wall clock from the first request to the last answer."""
+@dataclass(frozen=True)
+class IngestRun:
+    # Wall clock from the first request to the last answer.
+    rows_per_second: float
+    # The server's CPU time over that wall time (background merges included): on
+    # this shared machine, how much of its 2 CPUs the server got.
+    server_cpus: float
+    server_cpu_ms_per_batch: float
+
+
+def ingest(url: str, bodies: list[Body]) -> IngestRun:
     pending = iter(bodies)
     lock = threading.Lock()
     errors: list[str] = []
@@ -181,16 +191,20 @@ def ingest(url: str, bodies: list[Body]) -> float:
                 if response.status_code != 200:
                     errors.append(response.text)
 
-    started = time.perf_counter()
-    senders = [threading.Thread(target=send) for _ in range(SENDERS)]
-    for sender in senders:
-        sender.start()
-    for sender in senders:
-        sender.join()
-    elapsed = time.perf_counter() - started
+    with httpx.Client(base_url=url) as metrics:
+        cpu = _cpu_seconds(metrics)
+        started = time.perf_counter()
+        senders = [threading.Thread(target=send) for _ in range(SENDERS)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(metrics) - cpu
     if errors:
         raise RuntimeError(f"{len(errors)} batches failed, first: {errors[0]}")
-    return sum(body.rows for body in bodies) / elapsed
+    rows = sum(body.rows for body in bodies)
+    return IngestRun(rows / elapsed, cpu / elapsed, 1000 * cpu / len(bodies))
 
 
 def settle(clients: Sequence[httpx.Client], timeout: float = 300) -> None:
@@ -310,7 +324,8 @@ def run(directory: Path, rows: int = 10_000_000) -> list[str]:
     once.mkdir()
     results: dict[str, float] = {}
     with running_server(once) as url:
-        results["ingest"] = ingest(url, first)
+        first_run = ingest(url, first)
+    results["ingest"] = first_run.rows_per_second
     # The doubled data goes to a copy, so both states can be queried side by side.
     # ClickHouse links its tables' folders by relative symbolic links: copy them as links.
     shutil.copytree(once / "chdb", twice / "chdb", symlinks=True)
@@ -320,7 +335,7 @@ def run(directory: Path, rows: int = 10_000_000) -> list[str]:
             stack.enter_context(httpx.Client(base_url=url, timeout=120))
             for url in (url_once, url_twice)
         )
-        results["ingest_second"] = ingest(url_twice, second)
+        results["ingest_second"] = ingest(url_twice, second).rows_per_second
         settle([a, b])
         _time_queries(results, dataset, target, end_ns, a, b)
         rss = _metric(b.get("/metrics").text, "process_resident_memory_bytes")
@@ -333,7 +348,7 @@ def run(directory: Path, rows: int = 10_000_000) -> list[str]:
     results["bytes"] = sample_bytes / sample_rows
     if sample_rows != stored:
         raise RuntimeError(f"stored {sample_rows} rows, sent {stored}")
-    return report(results, rows, stored, generated, stack_bytes / sample_rows, rss)
+    return report(results, rows, first_run, stored, generated, stack_bytes / sample_rows, rss)
 
 
 def _time_queries(
@@ -380,6 +395,7 @@ def _metric(text: str, name: str) -> float:
 def report(
     results: dict[str, float],
     rows: int,
+    first: IngestRun,
     stored: int,
     generated: float,
     stack_bytes_per_row: float,
@@ -410,6 +426,9 @@ def report(
         "",
         f"- One pod's flame graph with the other pods' data once: "
         f"{results['pod']:.1f} ms, doubled: {results['pod_after']:.1f} ms.",
+        f"- During the first ingest the server had {first.server_cpus:.2f} of the machine's"
+        f" {os.cpu_count()} CPUs, shared with other work; it spent"
+        f" {first.server_cpu_ms_per_batch:.0f} ms of CPU per batch (background merges included).",
         f"- Second ingest (into a copy of the table holding the first): "
         f"{results['ingest_second']:,.0f} rows/s.",
         f"- The stacks table adds {stack_bytes_per_row:.2f} bytes per sample row.",
