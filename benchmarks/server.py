@@ -361,13 +361,19 @@ def _time_queries(
 ) -> None:
     """Latencies on the server holding the data once; the pod's query on both, in turns."""
     pod, namespace, diff = _queries(dataset, target, end_ns)
-    results["pod"], results["pod_after"] = p50_ms(
+    for key, path, params in (
+        ("pod", "/api/v1/flamegraph", pod),
+        ("namespace", "/api/v1/flamegraph", namespace),
+        ("diff", "/api/v1/diff", diff),
+    ):
+        (results[key],) = p50_ms([Request(once, path, params)])
+    # Turns between two processes cost both some cache warmth: the growth is their
+    # ratio, the goal's latency the one above.
+    results["pod_once"], results["pod_twice"] = p50_ms(
         [Request(once, "/api/v1/flamegraph", pod), Request(twice, "/api/v1/flamegraph", pod)],
         GROWTH_REPEATS,
     )
-    results["growth"] = 100 * (results["pod_after"] / results["pod"] - 1)
-    (results["namespace"],) = p50_ms([Request(once, "/api/v1/flamegraph", namespace)])
-    (results["diff"],) = p50_ms([Request(once, "/api/v1/diff", diff)])
+    results["growth"] = 100 * (results["pod_twice"] / results["pod_once"] - 1)
 
 
 def _queries(
@@ -424,8 +430,8 @@ def report(
                      f"{'met' if met else 'NOT met'} |")  # fmt: skip
     lines += [
         "",
-        f"- One pod's flame graph with the other pods' data once: "
-        f"{results['pod']:.1f} ms, doubled: {results['pod_after']:.1f} ms.",
+        f"- One pod's flame graph, the two servers in turns, with the other pods' data once: "
+        f"{results['pod_once']:.1f} ms, doubled: {results['pod_twice']:.1f} ms.",
         f"- During the first ingest the server had {first.server_cpus:.2f} of the machine's"
         f" {os.cpu_count()} CPUs, shared with other work; it spent"
         f" {first.server_cpu_ms_per_batch:.0f} ms of CPU per batch (background merges included).",
