@@ -26,10 +26,11 @@ from podflame.server.queries import (
     TOTAL,
     stack_totals,
 )
-from podflame.server.rows import BatchRows, batch_rows
+from podflame.server.rows import BatchRows, batch_rows, samples_block
 from podflame.server.schema import (
     LABEL_COLUMNS,
     PID_LABEL,
+    SAMPLE_COLUMNS,
     STACK_COLUMNS,
     migrate,
     quote_database,
@@ -97,8 +98,11 @@ class ClickHouseStore:
         self._profile_types_ready = False
 
     def ingest(self, batch: Batch) -> IngestResult:
-        rows = batch_rows(batch)
-        self._run(lambda c: self._write(c, rows, batch.batch_id))
+        # Rows and their Native block are built before taking the client's lock:
+        # another thread's insert runs in ClickHouse meanwhile.
+        rows = batch_rows(batch, self._cache)
+        block = samples_block(rows) if rows.sample_count else b""
+        self._run(lambda c: self._write(c, rows, block, batch.batch_id))
         return IngestResult(stored_samples=rows.sample_count, stacks=len(rows.stacks))
 
     def stacks(self, query: ProfileQuery) -> list[StackTotal]:
@@ -170,22 +174,22 @@ class ClickHouseStore:
             found.update(self._cache.add({int(key): frames for key, frames in rows}))
         return found
 
-    def _write(self, client: Client, rows: BatchRows, batch_id: str) -> None:
+    def _write(self, client: Client, rows: BatchRows, block: bytes, batch_id: str) -> None:
         # Stacks first: a sample row must never refer to a stack not stored yet.
-        self._insert_new_stacks(client, rows.stacks)
-        if rows.sample_count:
-            client.insert(
-                "samples",
-                list(rows.columns.values()),
-                column_names=list(rows.columns),
-                database=self.database,
-                column_oriented=True,
+        self._insert_new_stacks(client, rows.uncached)
+        if block:
+            client.raw_insert(
+                f"{self._db}.samples",
+                SAMPLE_COLUMNS,
+                block,
                 settings={"insert_deduplication_token": batch_id},
+                fmt="Native",
             )
 
     def _insert_new_stacks(self, client: Client, stacks: dict[int, list[str]]) -> None:
-        # Most stacks of a batch were seen before; sending only new ones keeps
-        # the stacks table (and its merges) small.
+        # Most stacks of a batch were stored before, and the cache knows most of
+        # those; of the rest, sending only the new ones keeps the stacks table
+        # (and its merges) small.
         if not stacks:
             return
         known = client.query(
@@ -196,6 +200,7 @@ class ClickHouseStore:
         new = [[key, frames] for key, frames in stacks.items() if key not in seen]
         if new:
             client.insert("stacks", new, column_names=list(STACK_COLUMNS), database=self.database)
+        self._cache.add(stacks)
 
     def _select(
         self, query: ProfileQuery, sql: str, parameters: dict[str, Any]

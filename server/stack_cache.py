@@ -1,9 +1,13 @@
-"""An in-process LRU of stack frames by stack hash.
+"""An in-process LRU of the stacks known to be stored, by hash and by frames.
 
 Looking frames up in ClickHouse costs more than aggregating the samples: the
 hashes a query selects are scattered over the whole stacks table. A stack's
 hash is derived from its frames, so an entry can never go stale: the cache
 needs no invalidation, only a bound.
+
+Ingest reads it the other way round: agents send the same stacks interval
+after interval, so a stack found by its frames needs neither hashing nor a
+round trip to learn whether the stacks table holds it already.
 """
 
 import sys
@@ -18,10 +22,14 @@ DEFAULT_MAX_STACKS = 200_000
 
 
 class StackCache:
+    """Every entry is a stack stored in ClickHouse: add only what a store holds."""
+
     def __init__(self, max_stacks: int = DEFAULT_MAX_STACKS) -> None:
         self._max = max_stacks
         self._frames: OrderedDict[int, Frames] = OrderedDict()
-        # Query endpoints run in worker threads.
+        # The same tuples as keys: a second index costs a dict slot per stack.
+        self._hashes: dict[Frames, int] = {}
+        # Query and ingest endpoints run in worker threads.
         self._lock = threading.Lock()
 
     def lookup(self, hashes: Iterable[int]) -> tuple[dict[int, Frames], list[int]]:
@@ -38,12 +46,29 @@ class StackCache:
                     found[key] = frames
         return found, missing
 
+    def hashes_of(self, stacks: Sequence[Sequence[str]]) -> list[int | None]:
+        """Per stack, its hash if the cache holds it (so it is stored), else None."""
+        keys = [tuple(frames) for frames in stacks]
+        with self._lock:
+            found = [self._hashes.get(key) for key in keys]
+            for key in found:
+                if key is not None:
+                    self._frames.move_to_end(key)
+        return found
+
     def add(self, stacks: Mapping[int, Sequence[str]]) -> dict[int, Frames]:
         """Cache `stacks`; returns them as stored (tuples of interned names)."""
         # Function names repeat across stacks; interning stores each once.
         added = {key: tuple(sys.intern(name) for name in frames) for key, frames in stacks.items()}
         with self._lock:
-            self._frames.update(added)
+            for key, frames in added.items():
+                # Two stacks with one hash (a collision): keep the index in step.
+                replaced = self._frames.get(key)
+                if replaced is not None and replaced != frames:
+                    self._hashes.pop(replaced, None)
+                self._frames[key] = frames
+                self._hashes[frames] = key
             while len(self._frames) > self._max:
-                self._frames.popitem(last=False)
+                _, frames = self._frames.popitem(last=False)
+                self._hashes.pop(frames, None)
         return added

@@ -11,6 +11,7 @@ from podflame.model import Batch
 from podflame.server.body import read_body
 from podflame.server.deps import MaxIngestBytes, Store
 from podflame.server.errors import ERROR_RESPONSES, ErrorBody
+from podflame.server.gc_pause import pause_collector
 from podflame.server.store import ProfileStore
 
 router = APIRouter(tags=["ingest"])
@@ -57,7 +58,9 @@ async def ingest(
 
 
 def _store(store: ProfileStore, body: bytes) -> IngestResponse:
-    result = store.ingest(parse_batch(body))
+    # The batch is parsed, stored and freed inside the pause (see gc_pause).
+    with pause_collector():
+        result = store.ingest(parse_batch(body))
     return IngestResponse(stored_samples=result.stored_samples, stacks=result.stacks)
 
 

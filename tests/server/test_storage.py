@@ -19,14 +19,42 @@ def test_stack_hash_is_stable_and_unambiguous() -> None:
 def test_rows_split_column_labels_from_extra_labels() -> None:
     labels = {"pod": "p", "comm": "c", "pid": "12", "team": "t", "node": "n"}
     rows = batch_rows(Batch.model_validate(batch([["a"], ["b"]], [(labels, [(1, 5), (0, 6)])])))
-    columns = rows.columns
-    assert (columns["pod"], columns["comm"], columns["node"]) == (["p"] * 2, ["c"] * 2, ["n"] * 2)
-    assert columns["namespace"] == ["", ""]
-    assert columns["pid"] == [12, 12]
-    assert columns["labels"] == [{"team": "t"}] * 2
-    assert columns["stack_hash"] == [stack_hash(["b"]), stack_hash(["a"])]
-    assert columns["value"] == [5, 6]
+    columns = rows.series.columns
+    assert (columns["pod"], columns["comm"], columns["node"]) == (["p"], ["c"], ["n"])
+    assert columns["namespace"] == [""]
+    assert rows.series.pid == [12]
+    assert rows.series.extra == [{"team": "t"}]
+    assert rows.counts.tolist() == [2]
+    assert rows.stack_hash.tolist() == [stack_hash(["b"]), stack_hash(["a"])]
+    assert rows.value.tolist() == [5, 6]
     assert rows.sample_count == 2
+
+
+def test_stored_rows_read_back_column_by_column(
+    store: ClickHouseStore, chdb_client: Client
+) -> None:
+    """The Native block ingest writes, checked against the table row by row."""
+    end_ns = 1_700_000_000_123_456_789
+    big = 2**63 - 1
+    series = [
+        ({"pod": "p", "pid": "12", "team": "t", "zone": "ünï"}, [(1, 5), (0, 6)]),
+        ({"namespace": "ns", "pid": "4294967295"}, [(0, big)]),
+        ({"pod": "p", "team": "u"}, []),
+        ({"pod": "q", "zone": "z"}, [(1, 7)]),
+    ]
+    store.ingest(Batch.model_validate(batch([["a"], ["b"]], series, end_ns=end_ns)))
+    rows = chdb_client.query(
+        "SELECT profile_type, toUnixTimestamp64Milli(timestamp), namespace, pod, node, pid,"
+        f" labels, stack_hash, value FROM {store.database}.samples ORDER BY value"
+    ).result_rows
+    a, b = stack_hash(["a"]), stack_hash(["b"])
+    ms = end_ns // 10**6
+    assert [tuple(row) for row in rows] == [
+        ("cpu", ms, "", "p", "", 12, {"team": "t", "zone": "ünï"}, b, 5),
+        ("cpu", ms, "", "p", "", 12, {"team": "t", "zone": "ünï"}, a, 6),
+        ("cpu", ms, "", "q", "", 0, {"zone": "z"}, b, 7),
+        ("cpu", ms, "ns", "", "", 4294967295, {}, a, big),
+    ]
 
 
 @pytest.mark.parametrize("pid", ["-1", "1.5", "4294967296", "١٢"])
