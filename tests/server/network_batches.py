@@ -20,7 +20,7 @@ def histogram(
 ) -> dict[str, Any]:
     """A LatencyHistogram as JSON, counting each latency in its bucket."""
     return {
-        "labels": labels,
+        "labels": dict(labels),
         "syscall": syscall,
         "count": len(latencies_ns),
         "errors": errors,
@@ -41,14 +41,14 @@ def connection(
 ) -> dict[str, Any]:
     """A Connection as JSON: len(latencies_ns) connect() calls with one result."""
     return {
-        "labels": labels,
+        "labels": dict(labels),
         "address": address,
         "port": port,
         "result": result,
         "count": len(latencies_ns),
         "max_ns": max(latencies_ns, default=0),
         "buckets": _buckets(latencies_ns),
-        "peer": peer or {},
+        "peer": dict(peer or {}),
     }
 
 
@@ -71,7 +71,7 @@ def net_batch(
         "end_time_ns": end_ns,
         "stacks": [list(stack) for stack in stacks],
         "series": [
-            {"labels": labels, "samples": [{"stack": s, "value": v} for s, v in samples]}
+            {"labels": dict(labels), "samples": [{"stack": s, "value": v} for s, v in samples]}
             for labels, samples in series
         ],
         "latency": list(latency),
