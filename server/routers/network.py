@@ -28,6 +28,8 @@ DEFAULT_GROUPS = 1000
 MAX_GROUPS = 10_000
 # Points per group, and points in one response (groups x steps).
 MAX_STEPS = 11_000
+# A step is bound as UInt32 seconds; ten years is plenty.
+MAX_STEP = 10 * 365 * 86400
 MAX_POINTS = 100_000
 DEFAULT_PEERS = 1000
 MAX_PEERS = 10_000
@@ -149,7 +151,8 @@ def network_latency(
         ),
     ] = DEFAULT_GROUP_BY,
     step: Annotated[
-        int | None, Query(ge=1, description="Seconds per point; without it, no points.")
+        int | None,
+        Query(ge=1, le=MAX_STEP, description="Seconds per point; without it, no points."),
     ] = None,
     limit: Annotated[
         int, Query(ge=1, le=MAX_GROUPS, description="Most groups returned, by count.")
