@@ -1,12 +1,15 @@
 """Read side of the network tables: histograms summed in ClickHouse per group.
 
-ClickHouse groups the rows and adds their histograms up (sumMap over the
-bucket arrays), so Python receives one row per group (or per group and step),
-each with at most BUCKET_COUNT buckets, and only computes percentiles from them.
+ClickHouse groups the rows and adds their histograms up, so Python receives
+one row per group (or per group and step), each with at most BUCKET_COUNT
+buckets, and only computes percentiles from them. The sum is sumMap over a Map
+built from the bucket arrays: 4 to 8 times faster on ClickHouse 26.9 than
+sumMap over the two arrays, and faster than ARRAY JOIN with GROUP BY bucket
+(docs/api.md has the figures).
 Label names pasted into SQL are checked (sqlfilter.label_column) or fixed here.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from podflame.server.sqlfilter import Filter, add_time_range, label_column, matcher_condition
@@ -16,11 +19,12 @@ SYSCALL = "syscall"
 # Runs a statement with bound parameters and returns its rows.
 Select = Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]
 
+_HISTOGRAM = "sumMap(mapFromArrays(bucket_keys, bucket_counts))"
 # Aliases never repeat a column's name: ClickHouse would read the alias inside
 # the other aggregates (sum(count) AS count breaks sumIf(count, ...)).
 _LATENCY_SUMS = """
 SELECT {keys}sum(count) AS calls, sum(errors) AS failed, sum(eagain) AS would_block,
-       max(max_ns) AS slowest, sumMap(bucket_keys, bucket_counts) AS histogram
+       max(max_ns) AS slowest, {histogram} AS histogram
 FROM {db}.network_latency WHERE {where}
 {group_by} HAVING count() > 0
 ORDER BY calls DESC{order_keys} LIMIT {{limit:UInt32}}
@@ -29,7 +33,7 @@ ORDER BY calls DESC{order_keys} LIMIT {{limit:UInt32}}
 _LATENCY_STEPS = """
 SELECT {keys}toUnixTimestamp(toStartOfInterval(timestamp, toIntervalSecond({{step:UInt32}})))
            AS step_start,
-       sum(count) AS calls, max(max_ns) AS slowest, sumMap(bucket_keys, bucket_counts) AS histogram
+       sum(count) AS calls, max(max_ns) AS slowest, {histogram} AS histogram
 FROM {db}.network_latency WHERE {where}
 GROUP BY {names}step_start ORDER BY step_start
 """
@@ -48,10 +52,10 @@ _PEER_GROUP = "namespace, workload, pod, container, source_node, source_comm, ad
 _PEERS = f"""
 SELECT {", ".join(_SOURCE_KEYS)}, address, port, peer,
        sum(count) AS calls,
-       sumMapIf([toString(result)], [count], result NOT IN ('ok', 'EINPROGRESS')) AS failures,
+       sumMapIf(map(toString(result), count), result NOT IN ('ok', 'EINPROGRESS')) AS failures,
        sumIf(count, result = 'EINPROGRESS') AS pending,
        maxIf(max_ns, result != 'EINPROGRESS') AS slowest,
-       sumMapIf(bucket_keys, bucket_counts, result != 'EINPROGRESS') AS histogram
+       sumMapIf(mapFromArrays(bucket_keys, bucket_counts), result != 'EINPROGRESS') AS histogram
 FROM {{db}}.network_peers WHERE {{where}}
 GROUP BY {_PEER_GROUP}
 ORDER BY calls DESC, {_PEER_GROUP.removesuffix(", peer")}, toString(peer)
@@ -90,7 +94,11 @@ class NetworkReader:
             chosen = _latency_sums(self._db, where, keys)
             where.conditions.append(f"({', '.join(keys)}) IN (SELECT {names} FROM ({chosen}))")
         sql = _LATENCY_STEPS.format(
-            db=self._db, where=where.sql, keys=_select_keys(keys), names=_group_names(keys)
+            db=self._db,
+            where=where.sql,
+            keys=_select_keys(keys),
+            names=_group_names(keys),
+            histogram=_HISTOGRAM,
         )
         parameters = {**_limited(where, query.limit), "step": step_seconds}
         width = len(keys)
@@ -153,6 +161,7 @@ def _latency_sums(db: str, where: Filter, keys: list[str]) -> str:
     aliases = [f"g{index}" for index in range(len(keys))]
     return _LATENCY_SUMS.format(
         db=db,
+        histogram=_HISTOGRAM,
         where=where.sql,
         keys=_select_keys(keys),
         group_by=f"GROUP BY {', '.join(aliases)}" if keys else "",
@@ -172,11 +181,9 @@ def _limited(where: Filter, limit: int) -> dict[str, Any]:
     return {**where.parameters, "limit": limit}
 
 
-def _buckets(summed: tuple[Sequence[int], Sequence[int]]) -> dict[int, int]:
-    keys, counts = summed
-    return {int(key): int(count) for key, count in zip(keys, counts, strict=True)}
+def _buckets(summed: Mapping[int, int]) -> dict[int, int]:
+    return {int(key): int(count) for key, count in summed.items()}
 
 
-def _buckets_by_name(summed: tuple[Sequence[str], Sequence[int]]) -> dict[str, int]:
-    names, counts = summed
-    return {str(name): int(count) for name, count in zip(names, counts, strict=True)}
+def _buckets_by_name(summed: Mapping[str, int]) -> dict[str, int]:
+    return {str(name): int(count) for name, count in summed.items()}
