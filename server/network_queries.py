@@ -23,12 +23,14 @@ _HISTOGRAM = "sumMap(mapFromArrays(bucket_keys, bucket_counts))"
 # Aliases never repeat a column's name: ClickHouse would read the alias inside
 # the other aggregates (sum(count) AS count breaks sumIf(count, ...)).
 _LATENCY_SUMS = """
-SELECT {keys}sum(count) AS calls, sum(errors) AS failed, sum(eagain) AS would_block,
-       max(max_ns) AS slowest, {histogram} AS histogram
+SELECT {keys}sum(count) AS calls{totals}
 FROM {db}.network_latency WHERE {where}
 {group_by} HAVING count() > 0
 ORDER BY calls DESC{order_keys} LIMIT {{limit:UInt32}}
 """
+_TOTALS = f""",
+       sum(errors) AS failed, sum(eagain) AS would_block, max(max_ns) AS slowest,
+       {_HISTOGRAM} AS histogram"""
 
 _LATENCY_STEPS = """
 SELECT {keys}toUnixTimestamp(toStartOfInterval(timestamp, toIntervalSecond({{step:UInt32}})))
@@ -72,7 +74,8 @@ class NetworkReader:
 
     def latency(self, query: LatencyQuery) -> list[LatencySums]:
         where, keys = _latency_filter(query)
-        rows = self._select(_latency_sums(self._db, where, keys), _limited(where, query.limit))
+        sql = _latency_sums(self._db, where, keys, _TOTALS)
+        rows = self._select(sql, _limited(where, query.limit))
         width = len(keys)
         return [
             LatencySums(
@@ -89,9 +92,9 @@ class NetworkReader:
     def latency_steps(self, query: LatencyQuery, step_seconds: int) -> list[LatencyStep]:
         where, keys = _latency_filter(query)
         if keys:
-            # Only the groups latency() returns: the same statement picks them.
+            # Only the groups latency() returns: the same order and limit pick them.
             names = ", ".join(f"g{index}" for index in range(len(keys)))
-            chosen = _latency_sums(self._db, where, keys)
+            chosen = _latency_sums(self._db, where, keys, totals="")
             where.conditions.append(f"({', '.join(keys)}) IN (SELECT {names} FROM ({chosen}))")
         sql = _LATENCY_STEPS.format(
             db=self._db,
@@ -136,14 +139,14 @@ def _peer(row: tuple[Any, ...]) -> PeerSums:
     )
 
 
-def group_expression(where: Filter, name: str) -> str:
+def _group_expression(where: Filter, name: str) -> str:
     """The SQL reading group_by name `name` as a string: a label, or the syscall column."""
     return SYSCALL if name == SYSCALL else label_column(where, name)
 
 
 def _latency_filter(query: LatencyQuery) -> tuple[Filter, list[str]]:
     where = _filter(query.selection, (SYSCALL,))
-    keys = [group_expression(where, name) for name in query.group_by]
+    keys = [_group_expression(where, name) for name in query.group_by]
     return where, keys
 
 
@@ -157,11 +160,12 @@ def _filter(selection: LabelSelection, columns: Sequence[str]) -> Filter:
     return where
 
 
-def _latency_sums(db: str, where: Filter, keys: list[str]) -> str:
+def _latency_sums(db: str, where: Filter, keys: list[str], totals: str) -> str:
+    """The groups with the most calls; `totals` adds aggregates after their `calls`."""
     aliases = [f"g{index}" for index in range(len(keys))]
     return _LATENCY_SUMS.format(
         db=db,
-        histogram=_HISTOGRAM,
+        totals=totals,
         where=where.sql,
         keys=_select_keys(keys),
         group_by=f"GROUP BY {', '.join(aliases)}" if keys else "",
