@@ -22,6 +22,7 @@ from podflame.server.routers import (
     ingest,
     labels,
     metrics,
+    network,
     profile_types,
     pyroscope,
     timeline,
@@ -58,7 +59,7 @@ def create_app(
         app.add_middleware(BearerAuthMiddleware, authenticator=Authenticator(tokens))
     app.add_middleware(MetricsMiddleware, telemetry=telemetry)
     routers = (ingest, pyroscope, export, top, flamegraph, diff, timeline, labels, profile_types)
-    for module in (*routers, metrics, health):
+    for module in (*routers, network, metrics, health):
         app.include_router(module.router)
     add_schemas(app, [Batch])
     # Mounted last: "/" would otherwise shadow the API routes.

@@ -16,6 +16,8 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from podflame.model import Batch, ProfileType
+from podflame.server.network_queries import NetworkReader
+from podflame.server.network_store import insert_network, network_rows
 from podflame.server.queries import (
     FRAMES,
     LABEL_NAMES,
@@ -42,6 +44,11 @@ from podflame.server.stack_cache import StackCache
 from podflame.server.store import (
     FunctionCost,
     IngestResult,
+    LabelSelection,
+    LatencyQuery,
+    LatencyStep,
+    LatencySums,
+    PeerSums,
     ProfileQuery,
     StackTotal,
     StorageError,
@@ -101,8 +108,10 @@ class ClickHouseStore:
         # Rows and their Native block are built before taking the client's lock:
         # another thread's insert runs in ClickHouse meanwhile.
         rows = batch_rows(batch, self._cache)
+        network = network_rows(batch)  # checked before anything is written
         block = samples_block(rows) if rows.sample_count else b""
         self._run(lambda c: self._write(c, rows, block, batch.batch_id))
+        self._run(lambda c: insert_network(c, self.database, network, batch.batch_id))
         return IngestResult(stored_samples=rows.sample_count, stacks=len(rows.stacks))
 
     def stacks(self, query: ProfileQuery) -> list[StackTotal]:
@@ -152,6 +161,18 @@ class ClickHouseStore:
         sql = LABEL_VALUES.format(db=self._db, where=where.sql, value=value, order=order)
         rows = self._select(query, sql, {**where.parameters, "limit": limit})
         return [str(row[0]) for row in rows]
+
+    def network_latency(self, query: LatencyQuery) -> list[LatencySums]:
+        return self._network(query.selection).latency(query)
+
+    def network_latency_steps(self, query: LatencyQuery, step_seconds: int) -> list[LatencyStep]:
+        return self._network(query.selection).latency_steps(query, step_seconds)
+
+    def network_peers(self, selection: LabelSelection, limit: int) -> list[PeerSums]:
+        return self._network(selection).peers(selection, limit)
+
+    def _network(self, selection: LabelSelection) -> NetworkReader:
+        return NetworkReader(self._db, lambda sql, params: self._select(selection, sql, params))
 
     def ping(self) -> None:
         self._run(lambda c: c.query("SELECT 1"))
@@ -203,7 +224,7 @@ class ClickHouseStore:
         self._cache.add(stacks)
 
     def _select(
-        self, query: ProfileQuery, sql: str, parameters: dict[str, Any]
+        self, query: ProfileQuery | LabelSelection, sql: str, parameters: dict[str, Any]
     ) -> list[tuple[Any, ...]]:
         try:
             return self._query(sql, parameters)
@@ -214,7 +235,7 @@ class ClickHouseStore:
         result = self._run(lambda c: c.query(sql, parameters=parameters), regex_errors=True)
         return [tuple(row) for row in result.result_rows]
 
-    def _selector_error(self, query: ProfileQuery, message: str) -> SelectorError:
+    def _selector_error(self, query: ProfileQuery | LabelSelection, message: str) -> SelectorError:
         """Point at the matcher whose regex ClickHouse rejected."""
         for matcher in query.matchers:
             if not matcher.op.is_regex:

@@ -13,7 +13,7 @@ from podflame.server.errors import ParameterError
 from podflame.server.profile_types import require_profile_type
 from podflame.server.selector import Matcher, Op, parse_selector
 from podflame.server.settings import DEFAULT_MAX_NODES
-from podflame.server.store import ProfileQuery, ProfileStore
+from podflame.server.store import LabelSelection, ProfileQuery, ProfileStore
 from podflame.server.timerange import (
     DEFAULT_FROM,
     DEFAULT_UNTIL,
@@ -94,8 +94,7 @@ def profile_type_name(
     return require_profile_type(store, profile_type)
 
 
-def profile_query(
-    profile_type: Annotated[str, Depends(profile_type_name)],
+def label_selection(
     scope: Annotated[NamespaceRestriction, Depends(namespace_scope)],
     limits: Annotated[QueryLimits, Depends(get_limits)],
     query: Annotated[
@@ -115,11 +114,19 @@ def profile_query(
     until: Annotated[
         str, Query(description="End (exclusive), same forms as from.")
     ] = DEFAULT_UNTIL,
-) -> ProfileQuery:
+) -> LabelSelection:
+    """The selector (within the caller's namespaces) and the time range (within max_range)."""
     # SelectorError and TimeRangeError propagate to their 400 handlers.
     time_range = parse_range(start, until)
     limits.check_range(time_range)
-    return ProfileQuery(profile_type, scope.restrict(parse_selector(query)), time_range)
+    return LabelSelection(scope.restrict(parse_selector(query)), time_range)
+
+
+def profile_query(
+    profile_type: Annotated[str, Depends(profile_type_name)],
+    selection: Annotated[LabelSelection, Depends(label_selection)],
+) -> ProfileQuery:
+    return ProfileQuery(profile_type, selection.matchers, selection.time_range)
 
 
 def max_nodes(
@@ -142,5 +149,7 @@ Limits = Annotated[QueryLimits, Depends(get_limits)]
 # pass each parsed selector through .restrict().
 NamespaceScope = Annotated[NamespaceRestriction, Depends(namespace_scope)]
 SelectedProfile = Annotated[ProfileQuery, Depends(profile_query)]
+# The selector and time range alone, for data that is not a profile (network).
+Selected = Annotated[LabelSelection, Depends(label_selection)]
 # A flame graph's `max_nodes` parameter, checked against --max-nodes.
 MaxNodes = Annotated[int, Depends(max_nodes)]

@@ -12,6 +12,7 @@ from typing import Any
 from podflame.server.schema import LABEL_COLUMNS, PID_LABEL
 from podflame.server.selector import LABEL_NAME, Matcher, Op
 from podflame.server.store import ProfileQuery
+from podflame.server.timerange import TimeRange
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -35,14 +36,19 @@ class Filter:
 def sample_filter(query: ProfileQuery) -> Filter:
     where = Filter()
     where.conditions.append(f"profile_type = {{{where.bind(query.profile_type)}:String}}")
-    # Half-open [from, until): adjacent ranges never count a sample twice.
-    start = where.bind(_millis(query.time_range.start))
-    end = where.bind(_millis(query.time_range.end))
-    where.conditions.append(f"timestamp >= fromUnixTimestamp64Milli({{{start}:Int64}}, 'UTC')")
-    where.conditions.append(f"timestamp < fromUnixTimestamp64Milli({{{end}:Int64}}, 'UTC')")
+    add_time_range(where, query.time_range)
     for matcher in query.matchers:
         where.conditions.append(_condition(where, matcher))
     return where
+
+
+def add_time_range(where: Filter, time_range: TimeRange) -> None:
+    """Select the rows whose `timestamp` is in the range."""
+    # Half-open [from, until): adjacent ranges never count a sample twice.
+    start = where.bind(_millis(time_range.start))
+    end = where.bind(_millis(time_range.end))
+    where.conditions.append(f"timestamp >= fromUnixTimestamp64Milli({{{start}:Int64}}, 'UTC')")
+    where.conditions.append(f"timestamp < fromUnixTimestamp64Milli({{{end}:Int64}}, 'UTC')")
 
 
 def regex_check(pattern: str) -> Filter:
@@ -53,7 +59,11 @@ def regex_check(pattern: str) -> Filter:
 
 
 def _condition(where: Filter, matcher: Matcher) -> str:
-    column = label_column(where, matcher.name)
+    return matcher_condition(where, matcher, label_column(where, matcher.name))
+
+
+def matcher_condition(where: Filter, matcher: Matcher, column: str) -> str:
+    """The matcher applied to `column`, an SQL expression of type String."""
     if matcher.op.is_regex:
         test = f"match({column}, {{{where.bind(matcher.anchored_regex)}:String}})"
         return f"NOT {test}" if matcher.op is Op.NRE else test

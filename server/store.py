@@ -31,6 +31,66 @@ class ProfileQuery:
 
 
 @dataclass(frozen=True)
+class LabelSelection:
+    """Which processes' data to read, whatever its kind: a label selector and a time range."""
+
+    matchers: tuple[Matcher, ...]
+    time_range: TimeRange
+
+
+@dataclass(frozen=True)
+class LatencyQuery:
+    """Network latency summed per group: `group_by` names labels or `syscall`."""
+
+    selection: LabelSelection
+    group_by: tuple[str, ...]
+    # Most groups returned, those with the most calls.
+    limit: int
+
+
+@dataclass(frozen=True)
+class LatencySums:
+    """One group's calls: totals and the summed histogram (bucket index -> calls)."""
+
+    # One value per name of LatencyQuery.group_by, in its order.
+    key: tuple[str, ...]
+    count: int
+    errors: int
+    eagain: int
+    max_ns: int
+    buckets: dict[int, int]
+
+
+@dataclass(frozen=True)
+class LatencyStep:
+    """One group's calls during one step."""
+
+    key: tuple[str, ...]
+    # Start of the step, Unix milliseconds, a multiple of the step.
+    start_ms: int
+    count: int
+    max_ns: int
+    buckets: dict[int, int]
+
+
+@dataclass(frozen=True)
+class PeerSums:
+    """connect() calls from one source to one address:port (and destination labels)."""
+
+    source: dict[str, str]
+    address: str
+    port: int
+    destination: dict[str, str]
+    count: int
+    # Calls per errno name ('ok' and 'EINPROGRESS' are not errors).
+    errors: dict[str, int]
+    in_progress: int
+    # Latency of the completed calls: EINPROGRESS ones were not followed to the end.
+    max_ns: int
+    buckets: dict[int, int]
+
+
+@dataclass(frozen=True)
 class IngestResult:
     stored_samples: int
     stacks: int
@@ -88,6 +148,21 @@ class ProfileStore(Protocol):
 
     def label_values(self, query: ProfileQuery, name: str, limit: int) -> list[str]:
         """The first `limit` distinct non-empty values of label `name`, sorted (pid numerically)."""
+        ...
+
+    def network_latency(self, query: LatencyQuery) -> list[LatencySums]:
+        """The `query.limit` groups with the most calls, by count descending."""
+        ...
+
+    def network_latency_steps(self, query: LatencyQuery, step_seconds: int) -> list[LatencyStep]:
+        """Per step of the groups network_latency returns, the non-empty steps in order.
+
+        Steps are aligned to multiples of `step_seconds` since the epoch.
+        """
+        ...
+
+    def network_peers(self, selection: LabelSelection, limit: int) -> list[PeerSums]:
+        """The `limit` (source, address, port, destination) with the most connect() calls."""
         ...
 
     def ping(self) -> None:

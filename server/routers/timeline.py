@@ -16,6 +16,8 @@ router = APIRouter(tags=["query"])
 # A default step gives at most this many points: enough for a chart's width.
 TARGET_POINTS = 300
 MAX_POINTS = 11_000
+# The step is bound as UInt32 seconds (a larger one failed in ClickHouse: 503); ten years.
+MAX_STEP = 10 * 365 * 86400
 # Steps a person reads easily; the default is the smallest one that fits.
 _MINUTE, _HOUR, _DAY = 60, 3600, 86400
 _NICE_STEPS: tuple[int, ...] = (1, 2, 5, 10, 15, 30, _MINUTE, 2 * _MINUTE, 5 * _MINUTE)
@@ -43,7 +45,11 @@ def timeline(
     selected: SelectedProfile,
     step: Annotated[
         int | None,
-        Query(ge=1, description=f"Seconds per point; default: 100 to {TARGET_POINTS} points."),
+        Query(
+            ge=1,
+            le=MAX_STEP,
+            description=f"Seconds per point; default: 100 to {TARGET_POINTS} points.",
+        ),
     ] = None,
 ) -> TimelineResponse:
     first, end = _bounds(selected.time_range)

@@ -27,7 +27,7 @@ ALL_STATEMENTS = (
     schema._DATABASE,
     schema._VERSION_TABLE,
     *(statement for migration in MIGRATIONS for statement in migration),
-    schema._RETENTION,
+    *(schema._retention(table) for table in schema.RETENTION_TABLES),
     _PROFILE_TYPES_TABLE,
 )
 
@@ -97,7 +97,7 @@ def test_database_version_table_and_retention_render_exactly() -> None:
         " AS `podflame`.schema_version_local\n"
         "ENGINE = Distributed('ch-prod', 'podflame', 'schema_version_local', cityHash64(version))"
     )
-    assert cluster_sql(schema._RETENTION) == (
+    assert cluster_sql(schema._retention("samples")) == (
         "ALTER TABLE `podflame`.samples_local ON CLUSTER `ch-prod` MODIFY TTL"
         " toDateTime(timestamp) + INTERVAL 7 DAY\nSETTINGS materialize_ttl_after_modify = 0",
     )
@@ -208,7 +208,8 @@ def test_clustered_migration_sends_every_statement_in_order() -> None:
     for version, statements in enumerate(MIGRATIONS, start=1):
         expected += [sql for statement in statements for sql in cluster_sql(statement)]
         expected.append(f"INSERT INTO `podflame`.schema_version (version) VALUES ({version})")
-    expected += cluster_sql(schema._RETENTION)
+    for table in schema.RETENTION_TABLES:
+        expected += cluster_sql(schema._retention(table))
     assert client.commands == expected
 
 

@@ -15,6 +15,7 @@ from schemathesis.checks import not_a_server_error
 from podflame.server.app import create_app
 from podflame.server.clickhouse_store import ClickHouseStore
 from tests.server.conftest import MAX_INGEST_BYTES, batch
+from tests.server.network_batches import connection, histogram, net_batch
 
 STACKS = [["main", "serve", "parse"], ["main", "serve"], ["main", "gc_[k]"]]
 LABELS = {"namespace": "shop", "pod": "api-1", "workload": "api", "comm": "api", "pid": "7"}
@@ -26,6 +27,13 @@ def app_schema(store: ClickHouseStore) -> Any:
     # Some data, so the queries aggregate something rather than nothing.
     body = batch(STACKS, [(LABELS, [(0, 5), (1, 3)]), ({"pod": "other"}, [(2, 1)])])
     assert TestClient(app).post("/api/v1/ingest", json=body).status_code == 200
+    network = net_batch(
+        [histogram(LABELS, "recvfrom", [1000, 20_000, 3_000_000], errors=1, eagain=2)],
+        [connection(LABELS, "10.0.0.5", 5432, "ECONNREFUSED", [50_000], {"pod": "db-0"})],
+        stacks=STACKS,
+        series=[(LABELS, [(0, 7_000)])],
+    )
+    assert TestClient(app).post("/api/v1/ingest", json=network).status_code == 200
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

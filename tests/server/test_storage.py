@@ -2,8 +2,10 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from podflame.model import Batch
+from podflame.server import schema
 from podflame.server.clickhouse_store import ClickHouseStore, _split_database
 from podflame.server.rows import batch_rows, stack_hash
+from podflame.server.schema import MIGRATIONS
 from podflame.server.store import InvalidBatchError
 from tests.server.conftest import batch
 
@@ -80,13 +82,40 @@ def test_migrations_run_once_and_retention_follows_settings(
 ) -> None:
     ClickHouseStore(chdb_client, database=store.database, retention_days=30)
     db = store.database
-    versions = chdb_client.query(f"SELECT version FROM {db}.schema_version").result_rows
-    assert versions == [(1,)]
-    engine = chdb_client.query(
-        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'samples'",
-        parameters={"db": db},
-    ).result_rows[0][0]
-    assert "toIntervalDay(30)" in engine
+    versions = chdb_client.query(
+        f"SELECT version FROM {db}.schema_version ORDER BY version"
+    ).result_rows
+    assert versions == [(version,) for version in range(1, len(MIGRATIONS) + 1)]
+    engines = dict(
+        chdb_client.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = {db:String}",
+            parameters={"db": db},
+        ).result_rows
+    )
+    for table in ("samples", "network_latency", "network_peers"):
+        assert "toIntervalDay(30)" in engines[table], table
+
+
+def test_a_version_1_database_gains_the_network_tables_and_keeps_its_samples(
+    chdb_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = "t_upgrade_from_v1"
+    chdb_client.command(f"DROP DATABASE IF EXISTS {database}")
+    # The server as it was before the network tables.
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:1])
+    monkeypatch.setattr(schema, "RETENTION_TABLES", ("samples",))
+    old = ClickHouseStore(chdb_client, database=database)
+    old.ingest(Batch.model_validate(batch([["main"]], [({"pod": "p"}, [(0, 5)])])))
+    monkeypatch.undo()
+    ClickHouseStore(chdb_client, database=database)
+    tables = chdb_client.query(
+        "SELECT name FROM system.tables WHERE database = {db:String}", parameters={"db": database}
+    ).result_rows
+    assert {"network_latency", "network_peers"} <= {name for (name,) in tables}
+    versions = chdb_client.query(f"SELECT version FROM {database}.schema_version").result_rows
+    assert sorted(versions) == [(1,), (2,)]
+    assert chdb_client.query(f"SELECT sum(value) FROM {database}.samples").result_rows == [(5,)]
+    chdb_client.command(f"DROP DATABASE {database}")
 
 
 def test_invalid_database_name_is_refused(chdb_client: Client) -> None:
