@@ -239,6 +239,8 @@ def test_single_server_tables_on_chdb_are_unchanged(chdb_client: Client) -> None
         "stacks": "ReplacingMergeTree",
         "samples": "MergeTree",
         "profile_types": "MergeTree",
+        "network_latency": "MergeTree",
+        "network_peers": "MergeTree",
     }
 
 
