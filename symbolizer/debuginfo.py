@@ -30,6 +30,8 @@ from typing import BinaryIO
 
 from elftools.elf.elffile import ELFFile
 
+from .files import open_regular
+
 DEBUG_DIR = "/usr/lib/debug"
 _MAX_SYMLINKS = 40  # as the kernel allows in one path walk
 # A debuglink section holds a file name, padding and a CRC: anything bigger
@@ -94,7 +96,7 @@ def crc_matches(path: Path, crc: int) -> bool:
     """Whether the file at `path` has this CRC32 (as in a debuglink); False on any error."""
     try:
         value = 0
-        with open(path, "rb") as stream:
+        with open_regular(path) as stream:
             while chunk := stream.read(_CRC_CHUNK):
                 value = zlib.crc32(chunk, value)
         return value == crc & 0xFFFFFFFF

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from elftools.common.utils import struct_parse
 from elftools.elf.structs import ELFStructs
 
+from .files import open_regular
 from .functions import Entries, select_functions
 from .symtab import MAX_ADDRESS, SMALL_BATCH, U64, Addresses, SymbolTable, as_addresses
 
@@ -122,8 +123,9 @@ class ElfSymbols:
 
     @classmethod
     def from_path(cls, path: Path | str) -> ElfSymbols:
-        """Open and parse `path`: OSError propagates, bad content is `ElfError`."""
-        with open(path, "rb") as stream:
+        """Open and parse `path`: OSError propagates (also for a FIFO or a device, which
+        are not read), bad content is `ElfError`."""
+        with open_regular(path) as stream:
             return cls.from_file(stream)
 
     @staticmethod
