@@ -28,8 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from elftools.elf.elffile import ELFFile
-
+from .elf import ElfError, read_named_section
 from .files import open_regular
 
 DEBUG_DIR = "/usr/lib/debug"
@@ -76,20 +75,13 @@ def read_debuglink(stream: BinaryIO) -> tuple[str, int] | None:
     the CRC32 of the debug file in the ELF file's byte order.
     """
     try:
-        elf = ELFFile(stream)
-        section = elf.get_section_by_name(".gnu_debuglink")
-        if section is None or section["sh_type"] == "SHT_NOBITS":
-            return None
-        size = section["sh_size"]
-        if not 0 < size <= _MAX_DEBUGLINK_SIZE:
-            return None
-        stream.seek(section["sh_offset"])
-        data = stream.read(size)
-        return _parse_debuglink(data, "<" if elf.little_endian else ">")
-    except Exception:
-        # pyelftools fails on hostile input in many ways (struct.error, its
-        # ELFError, construct errors, ...); none of them may escape.
+        found = read_named_section(stream, ".gnu_debuglink", _MAX_DEBUGLINK_SIZE)
+    except ElfError:
         return None
+    if found is None:
+        return None
+    data, little_endian = found
+    return _parse_debuglink(data, "<" if little_endian else ">")
 
 
 def crc_matches(path: Path, crc: int) -> bool:

@@ -4,6 +4,7 @@ redirect or stall it.
 - A FIFO where a mapped library was: open() blocked forever (and the agent with it).
 - A symbolic link there: followed against the agent's root, it named frames from a
   host file.
+- A .gnu_debuglink among thousands of sections pyelftools could not build: lost.
 - Many aliases of one address sharing a long name: the name comparison took 40 s
   for a 2.4 MB file; it now stops at a fixed budget of compared words.
 """
@@ -20,11 +21,11 @@ import numpy as np
 import pytest
 
 from podflame.symbolizer import Symbolizer, functions
-from podflame.symbolizer.debuginfo import crc_matches
+from podflame.symbolizer.debuginfo import crc_matches, read_debuglink
 from podflame.symbolizer.elf import ElfSymbols
 from podflame.symbolizer.symbolizer import fallback_frame
 from tests.symbolizer import elfgen
-from tests.symbolizer.elfgen import Symbol
+from tests.symbolizer.elfgen import Section, Symbol
 from tests.symbolizer.fakeproc import MODULE, PID, START, FakeProc
 
 # How long a call may take before it counts as hung: generous, it should return at once.
@@ -121,3 +122,12 @@ def test_aliases_sharing_a_long_name_cost_a_bounded_comparison(
     assert 0 < compared[0] <= functions._MAX_COMPARED_WORDS
     assert len(symbols) == 100
     assert symbols.lookup(0x1000 + 0x10 * 42) == "a" * 9000
+
+
+@pytest.mark.parametrize("kind", [elfgen.SHT_SYMTAB, 6, 0x6FFFFFF6])  # SYMTAB, DYNAMIC, GNU_HASH
+def test_debuglink_is_found_among_thousands_of_odd_sections(kind: int) -> None:
+    """pyelftools built an object per section to find one by name (seconds here) and
+    gave up on the first it could not build: the link was lost."""
+    lib = elfgen.library(link=elfgen.debuglink(b"x.debug", 7))
+    lib.sections += [Section(f".s{i}", kind, bytes(64), entsize=24, link=3) for i in range(5000)]
+    assert read_debuglink(io.BytesIO(lib.layout().bytes())) == ("x.debug", 7)
