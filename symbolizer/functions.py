@@ -32,9 +32,12 @@ _MAX_UNDERSCORES = 32
 # Aliases are compared by name up to this many 8-byte words (8 KiB), for the
 # same reason; past that they count as equal and size and order decide.
 _MAX_NAME_WORDS = 1024
-# Words compared over all groups of one table. libLLVM's 35,000 exported
-# functions take some 14,000; a table built to be slow would take billions.
-_MAX_COMPARED_WORDS = 1 << 20
+# Words compared over all groups of one table: this many per candidate symbol
+# (and at least _MIN_COMPARED_WORDS), so the work stays linear in the table's
+# size. libLLVM's 35,000 exported functions need some 14,000 words in all; a
+# table built to be slow would take billions.
+_COMPARED_WORDS_PER_SYMBOL = 16
+_MIN_COMPARED_WORDS = 1 << 16
 # Binding rank (lower wins): an exported name is what a user recognises and
 # what other tools show. GLOBAL, WEAK, LOCAL; anything else last.
 _BIND_RANK = np.full(16, 3, np.uint16)
@@ -174,9 +177,9 @@ def _by_name(
     big-endian words, all groups at once, keeping in each group those equal
     to its smallest word, until one is left or their names have ended. Each
     round works only on the members still contending, and all rounds together
-    compare at most _MAX_COMPARED_WORDS words: a hostile table of many aliases
-    sharing one long name would otherwise cost minutes. Past the budget the
-    names count as equal.
+    compare at most `compared_words_budget` words: a hostile table of many
+    aliases sharing one long name would otherwise cost minutes. Past the
+    budget the names count as equal.
     """
     sizes = counts + 1
     positions = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
@@ -185,7 +188,7 @@ def _by_name(
     at = found.name[members]  # where each name's next 8 bytes start
     alive = np.ones(len(members), bool)
     contending = np.arange(len(members))  # alive, name not ended, group not decided
-    budget = _MAX_COMPARED_WORDS
+    budget = compared_words_budget(len(found.value))
     for _ in range(_MAX_NAME_WORDS):
         contending = contending[_in_groups_of_several(group[contending])]
         budget -= len(contending)
@@ -204,6 +207,11 @@ def _by_name(
     first[1:] = group[best][1:] != group[best][:-1]
     chosen: npt.NDArray[np.intp] = members[best[first]]
     return chosen
+
+
+def compared_words_budget(candidates: int) -> int:
+    """How many 8-byte name words `_by_name` may compare for a table of `candidates`."""
+    return max(_MIN_COMPARED_WORDS, _COMPARED_WORDS_PER_SYMBOL * candidates)
 
 
 def _runs(group: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
