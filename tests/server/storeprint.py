@@ -22,5 +22,6 @@ def fingerprint(client: Client, database: str) -> Fingerprint:
         rows, digest = client.query(
             f"SELECT count(), sum(cityHash64(*)) FROM `{database}`.`{table}`"
         ).result_rows[0]
-        found[table] = (int(rows), int(digest))
+        if rows:  # a table created on first use (profile_types), still empty, holds nothing
+            found[table] = (int(rows), int(digest))
     return found
