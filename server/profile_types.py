@@ -52,11 +52,17 @@ def all_profile_types(store: ProfileStore) -> list[ProfileType]:
     return [*BUILTIN_PROFILE_TYPES.values(), *stored]
 
 
-def require_profile_type(store: ProfileStore, name: str) -> str:
-    """`name` if it is a known type (asking the store on a miss), else a 400."""
+def require_profile_type(store: ProfileStore, name: str, *, list_known: bool = True) -> str:
+    """`name` if it is a known type (asking the store on a miss), else a 400.
+
+    The 400 lists the known types unless `list_known` is False (for a caller limited
+    to some namespaces, who is shown only the types with samples there).
+    """
     if name not in PROFILE_TYPES:
         stored_profile_types(store)
     if name not in PROFILE_TYPES:
+        if not list_known:
+            raise HTTPException(400, f"unknown profile type {name!r} (see /api/v1/profile-types)")
         known = ", ".join(sorted(PROFILE_TYPES))
         raise HTTPException(400, f"unknown profile type {name!r} (known: {known})")
     return name
