@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8420
 
-.PHONY: run test lint bench install install-dev unit clean
+.PHONY: run test soak lint bench install install-dev unit clean
 
 install:
 	bash scripts/install.sh run
@@ -16,6 +16,10 @@ run: install
 
 test: install-dev lint
 	$(BIN)/python -m pytest -ra
+
+# The long runs: fuzzing with twenty times the examples, and other soak-marked tests.
+soak: install-dev
+	$(BIN)/python -m pytest -ra -m soak
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -115,7 +115,9 @@ def run_up(args: argparse.Namespace) -> int:
 
     server_settings = settings_from(ServerSettings, args)
     agent_settings = settings_from(AgentSettings, args)
-    agent_settings.server = agent_url(server_settings.host, server_settings.port)
+    agent_settings.server = agent_url(
+        server_settings.host, server_settings.port, tls=server_settings.tls
+    )
     agent = start_agent(build_agent, agent_settings)
     server = build_server(server_settings)
     stop = stop_on_signals()
@@ -169,11 +171,13 @@ def serving_metrics(settings: "AgentSettings", agent: "Agent") -> Iterator[None]
         server.close()
 
 
-def agent_url(host: str, port: int) -> Any:
+def agent_url(host: str, port: int, *, tls: bool = False) -> Any:
+    """Where `up`'s agent finds its server; with TLS the certificate must name this host
+    (127.0.0.1 for a server on all addresses) and --ca-file trust its issuer."""
     from pydantic import AnyHttpUrl
 
     reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return AnyHttpUrl(f"http://{reachable}:{port}")
+    return AnyHttpUrl(f"{'https' if tls else 'http'}://{reachable}:{port}")
 
 
 def stop_on_signals() -> threading.Event:

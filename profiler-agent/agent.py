@@ -176,7 +176,10 @@ def build_agent(settings: AgentSettings) -> Agent:
         period_ns=sampler.period_ns,
     )
     shipper = Shipper(
-        str(settings.server), max_pending=settings.max_pending_batches, token=settings.token
+        str(settings.server),
+        max_pending=settings.max_pending_batches,
+        token=settings.token,
+        ca_file=settings.ca_file,
     )
     try:
         sampler.start()

@@ -1,6 +1,7 @@
 """Agent settings: every field is a `podflame agent` flag and a PODFLAME_<FIELD> variable."""
 
 import socket
+import ssl
 from pathlib import Path
 
 from pydantic import AnyHttpUrl, Field, FilePath, field_validator
@@ -80,6 +81,22 @@ class AgentSettings(BaseSettings):
         description="Directory for parsed symbol tables, so a restarted agent does not parse "
         "binaries again (by build-id); unset: no disk cache.",
     )
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CA certificate(s) that signed the server's HTTPS"
+        " certificate (an https --server); unset: the system's trust store.",
+    )
+
+    @field_validator("ca_file")
+    @classmethod
+    def _loadable_ca_file(cls, value: Path | None) -> Path | None:
+        # Checked with the other settings, before BPF is loaded, rather than at the first send.
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=value)
+            except (OSError, ssl.SSLError) as error:
+                raise ValueError(f"cannot load CA certificates from {value}: {error}") from None
+        return value
 
     @field_validator("pod_labels")
     @classmethod

@@ -7,10 +7,13 @@ retried at the next drain. The batch id lets the server store a retry once.
 
 import gzip
 import logging
+import ssl
 import urllib.error
 import urllib.request
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from podflame.model import Batch
 
@@ -35,8 +38,14 @@ class Shipper:
         max_pending: int,
         timeout: float = 10.0,
         token: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.url = server_url.rstrip("/") + "/api/v1/ingest"
+        # Certificates are always verified; `ca_file` only says whom to trust. Loaded
+        # now, so a missing or bad file stops the start rather than every send.
+        self.tls = ssl.create_default_context(cafile=ca_file)
+        if token and urlsplit(self.url).scheme != "https":
+            log.warning("the ingest token is sent in clear text: use an https --server")
         self.headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
@@ -70,7 +79,7 @@ class Shipper:
             headers=self.headers,
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout):
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.tls):
                 pass
         except urllib.error.HTTPError as error:
             if 400 <= error.code < 500 and error.code not in RETRYABLE_STATUS:

@@ -49,6 +49,9 @@ debian_packages() {
         # The browser tests, and the accuracy tests' reference profiler and
         # workloads in C++, Go, Node.js and Rust.
         apt_install chromium linux-perf g++ golang-go nodejs
+        # The security tests: a test CA (openssl), capability dropping (setpriv,
+        # capsh), ELF tools to build hostile binaries (binutils).
+        apt_install openssl util-linux libcap2-bin binutils
         command -v rustc >/dev/null || apt_install rustc
     fi
 }

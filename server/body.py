@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _GZIP_ENCODINGS = ("gzip", "x-gzip")
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -31,17 +32,25 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
-    decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)
-    try:
-        # max_length stops a small "zip bomb" from expanding past the limit.
-        body = decompressor.decompress(data, limit + 1)
-    except zlib.error as error:
-        raise HTTPException(400, f"invalid gzip body: {error}") from None
-    if len(body) > limit:
-        raise _too_large(limit)
-    if not decompressor.eof:
-        raise HTTPException(400, "invalid gzip body: truncated")
-    return body
+    """All gzip members of `data`, concatenated (RFC 1952); 400 for anything after them."""
+    body = bytearray()
+    rest = data
+    while True:
+        decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)
+        try:
+            # max_length stops a small "zip bomb" from expanding past the limit.
+            body += decompressor.decompress(rest, limit + 1 - len(body))
+        except zlib.error as error:
+            raise HTTPException(400, f"invalid gzip body: {error}") from None
+        if len(body) > limit:
+            raise _too_large(limit)
+        if not decompressor.eof:
+            raise HTTPException(400, "invalid gzip body: truncated")
+        rest = decompressor.unused_data
+        if not rest:
+            return bytes(body)
+        if not rest.startswith(_GZIP_MAGIC):
+            raise HTTPException(400, "invalid gzip body: data after the end of the gzip stream")
 
 
 def _too_large(limit: int) -> HTTPException:

@@ -86,12 +86,14 @@ def namespace_scope(request: Request) -> NamespaceRestriction:
 
 def profile_type_name(
     store: Annotated[ProfileStore, Depends(get_store)],
+    scope: Annotated[NamespaceRestriction, Depends(namespace_scope)],
     profile_type: Annotated[
         str, Query(alias="type", description="A name from /api/v1/profile-types.")
     ] = "cpu",
 ) -> str:
     # Types pushed by Pyroscope SDKs live in the store; a miss asks it (400 if unknown).
-    return require_profile_type(store, profile_type)
+    # A caller limited to some namespaces is not told the types of the others.
+    return require_profile_type(store, profile_type, list_known=scope.namespaces is None)
 
 
 def label_selection(

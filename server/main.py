@@ -2,6 +2,7 @@
 
 import logging
 import socket
+import ssl
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
@@ -41,6 +42,7 @@ def build_server(settings: ServerSettings) -> uvicorn.Server:
         tokens = load_tokens(settings.tokens_file) if settings.tokens_file else None
     except TokensFileError as error:
         raise SystemExit(f"podflame: {error}") from None
+    check_tls(settings)
     store = open_store(
         settings.storage,
         retention_days=settings.retention_days,
@@ -51,8 +53,29 @@ def build_server(settings: ServerSettings) -> uvicorn.Server:
     app = create_app(
         store, max_ingest_bytes=settings.max_ingest_bytes, limits=limits, tokens=tokens
     )
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
+    )
     return _StoreServer(config, store)
+
+
+def check_tls(settings: ServerSettings) -> None:
+    """Load the certificate and key once, so a bad pair stops the start with its reason."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as error:
+        raise SystemExit(
+            f"podflame: cannot use --tls-cert {settings.tls_cert} with --tls-key"
+            f" {settings.tls_key}: {error}"
+        ) from None
 
 
 def serve(settings: ServerSettings) -> None:
@@ -69,12 +92,15 @@ def serve(settings: ServerSettings) -> None:
         f" on cluster {cluster}" if cluster else "",
         "bearer tokens required" if settings.tokens_file else "no authentication",
     )
+    if settings.tokens_file and not settings.tls:
+        logger.warning("bearer tokens travel in clear text: serve HTTPS (--tls-cert, --tls-key)")
     server.run()
 
 
 def server_url(settings: ServerSettings) -> str:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"http://{host}:{settings.port}/"
+    scheme = "https" if settings.tls else "http"
+    return f"{scheme}://{host}:{settings.port}/"
 
 
 def redact(dsn: str) -> str:

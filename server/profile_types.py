@@ -14,6 +14,7 @@ from fastapi import HTTPException
 from podflame.model.profile import (
     BUILTIN_PROFILE_TYPES,
     PROFILE_TYPES,
+    TYPE_NAME,
     ProfileType,
     ProfileTypeConflict,
     register_profile_type,
@@ -51,14 +52,37 @@ def all_profile_types(store: ProfileStore) -> list[ProfileType]:
     return [*BUILTIN_PROFILE_TYPES.values(), *stored]
 
 
-def require_profile_type(store: ProfileStore, name: str) -> str:
-    """`name` if it is a known type (asking the store on a miss), else a 400."""
+def require_profile_type(store: ProfileStore, name: str, *, list_known: bool = True) -> str:
+    """`name` if it is a known type (asking the store on a miss), else a 400.
+
+    The 400 lists the known types unless `list_known` is False (for a caller limited
+    to some namespaces, who is shown only the types with samples there).
+    """
     if name not in PROFILE_TYPES:
         stored_profile_types(store)
     if name not in PROFILE_TYPES:
+        if not list_known:
+            raise HTTPException(400, f"unknown profile type {name!r} (see /api/v1/profile-types)")
         known = ", ".join(sorted(PROFILE_TYPES))
         raise HTTPException(400, f"unknown profile type {name!r} (known: {known})")
     return name
+
+
+def check_profile_type(store: ProfileStore, profile_type: ProfileType) -> None:
+    """Raise ProfileTypeConflict where `record_profile_type` would, recording nothing.
+
+    So that an upload of several types is refused before any of them is recorded.
+    """
+    with _lock:
+        if not TYPE_NAME.fullmatch(profile_type.name):
+            raise ProfileTypeConflict(f"invalid profile type name {profile_type.name!r}")
+        if profile_type.name in BUILTIN_PROFILE_TYPES:
+            raise ProfileTypeConflict(f"profile type {profile_type.name!r} is reserved")
+        current = PROFILE_TYPES.get(profile_type.name)
+        if current is None:
+            current = {item.name: item for item in store.profile_types()}.get(profile_type.name)
+        if current is not None:
+            _check_unit(current, profile_type)
 
 
 def record_profile_type(store: ProfileStore, profile_type: ProfileType) -> None:

@@ -40,6 +40,10 @@ SERVICE_LABEL = "service_name"
 DEFAULT_SAMPLE_RATE = 100
 _MAX_LABEL_NAME = 256
 _MAX_TEXT = 4096  # the wire format's limit for frames and label values
+# What the store can hold (server/rows.py): pids are UInt32, values Int64, times before 2100.
+_MAX_PID = 2**32 - 1
+_MAX_VALUE = 2**63 - 1
+_MAX_TIME_NS = 4_102_444_800 * 10**9
 _INVALID_LABEL_CHARS = re.compile(r"[^A-Za-z0-9_]")
 # Per-sample pprof labels that name one request or span: a series each would
 # only multiply rows, so they are left out.
@@ -300,11 +304,29 @@ def _batch(
 
 def _validated_batch(**fields: Any) -> Batch:
     try:
-        return Batch.model_validate(fields)
+        batch = Batch.model_validate(fields)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         raise PushError(f"cannot store the profile: {where}: {first['msg']}") from None
+    check_storable(batch)
+    return batch
+
+
+def check_storable(batch: Batch) -> None:
+    """PushError for what the store refuses (server/rows.py), checked while converting.
+
+    One push becomes several batches, written one after the other: every one is
+    checked before the first is written, so a push is stored whole or not at all.
+    """
+    if batch.end_time_ns >= _MAX_TIME_NS:
+        raise PushError(f"cannot store the profile: time {batch.end_time_ns} ns is out of range")
+    for series in batch.series:
+        pid = series.labels.get("pid")
+        if pid is not None and not (pid.isascii() and pid.isdigit() and int(pid) <= _MAX_PID):
+            raise PushError(f"cannot store the profile: label pid={pid!r} is not a process id")
+        if any(sample.value > _MAX_VALUE for sample in series.samples):
+            raise PushError(f"cannot store the profile: a value exceeds {_MAX_VALUE}")
 
 
 def _clip(frames: tuple[str, ...]) -> tuple[str, ...]:

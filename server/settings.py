@@ -77,6 +77,23 @@ class ServerSettings(BaseSettings):
         description="ClickHouse max_execution_time of each query; a slower query answers 504.",
     )
 
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve HTTPS with, together with --tls-key;"
+        " unset: plain HTTP.",
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of --tls-cert.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "ServerSettings":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
     @field_validator("retention")
     @classmethod
     def _whole_days(cls, value: str) -> str:

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from elftools.elf.elffile import ELFFile
+from .elf import ElfError, read_named_section
+from .files import open_regular
 
 DEBUG_DIR = "/usr/lib/debug"
 _MAX_SYMLINKS = 40  # as the kernel allows in one path walk
@@ -74,27 +75,20 @@ def read_debuglink(stream: BinaryIO) -> tuple[str, int] | None:
     the CRC32 of the debug file in the ELF file's byte order.
     """
     try:
-        elf = ELFFile(stream)
-        section = elf.get_section_by_name(".gnu_debuglink")
-        if section is None or section["sh_type"] == "SHT_NOBITS":
-            return None
-        size = section["sh_size"]
-        if not 0 < size <= _MAX_DEBUGLINK_SIZE:
-            return None
-        stream.seek(section["sh_offset"])
-        data = stream.read(size)
-        return _parse_debuglink(data, "<" if elf.little_endian else ">")
-    except Exception:
-        # pyelftools fails on hostile input in many ways (struct.error, its
-        # ELFError, construct errors, ...); none of them may escape.
+        found = read_named_section(stream, ".gnu_debuglink", _MAX_DEBUGLINK_SIZE)
+    except ElfError:
         return None
+    if found is None:
+        return None
+    data, little_endian = found
+    return _parse_debuglink(data, "<" if little_endian else ">")
 
 
 def crc_matches(path: Path, crc: int) -> bool:
     """Whether the file at `path` has this CRC32 (as in a debuglink); False on any error."""
     try:
         value = 0
-        with open(path, "rb") as stream:
+        with open_regular(path) as stream:
             while chunk := stream.read(_CRC_CHUNK):
                 value = zlib.crc32(chunk, value)
         return value == crc & 0xFFFFFFFF

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from elftools.common.utils import struct_parse
 from elftools.elf.structs import ELFStructs
 
+from .files import open_regular
 from .functions import Entries, select_functions
 from .symtab import MAX_ADDRESS, SMALL_BATCH, U64, Addresses, SymbolTable, as_addresses
 
@@ -34,7 +35,7 @@ _T = TypeVar("_T")
 
 _PN_XNUM = 0xFFFF
 _SHN_XINDEX = 0xFFFF
-_SHT_SYMTAB, _SHT_NOTE, _SHT_DYNSYM = 2, 7, 11
+_SHT_SYMTAB, _SHT_NOTE, _SHT_NOBITS, _SHT_DYNSYM = 2, 7, 8, 11
 _PT_LOAD, _PT_NOTE = 1, 4
 # Layouts of the fixed-size table entries read with numpy, field:type in order.
 _SYM64 = "name:u4 info:u1 other:u1 shndx:u2 value:u8 size:u8"
@@ -122,8 +123,9 @@ class ElfSymbols:
 
     @classmethod
     def from_path(cls, path: Path | str) -> ElfSymbols:
-        """Open and parse `path`: OSError propagates, bad content is `ElfError`."""
-        with open(path, "rb") as stream:
+        """Open and parse `path`: OSError propagates (also for a FIFO or a device, which
+        are not read), bad content is `ElfError`."""
+        with open_regular(path) as stream:
             return cls.from_file(stream)
 
     @staticmethod
@@ -202,6 +204,25 @@ class ElfSymbols:
 
     def __len__(self) -> int:
         return len(self.table)
+
+
+def read_named_section(stream: BinaryIO, name: str, max_size: int) -> tuple[bytes, bool] | None:
+    """The bytes of the first section called `name`, and whether the file is little-endian.
+
+    None if there is no such section, or it has no bytes in the file (SHT_NOBITS)
+    or more than `max_size`. Raises only `ElfError`. The section headers are read
+    as for the symbols: pyelftools builds an object per section to look one up by
+    name, seconds for a file of many thousands of them.
+    """
+
+    def find(stream: BinaryIO) -> tuple[bytes, bool] | None:
+        elf = _Elf(stream)
+        section = next((s for s in elf.sections if s.name == name), None)
+        if section is None or section.kind == _SHT_NOBITS or not 0 < section.size <= max_size:
+            return None
+        return elf.read(section.offset, section.size), elf.little_endian
+
+    return _guarded(find, stream)
 
 
 class _Elf:

@@ -32,6 +32,12 @@ _MAX_UNDERSCORES = 32
 # Aliases are compared by name up to this many 8-byte words (8 KiB), for the
 # same reason; past that they count as equal and size and order decide.
 _MAX_NAME_WORDS = 1024
+# Words compared over all groups of one table: this many per candidate symbol
+# (and at least _MIN_COMPARED_WORDS), so the work stays linear in the table's
+# size. libLLVM's 35,000 exported functions need some 14,000 words in all; a
+# table built to be slow would take billions.
+_COMPARED_WORDS_PER_SYMBOL = 16
+_MIN_COMPARED_WORDS = 1 << 16
 # Binding rank (lower wins): an exported name is what a user recognises and
 # what other tools show. GLOBAL, WEAK, LOCAL; anything else last.
 _BIND_RANK = np.full(16, 3, np.uint16)
@@ -169,26 +175,30 @@ def _by_name(
     Thousands of groups in C++ code (the complete and base object constructors
     C1/C2 at one address), so the names are compared 8 bytes at a time as
     big-endian words, all groups at once, keeping in each group those equal
-    to its smallest word, until one is left or their names have ended.
+    to its smallest word, until one is left or their names have ended. Each
+    round works only on the members still contending, and all rounds together
+    compare at most `compared_words_budget` words: a hostile table of many
+    aliases sharing one long name would otherwise cost minutes. Past the
+    budget the names count as equal.
     """
     sizes = counts + 1
     positions = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
     members = order[positions]
-    group = np.repeat(np.arange(len(starts)), sizes)
+    group = np.repeat(np.arange(len(starts)), sizes)  # non-decreasing
     at = found.name[members]  # where each name's next 8 bytes start
     alive = np.ones(len(members), bool)
-    ended = np.zeros(len(members), bool)
+    contending = np.arange(len(members))  # alive, name not ended, group not decided
+    budget = compared_words_budget(len(found.value))
     for _ in range(_MAX_NAME_WORDS):
-        left = np.bincount(group[alive], minlength=len(starts))
-        active = np.flatnonzero(alive & ~ended & (left[group] > 1))
-        if not len(active):
+        contending = contending[_in_groups_of_several(group[contending])]
+        budget -= len(contending)
+        if not len(contending) or budget < 0:
             break
-        word, finished = _name_words(text, at[active])
-        smallest = np.full(len(starts), np.iinfo(np.uint64).max, np.uint64)
-        np.minimum.at(smallest, group[active], word)
-        alive[active] = word == smallest[group[active]]
-        ended[active] = finished
-        at[active] += 8
+        word, finished = _name_words(text, at[contending])
+        keep = word == _group_minimum(word, group[contending])
+        alive[contending[~keep]] = False
+        at[contending] += 8
+        contending = contending[keep & ~finished]
     # Equal names: the smaller size, then section end, then table order.
     limits = section_ends[found.shndx[members]]
     keep = np.flatnonzero(alive)
@@ -197,6 +207,34 @@ def _by_name(
     first[1:] = group[best][1:] != group[best][:-1]
     chosen: npt.NDArray[np.intp] = members[best[first]]
     return chosen
+
+
+def compared_words_budget(candidates: int) -> int:
+    """How many 8-byte name words `_by_name` may compare for a table of `candidates`."""
+    return max(_MIN_COMPARED_WORDS, _COMPARED_WORDS_PER_SYMBOL * candidates)
+
+
+def _runs(group: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Start and length of each run of equal values in a sorted array."""
+    change = np.ones(len(group), bool)
+    change[1:] = group[1:] != group[:-1]
+    bounds = np.flatnonzero(change)
+    return bounds, np.diff(np.append(bounds, len(group)))
+
+
+def _in_groups_of_several(group: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+    """Which entries (grouped, sorted by group) share their group with another."""
+    if not len(group):
+        return np.zeros(0, bool)
+    _, lengths = _runs(group)
+    return np.repeat(lengths > 1, lengths)
+
+
+def _group_minimum(word: U64, group: npt.NDArray[np.intp]) -> U64:
+    """Each entry's group minimum of `word` (entries sorted by group)."""
+    bounds, lengths = _runs(group)
+    smallest: U64 = np.repeat(np.minimum.reduceat(word, bounds), lengths)
+    return smallest
 
 
 def _name_words(

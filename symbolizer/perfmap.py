@@ -13,10 +13,8 @@ old), so where entries overlap the later one wins, as in perf.
 
 from __future__ import annotations
 
-import errno
 import heapq
 import os
-import stat
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
@@ -24,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+
+from .files import open_regular
 
 _U64 = 1 << 64
 MiB = 1 << 20
@@ -315,7 +315,9 @@ def _read_changes(cached: _Cached, path: Path, max_bytes: int) -> None:
     last read stopped, which is how JITs write these files; any other change
     means a full read.
     """
-    with os.fdopen(_open_regular(path), "rb") as stream:
+    # The file is the process's: a symlink could point at one of the host's
+    # files, a FIFO would block the read.
+    with open_regular(path, follow_symlinks=False) as stream:
         info = os.fstat(stream.fileno())
         key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         if key == cached.file_key:
@@ -331,21 +333,3 @@ def _read_changes(cached: _Cached, path: Path, max_bytes: int) -> None:
     cached.perf_map = cached.perf_map.updated(complete)
     cached.consumed += len(complete)
     cached.file_key = key
-
-
-def _open_regular(path: Path) -> int:
-    """Open `path` read-only if it is a regular file, not following a final symlink.
-
-    The file is under the control of the (possibly hostile) process: a
-    symlink there could point the agent at one of the host's files, and a
-    FIFO would block the read.
-    """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(path, flags)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd

@@ -35,6 +35,7 @@ from .debuginfo import find_debug_file, read_debuglink
 from .demangle import demangle
 from .diskcache import DiskCache
 from .elf import ElfError, ElfSymbols
+from .files import open_regular
 from .kallsyms import KernelSymbols
 from .perfmap import PerfMap, PerfMaps
 from .procmaps import Mapping, MappingIndex, ProcessGone, read_maps
@@ -88,6 +89,10 @@ class SymbolizerStats:
     frames_resolved: int = 0
     frames_unresolved: int = 0
     elf_errors: int = 0  # binaries that failed to parse (each counted once)
+    # Mapped files that could not be opened as mapped: gone, replaced on disk
+    # (another inode) with map_files unreadable, not a regular file any more,
+    # or no permission. Their frames are module+offset.
+    binaries_unreadable: int = 0
     binaries_loaded: int = 0  # symbol tables parsed into the cache
     binaries_evicted: int = 0  # symbol tables dropped by the LRU (count or byte cap)
     disk_cache_hits: int = 0  # symbol tables read from the disk cache instead of parsed
@@ -275,6 +280,7 @@ class Symbolizer:
         """The symbol table of the file behind `mapping`, or None if unavailable."""
         stream = self._open_binary(pid, mapping)
         if stream is None:
+            self.stats.binaries_unreadable += 1
             return None
         origin = _Origin(self._proc / str(pid) / "root", mapping.path)
         with stream:
@@ -290,12 +296,15 @@ class Symbolizer:
         disk after it was mapped would otherwise give wrong names.
         """
         base = self._proc / str(pid)
-        candidates = [base / "map_files" / f"{mapping.start:x}-{mapping.end:x}"]
+        # map_files entries are (magic) symbolic links: followed. The path under
+        # root names the file itself, and a container may have replaced it with
+        # a link, which the kernel would resolve against the agent's root.
+        candidates = [(base / "map_files" / f"{mapping.start:x}-{mapping.end:x}", True)]
         if not mapping.deleted:
-            candidates.insert(0, base / "root" / mapping.path.lstrip("/"))
-        for path in candidates:
+            candidates.insert(0, (base / "root" / mapping.path.lstrip("/"), False))
+        for path, follow in candidates:
             try:
-                stream = open(path, "rb")  # noqa: SIM115 - returned to the caller
+                stream = open_regular(path, follow_symlinks=follow)
             except OSError:
                 continue
             if os.fstat(stream.fileno()).st_ino == mapping.inode:

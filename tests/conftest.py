@@ -3,6 +3,7 @@
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -60,13 +61,18 @@ def require_bpf() -> None:
     pytest.skip(reason)
 
 
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_until_ready(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 60,
+    verify: ssl.SSLContext | bool = True,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before {url} was ready")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -87,9 +93,15 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
 
 @contextmanager
 def running_server(
-    directory: Path, port: int | None = None, extra: Sequence[str] = ()
+    directory: Path,
+    port: int | None = None,
+    extra: Sequence[str] = (),
+    ca_file: Path | None = None,
 ) -> Iterator[str]:
-    """A real `podflame server` on embedded chDB under `directory`; yields its base URL."""
+    """A real `podflame server` on embedded chDB under `directory`; yields its base URL.
+
+    With `ca_file`, the server is expected to serve HTTPS (extra holds --tls-cert and
+    --tls-key) with a certificate that CA signed."""
     port = port or free_port()
     log = (directory / "server.log").open("wb")
     process = subprocess.Popen(
@@ -105,9 +117,10 @@ def running_server(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if ca_file else 'http'}://127.0.0.1:{port}"
     try:
-        wait_until_ready(url + "/readyz", process)
+        verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        wait_until_ready(url + "/readyz", process, verify=verify)
         yield url
     finally:
         stop(process)

@@ -1,10 +1,15 @@
 """GET /api/v1/profile-types: what can be queried, and in which unit."""
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter
 
 from podflame.model import ProfileType
-from podflame.server.deps import Store
+from podflame.model.profile import BUILTIN_PROFILE_TYPES
+from podflame.server.deps import Limits, NamespaceRestriction, NamespaceScope, Store
 from podflame.server.profile_types import all_profile_types
+from podflame.server.store import ProfileQuery, ProfileStore
+from podflame.server.timerange import TimeRange
 
 router = APIRouter(tags=["query"])
 
@@ -14,7 +19,26 @@ router = APIRouter(tags=["query"])
     response_model=list[ProfileType],
     summary="Profile types",
     description="The built-in types, then those recorded at ingest (e.g. Pyroscope's"
-    " process_cpu), by name.",
+    " process_cpu), by name. A token limited to some namespaces sees the recorded types"
+    " that have samples in them within --max-range.",
 )
-def profile_types(store: Store) -> list[ProfileType]:
-    return all_profile_types(store)
+def profile_types(store: Store, scope: NamespaceScope, limits: Limits) -> list[ProfileType]:
+    types = all_profile_types(store)
+    if scope.namespaces is None:
+        return types
+    now = datetime.now(UTC)
+    recent = TimeRange(now - limits.max_range, now)
+    return [
+        item
+        for item in types
+        if item.name in BUILTIN_PROFILE_TYPES or _has_samples(store, scope, item.name, recent)
+    ]
+
+
+def _has_samples(
+    store: ProfileStore, scope: NamespaceRestriction, name: str, time_range: TimeRange
+) -> bool:
+    """Whether type `name` has samples in the caller's namespaces (a runtime type's name
+    may say whose it is)."""
+    query = ProfileQuery(name, scope.restrict(()), time_range)
+    return bool(store.label_values(query, "namespace", 1))

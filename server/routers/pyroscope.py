@@ -18,7 +18,7 @@ from podflame.model.profile import ProfileTypeConflict
 from podflame.server.body import read_body
 from podflame.server.deps import MaxIngestBytes, Store
 from podflame.server.errors import ERROR_RESPONSES, RETRY_AFTER_SECONDS, ErrorBody
-from podflame.server.profile_types import record_profile_type
+from podflame.server.profile_types import check_profile_type, record_profile_type
 from podflame.server.pyroscope import (
     Converted,
     LegacyUpload,
@@ -180,6 +180,10 @@ def _legacy(
 
 
 def _store(store: ProfileStore, converted: Converted) -> None:
+    # Every type checked before any is recorded (the batches were checked while
+    # converting): a refused upload writes nothing.
+    for profile_type in converted.types.values():
+        check_profile_type(store, profile_type)
     # Types first: a batch of a type the registry does not know is refused.
     for profile_type in converted.types.values():
         record_profile_type(store, profile_type)
