@@ -45,7 +45,15 @@ SAMPLE_SOURCES = {
     ("secretKeyRef", CLICKHOUSE_SECRET, "storage"): "http://podflame:pw@clickhouse:8123/podflame",
     ("secretKeyRef", CLICKHOUSE_SECRET, "cluster"): "ch-prod",
 }
-AGENT_CAPABILITIES = {"BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH", "SYSLOG"}
+AGENT_CAPABILITIES = {
+    "BPF",
+    "PERFMON",
+    "SYS_RESOURCE",
+    "SYS_PTRACE",
+    "DAC_READ_SEARCH",
+    "SYSLOG",
+    "CHECKPOINT_RESTORE",
+}
 
 
 def build(name: str) -> list[Resource]:
