@@ -7,7 +7,7 @@ resolved once per drain.
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +36,14 @@ class BatchBuilder:
     period_ns: int
     profile_type: str = "cpu"
 
-    def build(self, drain: Drain, counters: dict[str, int]) -> Batch:
+    def build(
+        self,
+        drain: Drain,
+        counters: dict[str, int],
+        *,
+        seen: Set[ProcessGeneration] = frozenset(),
+    ) -> Batch:
+        """`seen`: processes active in this interval besides those in the samples."""
         kernel_names = self._kernel_names(drain.samples)
         stacks: dict[tuple[str, ...], int] = {}
         grouped = _by_process(drain.samples)
@@ -44,7 +51,7 @@ class BatchBuilder:
             self._series(self.processes.lookup(process), samples, kernel_names, stacks)
             for process, samples in grouped.items()
         ]
-        self.processes.end_drain(set(grouped))
+        self.processes.end_drain(set(grouped) | seen)
         return Batch(
             batch_id=uuid.uuid4().hex,
             profile_type=self.profile_type,
@@ -84,17 +91,24 @@ class BatchBuilder:
             )
             index = stacks.setdefault(frames or (NO_STACK,), len(stacks))
             values[index] += sample.count * self.period_ns
+        return Series(
+            labels=self._labels(record, samples[0].comm),
+            samples=[StackValue(stack=i, value=v) for i, v in values.items()],
+        )
+
+    def labels_of(self, process: ProcessGeneration, comm: str) -> dict[str, str]:
+        """The labels a series of `process` carries (`comm`: the kernel's name for it)."""
+        return self._labels(self.processes.lookup(process), comm)
+
+    def _labels(self, record: ProcessRecord, comm: str) -> dict[str, str]:
         identity = ProcessIdentity(
             pid=record.pid,
             # The kernel reports the sampled thread's name; the process's own
             # name wins when it was captured.
-            comm=record.comm or samples[0].comm,
+            comm=record.comm or comm,
             start_ticks=record.start_ticks,
         )
-        return Series(
-            labels=self.labels.labels(identity),
-            samples=[StackValue(stack=i, value=v) for i, v in values.items()],
-        )
+        return self.labels.labels(identity)
 
 
 def _by_process(samples: list[SampleCount]) -> dict[ProcessGeneration, list[SampleCount]]:
