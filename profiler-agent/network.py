@@ -14,7 +14,8 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -272,11 +273,11 @@ class NetworkTracer:
         drain = NetworkDrain(start_ns=self._last_drain_ns, end_ns=end_ns)
         self._last_drain_ns = end_ns
         drain.latency = [_latency(k, v) for k, v in read_and_clear(self._table(f"latency_{old}"))]
-        drain.connections = [
+        drain.connections = _merged(
             _connection(k, v)
             for k, v in read_and_clear(self._table(f"connections_{old}"))
             if v.count > 0
-        ]
+        )
         drain.waits = self._read_waits(old)
         drain.drops = self._read_drops()
         self._forget_ended_processes()
@@ -395,6 +396,27 @@ def _connection(key: Any, value: Any) -> ConnectOutcome:
         max_ns=value.max_ns,
         buckets=_buckets(value),
     )
+
+
+def _merged(outcomes: Iterable[ConnectOutcome]) -> list[ConnectOutcome]:
+    """One outcome per (process, address, port, result): an IPv4-mapped IPv6
+    destination is the same as its IPv4 one, though the kernel keyed them apart."""
+    merged: dict[tuple[ProcessGeneration, str, int, str], ConnectOutcome] = {}
+    for outcome in outcomes:
+        key = (outcome.process, outcome.address, outcome.port, outcome.result)
+        seen = merged.get(key)
+        if seen is not None:
+            buckets = dict(seen.buckets)
+            for index, count in outcome.buckets.items():
+                buckets[index] = buckets.get(index, 0) + count
+            outcome = replace(
+                seen,
+                count=seen.count + outcome.count,
+                max_ns=max(seen.max_ns, outcome.max_ns),
+                buckets=buckets,
+            )
+        merged[key] = outcome
+    return list(merged.values())
 
 
 def address_text(family: int, raw: bytes) -> str:
