@@ -927,12 +927,12 @@ int on_exit(void *ctx) {
 
 #if BUCKET_SELFTEST
 // Test only: on getppid() by the process selftest.pid, writes
-// bucket_of(selftest.in[i]) into selftest.out[i].
+// bucket_of(selftest.input[i]) into selftest.out[i].
 #define SELFTEST_VALUES 512
 struct selftest {
     u32 pid;
     u32 pad;
-    u64 in[SELFTEST_VALUES];
+    u64 input[SELFTEST_VALUES];
     u32 out[SELFTEST_VALUES];
 };
 BPF_ARRAY(selftest, struct selftest, 1);
@@ -943,7 +943,7 @@ int bucket_selftest(void *ctx) {
     if (!test || test->pid != bpf_get_current_pid_tgid() >> 32)
         return 0;
     for (u32 i = 0; i < SELFTEST_VALUES; i++)
-        test->out[i] = bucket_of(test->in[i]);
+        test->out[i] = bucket_of(test->input[i]);
     return 0;
 }
 #endif

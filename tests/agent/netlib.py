@@ -1,11 +1,18 @@
 """Helpers for the network tracer tests: the delay server, clients, and reading drains."""
 
+import shutil
 import subprocess
-from collections.abc import Iterator
+import sys
+import textwrap
+from collections.abc import Iterator, Set
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
+from podflame.agent.netprobes import FEATURES
 from podflame.agent.network import CallLatency, ConnectOutcome, NetworkDrain, NetworkTracer
+from podflame.agent.tracefs import events_root
 from podflame.model.network import quantile
 from tests.conftest import compile_c
 from tests.fixtures import FIXTURES
@@ -48,3 +55,26 @@ def p50_us(entry: CallLatency) -> float:
 def drain_after(tracer: NetworkTracer) -> NetworkDrain:
     tracer.poll(0)
     return tracer.drain()
+
+
+def python(code: str, *args: object, **popen: object) -> "subprocess.Popen[str]":
+    """`code` in a fresh interpreter: its own pid, so its calls are told apart."""
+    command = [sys.executable, "-c", textwrap.dedent(code), *map(str, args)]
+    return subprocess.Popen(command, text=True, **popen)  # type: ignore[call-overload]
+
+
+ALL_TRACEPOINTS = {probe.tracepoint for feature in FEATURES for probe in feature.probes}
+
+
+def copy_events(destination: Path, leave_out: Set[str] = frozenset()) -> Path:
+    """A tracefs `events` folder with this kernel's formats of the tracepoints we use,
+    less `leave_out`: the tracer then plans as on a kernel without those."""
+    events = events_root()
+    if events is None:
+        pytest.skip("tracefs is not mounted")
+    for tracepoint in ALL_TRACEPOINTS - leave_out:
+        category, _, name = tracepoint.partition(":")
+        target = destination / category / name
+        target.mkdir(parents=True)
+        shutil.copy(events / category / name / "format", target / "format")
+    return destination

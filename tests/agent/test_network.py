@@ -7,8 +7,6 @@ told apart by pid.
 
 import statistics
 import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from tests.agent.netlib import (
     drain_after,
     latency_of,
     p50_us,
+    python,
 )
 from tests.conftest import free_port
 
@@ -67,12 +66,6 @@ PYTHON_CLIENT = """
     took.sort()
     print(f"median_us={took[len(took) // 2] * 1e6:.1f}")
 """
-
-
-def python(code: str, *args: object, **popen: object) -> "subprocess.Popen[str]":
-    """`code` in a fresh interpreter: its own pid, so its calls are told apart."""
-    command = [sys.executable, "-c", textwrap.dedent(code), *map(str, args)]
-    return subprocess.Popen(command, text=True, **popen)  # type: ignore[call-overload]
 
 
 def python_client(port: int, count: int, delay_us: int) -> tuple[int, float]:
