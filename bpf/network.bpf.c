@@ -341,7 +341,10 @@ static __always_inline u32 generation_of(u32 pid) {
         known = known_pids.lookup(&pid);
         return known ? *known : 0;
     }
-    if (new_processes.ringbuf_output(&event, sizeof(event), 0) != 0) {
+    // Announcements are rare (one per process image): wake the reader for
+    // each, rather than leave it to the adaptive wakeup, which can leave an
+    // event waiting until the next one.
+    if (new_processes.ringbuf_output(&event, sizeof(event), BPF_RB_FORCE_WAKEUP) != 0) {
         known_pids.delete(&pid);
         count_drop(DROP_NEW_PROCESS);
         return 0;

@@ -96,12 +96,12 @@ class Agent:
             self._announce(poll(ANNOUNCE_POLL_MS), table)
 
     def _announce(self, processes: list[ProcessGeneration], table: ProcessTable) -> None:
-        if not processes:
-            return
-        with self.lock:
-            for process in processes:
+        # The lock is taken per process: capturing one can take milliseconds,
+        # and the other announcement loop must not wait for a whole burst.
+        for process in processes:
+            with self.lock:
                 table.announce(process)
-            self.stats.new_processes += len(processes)
+                self.stats.new_processes += 1
 
     def tick(self) -> None:
         with self._timed("drain"):

@@ -18,6 +18,10 @@ from podflame.model import Batch, Series, StackValue, kernel_frame
 from podflame.symbolizer import ProcessImage
 
 NO_STACK = "[no stack]"
+# The wire format's limit on a frame name (model.wire); some C++ template
+# instantiations demangle to longer names.
+MAX_FRAME_CHARS = 4096
+TRUNCATED = "..."
 
 
 class StackSymbolizer(Protocol):
@@ -66,7 +70,7 @@ class BatchBuilder:
     def _kernel_names(self, samples: list[SampleCount]) -> dict[int, str]:
         addresses = sorted({a for s in samples for a in s.kernel_stack})
         names = self.symbolizer.kernel(addresses)
-        return {a: kernel_frame(n) for a, n in zip(addresses, names, strict=True)}
+        return {a: _bounded(kernel_frame(n)) for a, n in zip(addresses, names, strict=True)}
 
     def _series(
         self,
@@ -81,7 +85,7 @@ class BatchBuilder:
             # the drain cheap for the many processes whose map never changes.
             self.processes.refresh(record)
         resolved = self.symbolizer.resolve(record.image, addresses)
-        names = dict(zip(addresses, resolved, strict=True))
+        names = {a: _bounded(n) for a, n in zip(addresses, resolved, strict=True)}
         values: dict[int, int] = defaultdict(int)
         for sample in samples:
             # BPF walks leaf first; the wire format is root first, kernel frames
@@ -116,3 +120,10 @@ def _by_process(samples: list[SampleCount]) -> dict[ProcessGeneration, list[Samp
     for sample in samples:
         grouped[sample.process].append(sample)
     return grouped
+
+
+def _bounded(frame: str) -> str:
+    """A frame name the wire format accepts: a batch with a longer one would be rejected whole."""
+    if len(frame) <= MAX_FRAME_CHARS:
+        return frame
+    return frame[: MAX_FRAME_CHARS - len(TRUNCATED)] + TRUNCATED

@@ -248,6 +248,7 @@ class NetworkTracer:
         if self._bpf is None:
             raise RuntimeError("network tracer not started")
         self._bpf.ring_buffer_poll(timeout_ms)
+        self._bpf.ring_buffer_consume()  # whatever arrived without a wakeup
         with self._announce_lock:
             announced, self._announced = self._announced, []
         return announced
