@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import memory, overhead, symbols
+from benchmarks import memory, network, overhead, symbols
 from benchmarks import server as server_bench
 from benchmarks.common import PODFLAME, free_port
 
@@ -68,6 +68,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=60000, help="workload size (about 20 s)")
     parser.add_argument("--processes", type=int, default=1000)
     parser.add_argument(
+        "--network-rounds", type=int, default=100_000, help="round trips per network run"
+    )
+    parser.add_argument(
         "--server-rows",
         type=int,
         default=10_000_000,
@@ -89,6 +92,8 @@ def main() -> int:
             sections.append(
                 ["## Agent memory", "", *memory.run(directory, url, args.processes), ""]
             )
+            net = network.run(directory, url, args.repeats, args.network_rounds)
+            sections.append(network.section(net, args.repeats, args.network_rounds))
     if args.server_rows:
         # A directory of its own: the server benchmark opens its chDB path after stopping.
         with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:

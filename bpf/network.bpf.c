@@ -73,7 +73,7 @@
 #define KNOWN_PIDS 32768
 #endif
 #ifndef STACK_MIN_NS
-#define STACK_MIN_NS 10000
+#define STACK_MIN_NS 1000000
 #endif
 #ifndef NEWTASK_PID_OFFSET
 #define NEWTASK_PID_OFFSET 8
@@ -140,6 +140,7 @@ enum call_kind {
     CALL_SOCKETPAIR,
     CALL_DUP,
     CALL_GETSOCKOPT,
+    CALL_NONE = 0xffff, // the thread is in no traced call
 };
 
 // Must match DROP_REASONS in network.py.
@@ -180,6 +181,7 @@ struct call {
     u16 port;    // connect: host byte order
     u16 pad;
     u8 addr[16]; // connect: IPv4 in the first 4 bytes, or IPv6
+    u32 generation; // the thread's process image, set when the entry is made
 };
 
 struct latency_key {
@@ -560,12 +562,32 @@ static __always_inline void record_wait(void *ctx, u32 slot, u32 pid, u32 genera
 // ---------------------------------------------------------------------------
 // Entry and exit of the measured calls
 
-static __always_inline int enter(u32 kind, u32 fd, u64 aux) {
-    u64 id = bpf_get_current_pid_tgid();
-    struct call call = {.kind = kind, .fd = fd, .aux = aux};
-    call.start_ns = bpf_ktime_get_ns();
-    if (inflight.update(&id, &call) != 0)
+// A thread's entry stays in the in-flight map between its calls (marked
+// CALL_NONE) and is rewritten in place: a hash update and delete per call cost
+// more than a lookup. It also keeps the process generation, looked up once per
+// thread rather than per call. Thread exit and exec delete it.
+static __always_inline struct call *thread_entry(u64 id) {
+    struct call *entry = inflight.lookup(&id);
+    if (entry)
+        return entry;
+    struct call fresh = {.kind = CALL_NONE};
+    fresh.generation = generation_of(id >> 32);
+    if (inflight.update(&id, &fresh) != 0) {
         count_drop(DROP_INFLIGHT);
+        return 0;
+    }
+    return inflight.lookup(&id);
+}
+
+static __always_inline int enter(u32 kind, u32 fd, u64 aux) {
+    struct call *entry = thread_entry(bpf_get_current_pid_tgid());
+    if (!entry)
+        return 0;
+    entry->aux = aux;
+    entry->fd = fd;
+    entry->kind = kind;
+    entry->family = 0;
+    entry->start_ns = bpf_ktime_get_ns();
     return 0;
 }
 
@@ -583,7 +605,7 @@ static __always_inline int take_call(u32 kind, struct call *call) {
     if (!found)
         return 0;
     __builtin_memcpy(call, found, sizeof(*call));
-    inflight.delete(&id);
+    found->kind = CALL_NONE;
     return call->kind == kind;
 }
 
@@ -602,7 +624,7 @@ static __always_inline int exit_measured(void *ctx, u32 kind, s64 ret, int socke
         return 0;
     u64 ns = bpf_ktime_get_ns() - call.start_ns;
     u32 pid = bpf_get_current_pid_tgid() >> 32;
-    u32 generation = generation_of(pid);
+    u32 generation = call.generation;
     u32 slot = active_slot();
     record_latency(slot, pid, generation, kind, ns, ret);
     if (ret != -E_AGAIN)
@@ -644,7 +666,7 @@ static __always_inline int exit_accept_call(void *ctx, u32 kind, s64 ret) {
         return 0;
     u64 ns = bpf_ktime_get_ns() - call.start_ns;
     u32 pid = bpf_get_current_pid_tgid() >> 32;
-    u32 generation = generation_of(pid);
+    u32 generation = call.generation;
     u32 slot = active_slot();
     if (ret >= 0)
         set_fd(pid, ret, 1, call.aux & SOCK_CLOEXEC);
@@ -676,8 +698,11 @@ int exit_accept4(struct syscall_exit *args) {
 // with the duration of the connect() call itself.
 
 int enter_connect(struct syscall_enter *args) {
-    u64 id = bpf_get_current_pid_tgid();
+    struct call *entry = thread_entry(bpf_get_current_pid_tgid());
+    if (!entry)
+        return 0;
     struct call call = {.kind = CALL_CONNECT, .fd = args->args[0]};
+    call.generation = entry->generation;
     const void *address = (const void *)args->args[1];
     u16 family = 0;
     bpf_probe_read_user(&family, sizeof(family), address);
@@ -695,8 +720,7 @@ int enter_connect(struct syscall_enter *args) {
     }
     call.port = (port >> 8) | ((port & 0xff) << 8);
     call.start_ns = bpf_ktime_get_ns();
-    if (inflight.update(&id, &call) != 0)
-        count_drop(DROP_INFLIGHT);
+    __builtin_memcpy(entry, &call, sizeof(call));
     return 0;
 }
 
@@ -722,7 +746,7 @@ int exit_connect(struct syscall_exit *args) {
     s64 ret = args->ret;
     u64 ns = bpf_ktime_get_ns() - call.start_ns;
     u32 pid = bpf_get_current_pid_tgid() >> 32;
-    u32 generation = generation_of(pid);
+    u32 generation = call.generation;
     u32 slot = active_slot();
     record_latency(slot, pid, generation, CALL_CONNECT, ns, ret);
     if (ret != -E_INPROGRESS && ret != -E_AGAIN)
@@ -904,8 +928,10 @@ int on_newtask(void *ctx) {
 // exec closes the close-on-exec descriptors and starts a new image. (The new
 // id also forgets descriptors from TABLE_FDS on, close-on-exec or not.)
 int on_exec(void *ctx) {
-    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32;
     known_pids.delete(&pid);
+    inflight.delete(&id); // its next call takes the new image's generation
     struct fd_table *table = fd_tables.lookup(&pid);
     if (!table)
         return 0;

@@ -77,9 +77,9 @@ FLIP_GRACE_SECONDS = 0.005
 
 # Calls shorter than this record their stack with probability duration / STACK_MIN_NS,
 # weighted STACK_MIN_NS: the net_wait profile stays an unbiased estimate while
-# stack walks (a few microseconds each) stay rare on busy sockets. Longer calls
-# always record theirs. See docs/network.md for the cost measured.
-STACK_MIN_NS = 100_000
+# stack walks (about 0.7 us each, measured) stay rare on busy sockets: at most
+# one per millisecond of waiting. Longer calls always record theirs.
+STACK_MIN_NS = 1_000_000
 
 
 @dataclass(frozen=True)
