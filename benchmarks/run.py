@@ -68,7 +68,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=60000, help="workload size (about 20 s)")
     parser.add_argument("--processes", type=int, default=1000)
     parser.add_argument(
-        "--network-rounds", type=int, default=100_000, help="round trips per network run"
+        "--network-rounds", type=int, default=200_000, help="bare ping-pong round trips"
     )
     parser.add_argument(
         "--server-rows",
@@ -92,8 +92,10 @@ def main() -> int:
             sections.append(
                 ["## Agent memory", "", *memory.run(directory, url, args.processes), ""]
             )
-            net = network.run(directory, url, args.repeats, args.network_rounds)
-            sections.append(network.section(net, args.repeats, args.network_rounds))
+            rounds, alone_repeats = args.network_rounds, 3 * args.repeats
+            alone = network.tracer_alone(network.build_pingpong(directory), alone_repeats, rounds)
+            agents = network.run(directory, url, args.repeats, rounds)
+            sections.append(network.section(alone, agents, args.repeats, alone_repeats, rounds))
     if args.server_rows:
         # A directory of its own: the server benchmark opens its chDB path after stopping.
         with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:

@@ -203,9 +203,7 @@ class NetworkTracer:
             if not feature.measured:
                 self._attach(feature)
         seeded = self._seed_sockets()
-        for feature in self.plan.features:
-            if feature.measured:
-                self._attach(feature)
+        self.resume()
         self._last_drain_ns = time.time_ns()
         release_compiler_memory()
         measured = [f.name for f in self.plan.features if f.measured and f.name in self.enabled]
@@ -214,6 +212,21 @@ class NetworkTracer:
             ", ".join(measured) or "nothing",
             seeded,
         )
+
+    def suspend(self) -> None:
+        """Stop measuring calls; descriptor bookkeeping goes on, so resume() is exact."""
+        assert self.plan is not None
+        for feature in self.plan.features:
+            if feature.measured and feature.name in self.plan.enabled:
+                for probe in feature.probes:
+                    self._bpf.detach_tracepoint(tp=probe.tracepoint.encode())
+
+    def resume(self) -> None:
+        """Measure calls (again)."""
+        assert self.plan is not None
+        for feature in self.plan.features:
+            if feature.measured:
+                self._attach(feature)
 
     def _attach(self, feature: Feature) -> None:
         """Attach a feature's programs, all or none (a feature whose requirement failed: none)."""
@@ -234,9 +247,7 @@ class NetworkTracer:
                 attached.append(probe)
         except Exception as error:  # BCC raises Exception for a failed attach
             for probe in attached:
-                self._bpf.detach_tracepoint(
-                    tp=probe.tracepoint.encode(), fn_name=probe.function.encode()
-                )
+                self._bpf.detach_tracepoint(tp=probe.tracepoint.encode())
             self.plan.fail(feature, f"attaching {feature.name} failed ({error})")
             log.warning("network: attaching %s failed (%s): %s", feature.name, error, feature.loses)
 

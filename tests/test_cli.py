@@ -65,3 +65,13 @@ def test_invalid_setting_exits_with_a_message() -> None:
     )
     assert result.returncode == 2
     assert "frequency" in result.stderr
+
+
+def test_network_tracing_is_on_by_default_and_can_be_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert agent_settings().network is True
+    assert agent_settings("--no-network").network is False
+    monkeypatch.setenv("PODFLAME_NETWORK", "false")
+    assert agent_settings().network is False
+    assert agent_settings("--network").network is True

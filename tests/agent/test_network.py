@@ -265,3 +265,20 @@ def test_stacks_are_drained_with_their_time(
     assert total_ms >= recv.sum_ns / 1e6
     assert total_ms == pytest.approx(recv.sum_ns / 1e6, rel=0.05)
     assert statistics.mean(len(w.user_stack) for w in waits) >= 3
+
+
+def test_a_suspended_tracer_measures_nothing_until_resumed(
+    tracer: NetworkTracer, port: int
+) -> None:
+    tracer.drain()
+    tracer.suspend()
+    try:
+        before = python(EAGAIN, port)
+        assert before.wait(60) == 0
+    finally:
+        tracer.resume()
+    after = python(EAGAIN, port)
+    assert after.wait(60) == 0
+    drain = drain_after(tracer)
+    assert latency_of(drain, before.pid, "recvfrom") is None
+    assert latency_of(drain, after.pid, "recvfrom") is not None
