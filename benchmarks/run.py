@@ -92,10 +92,10 @@ def main() -> int:
             sections.append(
                 ["## Agent memory", "", *memory.run(directory, url, args.processes), ""]
             )
-            rounds, alone_repeats = args.network_rounds, 3 * args.repeats
-            alone = network.tracer_alone(network.build_pingpong(directory), alone_repeats, rounds)
+            rounds, pairs, short = args.network_rounds, 10 * args.repeats, args.network_rounds // 4
+            alone = network.tracer_alone(network.build_pingpong(directory), pairs, short)
             agents = network.run(directory, url, args.repeats, rounds)
-            sections.append(network.section(alone, agents, args.repeats, alone_repeats, rounds))
+            sections.append(network.section(alone, agents, args.repeats, pairs, rounds, short))
     if args.server_rows:
         # A directory of its own: the server benchmark opens its chDB path after stopping.
         with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:

@@ -285,7 +285,7 @@ class NetworkTracer:
         drain = NetworkDrain(start_ns=self._last_drain_ns, end_ns=end_ns)
         self._last_drain_ns = end_ns
         drain.latency = [_latency(k, v) for k, v in read_and_clear(self._table(f"latency_{old}"))]
-        drain.connections = _merged(
+        drain.connections = merged_outcomes(
             _connection(k, v)
             for k, v in read_and_clear(self._table(f"connections_{old}"))
             if v.count > 0
@@ -410,7 +410,7 @@ def _connection(key: Any, value: Any) -> ConnectOutcome:
     )
 
 
-def _merged(outcomes: Iterable[ConnectOutcome]) -> list[ConnectOutcome]:
+def merged_outcomes(outcomes: Iterable[ConnectOutcome]) -> list[ConnectOutcome]:
     """One outcome per (process, address, port, result): an IPv4-mapped IPv6
     destination is the same as its IPv4 one, though the kernel keyed them apart."""
     merged: dict[tuple[ProcessGeneration, str, int, str], ConnectOutcome] = {}
