@@ -39,7 +39,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.common import PODFLAME, free_port, process_cpu_seconds
+from benchmarks.common import PODFLAME, free_port, process_cpu_seconds, resident_bytes
 from benchmarks.overhead import background
 from podflame.agent.network import NetworkTracer
 from tests.fixtures import FIXTURES, build_workload
@@ -72,6 +72,7 @@ class Config:
     syscalls_per_second: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)  # the workload's CPU seconds
     agent_cpu_share: list[float] = field(default_factory=list)  # of one core
+    agent_rss: list[int] = field(default_factory=list)  # bytes, after the workloads
 
 
 def run_workload(binary: Path, rounds: int, workload: Workload, config: Config) -> None:
@@ -127,6 +128,7 @@ def measure(binary: Path, rounds: int, config: Config, directory: Path, server: 
         cpu0, wall0 = process_cpu_seconds(process.pid), time.perf_counter()
         run_workloads(binary, rounds, config)
         cpu1, wall1 = process_cpu_seconds(process.pid), time.perf_counter()
+        config.agent_rss.append(resident_bytes(process.pid))
     config.agent_cpu_share.append((cpu1 - cpu0) / (wall1 - wall0))
 
 
@@ -199,8 +201,8 @@ def section(
     service, bare = WORKLOADS
     header = [
         "| workload | configuration | wall time (median) | system calls/s | slowdown "
-        "| agent CPU / wall time |",
-        "|---|---|---|---|---|---|",
+        "| agent CPU / wall time | agent RSS |",
+        "|---|---|---|---|---|---|---|",
     ]
     return [
         HEADING,
@@ -256,10 +258,12 @@ def _rows(configs: list[Config], workload: Workload) -> list[str]:
         wall = statistics.median(config.wall[workload.name])
         calls = statistics.median(config.syscalls_per_second[workload.name])
         cpu = statistics.median(config.agent_cpu_share) if config.agent_cpu_share else None
+        rss = statistics.median(config.agent_rss) / 2**20 if config.agent_rss else None
         rows.append(
             f"| {workload.name} | {config.name} | {wall:.3f} s | {calls:,.0f} "
             f"| {100 * (wall / baseline - 1):+.2f} % | "
-            f"{'-' if cpu is None else f'{100 * cpu:.2f} %'} |"
+            f"{'-' if cpu is None else f'{100 * cpu:.2f} %'} | "
+            f"{'-' if rss is None else f'{rss:.0f} MB'} |"
         )
     return rows
 
