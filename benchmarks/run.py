@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import memory, overhead, symbols
+from benchmarks import memory, network, overhead, symbols
 from benchmarks import server as server_bench
 from benchmarks import ui as ui_bench
 from benchmarks.common import PODFLAME, free_port
@@ -69,6 +69,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=60000, help="workload size (about 20 s)")
     parser.add_argument("--processes", type=int, default=1000)
     parser.add_argument(
+        "--network-rounds", type=int, default=200_000, help="bare ping-pong round trips"
+    )
+    parser.add_argument(
         "--server-rows",
         type=int,
         default=10_000_000,
@@ -90,6 +93,10 @@ def main() -> int:
             sections.append(
                 ["## Agent memory", "", *memory.run(directory, url, args.processes), ""]
             )
+            rounds, pairs, short = args.network_rounds, 10 * args.repeats, args.network_rounds // 4
+            alone = network.tracer_alone(network.build_pingpong(directory), pairs, short)
+            agents = network.run(directory, url, args.repeats, rounds)
+            sections.append(network.section(alone, agents, args.repeats, pairs, rounds, short))
     if args.server_rows:
         # A directory of its own: the server benchmark opens its chDB path after stopping.
         with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:

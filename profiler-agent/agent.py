@@ -1,13 +1,15 @@
 """The agent's loops and its composition root: drain -> symbolize -> attribute -> ship.
 
-Two threads: the drain loop (every --interval) and the announcement loop,
-which captures each new process as soon as the kernel side reports its first
-sample. They share the symbolizer and the process table under one lock.
+Threads: the drain loop (every --interval) and one announcement loop per BPF
+program (the CPU sampler, and the network tracer when it runs), which
+captures each new process as soon as the kernel side reports its first
+event. They share the symbolizer and the process tables under one lock.
 """
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +17,16 @@ from podflame.agent.batch import BatchBuilder
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, LabelProvider
 from podflame.agent.metrics import Sample
+from podflame.agent.netbatch import NetworkBatchBuilder
+from podflame.agent.network import NetworkDrain, NetworkTracer
+from podflame.agent.peers import NoPeers, PeerResolver, PodPeers
 from podflame.agent.processes import ProcessTable
 from podflame.agent.sampler import CpuSampler, Drain, ProcessGeneration
 from podflame.agent.settings import AgentSettings
 from podflame.agent.shipper import Shipper
 from podflame.agent.stats import AgentStats, collect
 from podflame.model import KERNEL_FRAME_SUFFIX, Batch
+from podflame.model.profile import NET_WAIT
 from podflame.symbolizer import Symbolizer, is_symbolized
 
 if TYPE_CHECKING:
@@ -31,6 +37,19 @@ log = logging.getLogger(__name__)
 # The poll returns as soon as an event arrives; the timeout only bounds how
 # long a stop request waits.
 ANNOUNCE_POLL_MS = 500
+
+
+Poll = Callable[[int], list[ProcessGeneration]]
+
+
+@dataclass
+class NetworkSide:
+    """The network tracer's half: its own process table (the kernel side numbers
+    process generations apart from the CPU sampler's) and net_wait batches."""
+
+    tracer: NetworkTracer
+    builder: NetworkBatchBuilder
+    processes: ProcessTable
 
 
 @dataclass
@@ -44,38 +63,55 @@ class Agent:
     # This node's pods (None off Kubernetes); also what the network tracer
     # asks for a peer's pod: kubernetes.pod_by_ip(ip).
     kubernetes: "KubernetesMetadata | None" = None
+    network: NetworkSide | None = None
     stats: AgentStats = field(default_factory=AgentStats)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, stop: threading.Event) -> None:
         """Drain every interval until `stop` is set, then drain and ship once more."""
-        announcer = threading.Thread(target=self._announce_loop, args=(stop,), name="announce")
-        announcer.start()
+        announcers = [
+            threading.Thread(target=self._announce_loop, args=(stop, poll, table), name=name)
+            for name, poll, table in self._announcement_sources()
+        ]
+        for announcer in announcers:
+            announcer.start()
         try:
             while not stop.wait(self.interval):
                 self.tick()
         finally:
             stop.set()
-            announcer.join()
+            for announcer in announcers:
+                announcer.join()
         try:
-            self._announce(self.sampler.poll(0))  # what is still in the ring buffers
+            for _, poll, table in self._announcement_sources():
+                self._announce(poll(0), table)  # what is still in the ring buffers
             self.tick()
         finally:
             self.sampler.close()
             if self.kubernetes is not None:
                 self.kubernetes.close()
+            if self.network:
+                self.network.tracer.close()
 
-    def _announce_loop(self, stop: threading.Event) -> None:
+    def _announcement_sources(self) -> list[tuple[str, Poll, ProcessTable]]:
+        sources: list[tuple[str, Poll, ProcessTable]] = [
+            ("announce", self.sampler.poll, self.processes)
+        ]
+        if self.network:
+            sources.append(("announce-net", self.network.tracer.poll, self.network.processes))
+        return sources
+
+    def _announce_loop(self, stop: threading.Event, poll: Poll, table: ProcessTable) -> None:
         while not stop.is_set():
-            self._announce(self.sampler.poll(ANNOUNCE_POLL_MS))
+            self._announce(poll(ANNOUNCE_POLL_MS), table)
 
-    def _announce(self, processes: list[ProcessGeneration]) -> None:
-        if not processes:
-            return
-        with self.lock:
-            for process in processes:
-                self.processes.announce(process)
-            self.stats.new_processes += len(processes)
+    def _announce(self, processes: list[ProcessGeneration], table: ProcessTable) -> None:
+        # The lock is taken per process: capturing one can take milliseconds,
+        # and the other announcement loop must not wait for a whole burst.
+        for process in processes:
+            with self.lock:
+                table.announce(process)
+                self.stats.new_processes += 1
 
     def tick(self) -> None:
         with self._timed("drain"):
@@ -85,6 +121,22 @@ class Agent:
             batch = self.builder.build(drain, {})
             self._account(drain, batch)
             batch.counters = self.counters(drain)
+        with self._timed("ship"):
+            self.shipper.ship(batch)
+        if self.network:
+            self._tick_network(self.network)
+
+    def _tick_network(self, network: NetworkSide) -> None:
+        with self._timed("network_drain"):
+            drain = network.tracer.drain()
+        with self.lock, self._timed("network_build"):
+            batch = network.builder.build(drain, _network_counters(drain))
+            self.stats.network_calls += drain.calls
+            for reason, count in drain.drops.items():
+                self.stats.network_dropped[reason] += count
+        lost = {reason: n for reason, n in drain.drops.items() if n}
+        if lost:
+            log.warning("network tracer could not record everything in the last interval: %s", lost)
         with self._timed("ship"):
             self.shipper.ship(batch)
 
@@ -151,6 +203,38 @@ def _log_drops(drain: Drain) -> None:
         )
 
 
+def _network_counters(drain: NetworkDrain) -> dict[str, int]:
+    counters = {
+        "calls": drain.calls,
+        "calls_eagain": sum(entry.eagain for entry in drain.latency),
+        "connects": sum(entry.count for entry in drain.connections),
+    }
+    counters.update({f"dropped_{reason}": n for reason, n in drain.drops.items()})
+    return counters
+
+
+def build_network(
+    symbolizer: Symbolizer, labels: LabelProvider, cgroups: CgroupResolver, peers: PeerResolver
+) -> NetworkSide | None:
+    """Start the network tracer; without it the agent still profiles CPU."""
+    tracer = NetworkTracer()
+    try:
+        tracer.start()
+    except Exception as error:  # BCC raises bare Exceptions for compile and load errors
+        log.error("network tracing is off: %s", error)
+        tracer.close()
+        return None
+    processes = ProcessTable(symbolizer, cgroups=cgroups)
+    stacks = BatchBuilder(
+        symbolizer=symbolizer,
+        processes=processes,
+        labels=labels,
+        period_ns=1,  # each stack's value is the nanoseconds its calls took
+        profile_type=NET_WAIT.name,
+    )
+    return NetworkSide(tracer, NetworkBatchBuilder(stacks, peers=peers), processes)
+
+
 def build_agent(settings: AgentSettings) -> Agent:
     """Composition root: wire the stages and start sampling (needs root and BPF)."""
     sampler = CpuSampler(
@@ -169,10 +253,11 @@ def build_agent(settings: AgentSettings) -> Agent:
         from podflame.agent.kubernetes import PodLabels
 
         providers.append(PodLabels(kubernetes.index, cgroups))
+    labels = CombinedLabels(providers)
     builder = BatchBuilder(
         symbolizer=symbolizer,
         processes=processes,
-        labels=CombinedLabels(providers),
+        labels=labels,
         period_ns=sampler.period_ns,
     )
     shipper = Shipper(
@@ -187,6 +272,8 @@ def build_agent(settings: AgentSettings) -> Agent:
         if kubernetes is not None:
             kubernetes.close()
         raise
+    peers: PeerResolver = PodPeers(kubernetes) if kubernetes is not None else NoPeers()
+    network = build_network(symbolizer, labels, cgroups, peers) if settings.network else None
     return Agent(
         sampler,
         builder,
@@ -195,6 +282,7 @@ def build_agent(settings: AgentSettings) -> Agent:
         processes,
         interval=settings.interval,
         kubernetes=kubernetes,
+        network=network,
     )
 
 

@@ -7,7 +7,7 @@ resolved once per drain.
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +18,10 @@ from podflame.model import Batch, Series, StackValue, kernel_frame
 from podflame.symbolizer import ProcessImage
 
 NO_STACK = "[no stack]"
+# The wire format's limit on a frame name (model.wire); some C++ template
+# instantiations demangle to longer names.
+MAX_FRAME_CHARS = 4096
+TRUNCATED = "..."
 
 
 class StackSymbolizer(Protocol):
@@ -36,7 +40,14 @@ class BatchBuilder:
     period_ns: int
     profile_type: str = "cpu"
 
-    def build(self, drain: Drain, counters: dict[str, int]) -> Batch:
+    def build(
+        self,
+        drain: Drain,
+        counters: dict[str, int],
+        *,
+        seen: Set[ProcessGeneration] = frozenset(),
+    ) -> Batch:
+        """`seen`: processes active in this interval besides those in the samples."""
         kernel_names = self._kernel_names(drain.samples)
         stacks: dict[tuple[str, ...], int] = {}
         grouped = _by_process(drain.samples)
@@ -44,7 +55,7 @@ class BatchBuilder:
             self._series(self.processes.lookup(process), samples, kernel_names, stacks)
             for process, samples in grouped.items()
         ]
-        self.processes.end_drain(set(grouped))
+        self.processes.end_drain(set(grouped) | seen)
         return Batch(
             batch_id=uuid.uuid4().hex,
             profile_type=self.profile_type,
@@ -59,7 +70,7 @@ class BatchBuilder:
     def _kernel_names(self, samples: list[SampleCount]) -> dict[int, str]:
         addresses = sorted({a for s in samples for a in s.kernel_stack})
         names = self.symbolizer.kernel(addresses)
-        return {a: kernel_frame(n) for a, n in zip(addresses, names, strict=True)}
+        return {a: _bounded(kernel_frame(n)) for a, n in zip(addresses, names, strict=True)}
 
     def _series(
         self,
@@ -74,7 +85,7 @@ class BatchBuilder:
             # the drain cheap for the many processes whose map never changes.
             self.processes.refresh(record)
         resolved = self.symbolizer.resolve(record.image, addresses)
-        names = dict(zip(addresses, resolved, strict=True))
+        names = {a: _bounded(n) for a, n in zip(addresses, resolved, strict=True)}
         values: dict[int, int] = defaultdict(int)
         for sample in samples:
             # BPF walks leaf first; the wire format is root first, kernel frames
@@ -84,18 +95,25 @@ class BatchBuilder:
             )
             index = stacks.setdefault(frames or (NO_STACK,), len(stacks))
             values[index] += sample.count * self.period_ns
+        return Series(
+            labels=self._labels(record, samples[0].comm),
+            samples=[StackValue(stack=i, value=v) for i, v in values.items()],
+        )
+
+    def labels_of(self, process: ProcessGeneration, comm: str) -> dict[str, str]:
+        """The labels a series of `process` carries (`comm`: the kernel's name for it)."""
+        return self._labels(self.processes.lookup(process), comm)
+
+    def _labels(self, record: ProcessRecord, comm: str) -> dict[str, str]:
         identity = ProcessIdentity(
             pid=record.pid,
             # The kernel reports the sampled thread's name; the process's own
             # name wins when it was captured.
-            comm=record.comm or samples[0].comm,
+            comm=record.comm or comm,
             start_ticks=record.start_ticks,
             cgroup=record.cgroup,
         )
-        return Series(
-            labels=self.labels.labels(identity),
-            samples=[StackValue(stack=i, value=v) for i, v in values.items()],
-        )
+        return self.labels.labels(identity)
 
 
 def _by_process(samples: list[SampleCount]) -> dict[ProcessGeneration, list[SampleCount]]:
@@ -103,3 +121,10 @@ def _by_process(samples: list[SampleCount]) -> dict[ProcessGeneration, list[Samp
     for sample in samples:
         grouped[sample.process].append(sample)
     return grouped
+
+
+def _bounded(frame: str) -> str:
+    """A frame name the wire format accepts: a batch with a longer one would be rejected whole."""
+    if len(frame) <= MAX_FRAME_CHARS:
+        return frame
+    return frame[: MAX_FRAME_CHARS - len(TRUNCATED)] + TRUNCATED

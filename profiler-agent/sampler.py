@@ -6,7 +6,6 @@ programs that already read the old slot to finish, then reads and clears the
 old slot's maps: nothing is lost or counted twice at the boundary.
 """
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -16,6 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from podflame.agent.bpfmaps import (
+    clear_stack_map,
+    read_and_clear_counts,
+    release_compiler_memory,
+    stack_addresses,
+)
 from podflame.bpf import source_path
 
 log = logging.getLogger(__name__)
@@ -163,7 +168,7 @@ class CpuSampler:
             sample_period=self.period_ns,
         )
         self._last_drain_ns = time.time_ns()
-        _release_compiler_memory()
+        release_compiler_memory()
         log.info(
             "sampling all CPUs at %d Hz (stack map %d entries, count map %d, kernel stacks %s)",
             self.frequency,
@@ -221,7 +226,7 @@ class CpuSampler:
             drain.overflowed = len(self._overflow)
             self._overflow = []
         drain.drops = self._read_drops()
-        _clear_stacks(self._table(f"stacks_{old}"))
+        clear_stack_map(self._table(f"stacks_{old}"))
         return drain
 
     def _table(self, name: str) -> Any:
@@ -236,7 +241,7 @@ class CpuSampler:
         counts = self._table(f"counts_{slot}")
         stacks = self._table(f"stacks_{slot}")
         cache: dict[int, tuple[int, ...]] = {}
-        for key, value in _read_and_clear(counts):
+        for key, value in read_and_clear_counts(counts):
             yield SampleCount(
                 process=ProcessGeneration(key.pid, key.generation),
                 comm=key.comm.decode(errors="replace"),
@@ -260,35 +265,6 @@ class CpuSampler:
         return drops
 
 
-def _release_compiler_memory() -> None:
-    """Give the heap the BPF compile left behind back to the system.
-
-    Clang and LLVM free tens of megabytes once the program is loaded, but glibc
-    keeps freed memory in the process unless asked: about 60 MB of resident
-    memory for an agent that compiles once and then runs for weeks.
-    """
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _read_and_clear(table: Any) -> list[tuple[Any, int]]:
-    """All (key, count) entries of an inactive hash map, which is then empty."""
-    try:
-        # The batch call yields counts as ints; one syscall per chunk of keys.
-        return [(k, int(v)) for k, v in table.items_lookup_and_delete_batch()]
-    except Exception:  # kernels without batch operations
-        items = [(k, int(v.value)) for k, v in table.items()]
-        table.clear()
-        return items
-
-
-def _clear_stacks(stacks: Any) -> None:
-    """Empty a stack map. BCC's StackTrace.clear() does nothing, so delete key by key;
-    a stack left behind would make the next interval's equal-hash stacks collide."""
-    for key in list(stacks.keys()):
-        del stacks[key]  # nothing else deletes from the inactive slot
-
-
 def _copied_stack(frames: Any, size: int) -> tuple[int, ...]:
     """Call sites of a stack bpf_get_stack copied (`size` bytes, or a negative errno)."""
     if size <= 0:
@@ -298,14 +274,7 @@ def _copied_stack(frames: Any, size: int) -> tuple[int, ...]:
 
 def _stack(stacks: Any, stack_id: int, cache: dict[int, tuple[int, ...]]) -> tuple[int, ...]:
     """Call sites of a stack, leaf first; empty when the kernel recorded none."""
-    if stack_id < 0:
-        return ()
-    if stack_id not in cache:
-        try:
-            cache[stack_id] = call_sites(tuple(stacks.walk(stack_id)))
-        except KeyError:
-            cache[stack_id] = ()
-    return cache[stack_id]
+    return call_sites(stack_addresses(stacks, stack_id, cache))
 
 
 def call_sites(stack: tuple[int, ...]) -> tuple[int, ...]:

@@ -56,6 +56,11 @@ class AgentSettings(BaseSettings):
     kernel_stacks: bool = Field(
         default=True, description="Record kernel frames below the user frames."
     )
+    network: bool = Field(
+        default=True,
+        description="Trace network system calls: latency histograms per process and call, "
+        "net_wait stacks and connect() outcomes (the net_wait profile type).",
+    )
     token: str | None = Field(
         default=None,
         description="Bearer token with the ingest scope, for a server started with --tokens-file.",

@@ -22,6 +22,8 @@ class AgentStats:
     stacks: int = 0
     stacks_unsymbolized: int = 0
     new_processes: int = 0
+    network_calls: int = 0  # network system calls measured (EAGAIN excluded)
+    network_dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     # Per pid the agent holds: (comm, samples, samples with at most one user frame).
     shallow: dict[int, tuple[str, int, int]] = field(default_factory=dict)
@@ -76,6 +78,24 @@ def collect(stats: AgentStats, stage_stats: dict[str, Any], processes: int) -> l
             (("reason", reason),),
         )
         for reason, n in sorted(stats.dropped.items())
+    ]
+    samples.append(
+        Sample(
+            p + "network_calls_total",
+            "counter",
+            "Network system calls measured (EAGAIN excluded).",
+            stats.network_calls,
+        )
+    )
+    samples += [
+        Sample(
+            p + "network_dropped_total",
+            "counter",
+            "Network events the kernel side could not record, by reason.",
+            n,
+            (("reason", reason),),
+        )
+        for reason, n in sorted(stats.network_dropped.items())
     ]
     samples += [
         Sample(p + "stage_seconds_total", "counter", "Time spent per stage.", s, (("stage", st),))

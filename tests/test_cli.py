@@ -101,3 +101,13 @@ def test_bad_kubernetes_flags_exit_with_the_reason(flag: str, value: str, compla
     )
     assert result.returncode == 2
     assert "invalid setting" in result.stderr and complaint in result.stderr
+
+
+def test_network_tracing_is_on_by_default_and_can_be_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert agent_settings().network is True
+    assert agent_settings("--no-network").network is False
+    monkeypatch.setenv("PODFLAME_NETWORK", "false")
+    assert agent_settings().network is False
+    assert agent_settings("--network").network is True

@@ -1,0 +1,446 @@
+"""Loads the network tracer (bpf/network.bpf.c) and drains what it counted.
+
+The kernel side aggregates, per process, a latency histogram per system call,
+the summed duration of network calls per user stack (the net_wait profile)
+and connect() outcomes per destination, into double-buffered maps drained
+like the CPU sampler's. Which tracepoints exist is read from tracefs first:
+a missing one turns off only the feature that needs it, with a log line.
+"""
+
+import ctypes
+import errno
+import ipaddress
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from podflame.agent.bpfmaps import (
+    clear_stack_map,
+    read_and_clear,
+    read_and_clear_counts,
+    release_compiler_memory,
+    stack_addresses,
+)
+from podflame.agent.netprobes import FEATURES, Feature, Plan, plan_features
+from podflame.agent.sampler import ProcessGeneration, SampleCount, call_sites
+from podflame.agent.sockets import processes, socket_descriptors
+from podflame.agent.tracefs import events_root
+from podflame.bpf import source_path
+
+log = logging.getLogger(__name__)
+
+BPF_SOURCE = "network.bpf.c"
+
+# The measured calls, in the order of enum call_kind in the BPF program.
+NETWORK_SYSCALLS = (
+    "connect",
+    "accept",
+    "accept4",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
+    "read",
+    "write",
+    "readv",
+    "writev",
+)
+
+# Must match enum drop_reason in the BPF program.
+DROP_REASONS = (
+    "inflight",
+    "latency_map",
+    "connection_map",
+    "wait_map",
+    "user_stack",
+    "new_process",
+    "fd_map",
+)
+
+# As in the BPF program: descriptors below TABLE_FDS live in a process's table.
+TABLE_WORDS = 64
+TABLE_FDS = TABLE_WORDS * 64
+
+AF_INET, AF_INET6 = 2, 10
+
+# Tracepoint programs run for microseconds; this covers any that read the old slot.
+FLIP_GRACE_SECONDS = 0.005
+
+# Calls shorter than this record their stack with probability duration / STACK_MIN_NS,
+# weighted STACK_MIN_NS: the net_wait profile stays an unbiased estimate while
+# stack walks (about 0.7 us each, measured) stay rare on busy sockets: at most
+# one per millisecond of waiting. Longer calls always record theirs.
+STACK_MIN_NS = 1_000_000
+
+
+@dataclass(frozen=True)
+class NetworkSizes:
+    """Map sizes (entries); the per-slot maps hold one drain interval."""
+
+    inflight: int = 16384  # threads inside a traced call at once
+    latency: int = 4096  # (process, call) pairs per interval
+    connections: int = 2048  # (process, destination, outcome) per interval
+    waits: int = 16384  # (process, stack) per interval
+    stacks: int = 4096  # distinct stacks per interval
+    fd_tables: int = 16384  # processes with sockets
+    fd_high_words: int = 16384  # 64-descriptor words above TABLE_FDS
+    pending: int = 8192  # non-blocking connects in progress
+    known_pids: int = 32768
+
+    def cflags(self) -> list[str]:
+        names = {
+            "INFLIGHT_ENTRIES": self.inflight,
+            "LATENCY_ENTRIES": self.latency,
+            "CONNECTION_ENTRIES": self.connections,
+            "WAIT_ENTRIES": self.waits,
+            "STACK_MAP_ENTRIES": self.stacks,
+            "FD_TABLES": self.fd_tables,
+            "FD_HIGH_WORDS": self.fd_high_words,
+            "PENDING_ENTRIES": self.pending,
+            "KNOWN_PIDS": self.known_pids,
+        }
+        return [f"-D{name}={value}" for name, value in names.items()]
+
+
+@dataclass(frozen=True)
+class CallLatency:
+    """One process's calls of one system call in an interval (histogram in ns)."""
+
+    process: ProcessGeneration
+    syscall: str
+    count: int
+    errors: int
+    eagain: int
+    sum_ns: int
+    max_ns: int
+    buckets: dict[int, int]
+
+
+@dataclass(frozen=True)
+class ConnectOutcome:
+    """connect() calls of one process to one destination with one result."""
+
+    process: ProcessGeneration
+    address: str
+    port: int
+    result: str  # "ok", an errno name, or EINPROGRESS (not followed to the end)
+    count: int
+    max_ns: int
+    buckets: dict[int, int]
+
+
+@dataclass
+class NetworkDrain:
+    start_ns: int
+    end_ns: int
+    waits: list[SampleCount] = field(default_factory=list)  # count = nanoseconds
+    latency: list[CallLatency] = field(default_factory=list)
+    connections: list[ConnectOutcome] = field(default_factory=list)
+    drops: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def calls(self) -> int:
+        return sum(entry.count for entry in self.latency)
+
+
+class _NewProcessEvent(ctypes.Structure):
+    _fields_ = [("pid", ctypes.c_uint32), ("generation", ctypes.c_uint32)]
+
+
+class NetworkTracer:
+    """Owns the network BPF programs: attach on start, drain periodically, detach on close."""
+
+    def __init__(
+        self,
+        *,
+        sizes: NetworkSizes | None = None,
+        stack_min_ns: int = STACK_MIN_NS,
+        events: Path | None = None,
+        proc: Path = Path("/proc"),
+    ) -> None:
+        self.sizes = sizes or NetworkSizes()
+        self.stack_min_ns = stack_min_ns
+        self._events = events  # tracefs events folder; found at start when None
+        self._proc = proc
+        self.plan: Plan | None = None
+        self._bpf: Any = None
+        self._slot = 0
+        self._last_drain_ns = time.time_ns()
+        self._drops_seen = dict.fromkeys(DROP_REASONS, 0)
+        self._announced: list[ProcessGeneration] = []
+        self._announce_lock = threading.Lock()
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        """Names of the features attached (see netprobes.FEATURES)."""
+        return self.plan.enabled if self.plan else ()
+
+    def start(self) -> None:
+        from bcc import BPF  # loaded only where BPF runs
+
+        events = self._events or events_root()
+        if events is None:
+            raise RuntimeError("tracefs is not mounted (see scripts/install.sh)")
+        self.plan = plan_features(events, FEATURES)
+        for feature, reason in self.plan.disabled:
+            log.warning("network: %s: %s", reason, feature.loses)
+        cflags = [*self.sizes.cflags(), f"-DSTACK_MIN_NS={self.stack_min_ns}", *self.plan.cflags]
+        self._bpf = BPF(src_file=str(source_path(BPF_SOURCE)).encode(), cflags=cflags)
+        self._table("new_processes").open_ring_buffer(self._on_new_process)
+        self._set_slot(0)
+        # Descriptor bookkeeping first, then the seed from /proc, so that no
+        # socket falls between the two; the measured calls last.
+        for feature in self.plan.features:
+            if not feature.measured:
+                self._attach(feature)
+        seeded = self._seed_sockets()
+        self.resume()
+        self._last_drain_ns = time.time_ns()
+        release_compiler_memory()
+        measured = [f.name for f in self.plan.features if f.measured and f.name in self.enabled]
+        log.info(
+            "network: tracing %s; %d sockets of running processes seeded from /proc",
+            ", ".join(measured) or "nothing",
+            seeded,
+        )
+
+    def suspend(self) -> None:
+        """Stop measuring calls; descriptor bookkeeping goes on, so resume() is exact."""
+        assert self.plan is not None
+        for feature in self.plan.features:
+            if feature.measured and feature.name in self.plan.enabled:
+                for probe in feature.probes:
+                    self._bpf.detach_tracepoint(tp=probe.tracepoint.encode())
+
+    def resume(self) -> None:
+        """Measure calls (again)."""
+        assert self.plan is not None
+        for feature in self.plan.features:
+            if feature.measured:
+                self._attach(feature)
+
+    def _attach(self, feature: Feature) -> None:
+        """Attach a feature's programs, all or none (a feature whose requirement failed: none)."""
+        assert self.plan is not None
+        if feature.name not in self.plan.enabled:
+            return
+        missing = [name for name in feature.requires if name not in self.plan.enabled]
+        if missing:
+            self.plan.fail(feature, f"{feature.name} needs {', '.join(missing)}, which is off")
+            log.warning("network: %s is off with %s: %s", feature.name, missing, feature.loses)
+            return
+        attached = []
+        try:
+            for probe in feature.probes:
+                self._bpf.attach_tracepoint(
+                    tp=probe.tracepoint.encode(), fn_name=probe.function.encode()
+                )
+                attached.append(probe)
+        except Exception as error:  # BCC raises Exception for a failed attach
+            for probe in attached:
+                self._bpf.detach_tracepoint(tp=probe.tracepoint.encode())
+            self.plan.fail(feature, f"attaching {feature.name} failed ({error})")
+            log.warning("network: attaching %s failed (%s): %s", feature.name, error, feature.loses)
+
+    def poll(self, timeout_ms: int) -> list[ProcessGeneration]:
+        """Read the announcement ring buffer, waiting up to `timeout_ms` for an event.
+
+        Returns the processes first seen since the last call. Call from one thread only.
+        """
+        if self._bpf is None:
+            raise RuntimeError("network tracer not started")
+        self._bpf.ring_buffer_poll(timeout_ms)
+        self._bpf.ring_buffer_consume()  # whatever arrived without a wakeup
+        with self._announce_lock:
+            announced, self._announced = self._announced, []
+        return announced
+
+    def _on_new_process(self, _ctx: Any, data: Any, _size: int) -> None:
+        event = ctypes.cast(data, ctypes.POINTER(_NewProcessEvent)).contents
+        with self._announce_lock:
+            self._announced.append(ProcessGeneration(event.pid, event.generation))
+
+    def close(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def drain(self) -> NetworkDrain:
+        """Switch slots, then read and clear what the kernel counted in the old one."""
+        if self._bpf is None:
+            raise RuntimeError("network tracer not started")
+        old = self._slot
+        self._set_slot(1 - old)
+        end_ns = time.time_ns()
+        time.sleep(FLIP_GRACE_SECONDS)
+        drain = NetworkDrain(start_ns=self._last_drain_ns, end_ns=end_ns)
+        self._last_drain_ns = end_ns
+        drain.latency = [_latency(k, v) for k, v in read_and_clear(self._table(f"latency_{old}"))]
+        drain.connections = merged_outcomes(
+            _connection(k, v)
+            for k, v in read_and_clear(self._table(f"connections_{old}"))
+            if v.count > 0
+        )
+        drain.waits = self._read_waits(old)
+        drain.drops = self._read_drops()
+        self._forget_ended_processes()
+        return drain
+
+    def _table(self, name: str) -> Any:
+        return self._bpf[name.encode()]
+
+    def _set_slot(self, slot: int) -> None:
+        self._table("config")[ctypes.c_int(0)] = ctypes.c_uint32(slot)
+        self._slot = slot
+
+    def _read_waits(self, slot: int) -> list[SampleCount]:
+        stacks = self._table(f"stacks_{slot}")
+        cache: dict[int, tuple[int, ...]] = {}
+        waits = [
+            SampleCount(
+                process=ProcessGeneration(key.pid, key.generation),
+                comm=key.comm.decode(errors="replace"),
+                user_stack=call_sites(stack_addresses(stacks, key.user_stack_id, cache)),
+                kernel_stack=(),
+                count=nanoseconds,
+            )
+            for key, nanoseconds in read_and_clear_counts(self._table(f"waits_{slot}"))
+        ]
+        clear_stack_map(stacks)
+        return waits
+
+    def _read_drops(self) -> dict[str, int]:
+        """Drops since the last drain (per-CPU counters, never reset; see the sampler)."""
+        table = self._table("drops")
+        drops = {}
+        for index, reason in enumerate(DROP_REASONS):
+            total = int(table.sum(ctypes.c_int(index)).value)
+            drops[reason] = total - self._drops_seen[reason]
+            self._drops_seen[reason] = total
+        return drops
+
+    def _forget_ended_processes(self) -> None:
+        """Delete the tables of processes that are gone.
+
+        Exit does that in the kernel, but only when the thread group leader
+        exits last; this sweep catches the rest (one entry per process with
+        sockets, so it stays cheap).
+        """
+        tables = self._table("fd_tables")
+        for key in list(tables.keys()):
+            if not (self._proc / str(key.value)).exists():
+                tables.pop(key, None)
+
+    def _seed_sockets(self) -> int:
+        """Mark the sockets running processes already hold; returns how many."""
+        seeded = 0
+        tables, high = self._table("fd_tables"), self._table("fd_high")
+        for pid in processes(self._proc):
+            descriptors = socket_descriptors(pid, self._proc)
+            if not descriptors:
+                continue
+            key = tables.Key(pid)
+            table = tables.get(key) or _new_table(tables)
+            for descriptor in descriptors:
+                if descriptor.fd < TABLE_FDS:
+                    word, bit = divmod(descriptor.fd, 64)
+                    table.sockets[word] |= 1 << bit
+                    if descriptor.cloexec:
+                        table.cloexec[word] |= 1 << bit
+                else:
+                    _seed_high(high, pid, table.id, descriptor.fd)
+            tables[key] = table
+            seeded += len(descriptors)
+        return seeded
+
+
+def _new_table(tables: Any) -> Any:
+    table = tables.Leaf()
+    table.id = random.getrandbits(32) | 1  # as new_table_id() in the BPF program
+    return table
+
+
+def _seed_high(high: Any, pid: int, table_id: int, fd: int) -> None:
+    word, bit = divmod(fd, 64)
+    key = high.Key(pid, word)
+    entry = high.get(key)
+    if entry is None or entry.id != table_id:
+        entry = high.Leaf()
+        entry.id = table_id
+    entry.sockets |= 1 << bit
+    high[key] = entry
+
+
+def _buckets(histogram: Any) -> dict[int, int]:
+    counts = np.frombuffer(histogram.buckets, dtype=np.uint32)
+    return {int(i): int(counts[i]) for i in np.flatnonzero(counts)}
+
+
+def _latency(key: Any, value: Any) -> CallLatency:
+    return CallLatency(
+        process=ProcessGeneration(key.pid, key.generation),
+        syscall=NETWORK_SYSCALLS[key.kind],
+        count=value.count,
+        errors=value.errors,
+        eagain=value.eagain,
+        sum_ns=value.sum_ns,
+        max_ns=value.max_ns,
+        buckets=_buckets(value),
+    )
+
+
+def _connection(key: Any, value: Any) -> ConnectOutcome:
+    return ConnectOutcome(
+        process=ProcessGeneration(key.pid, key.generation),
+        address=address_text(key.family, bytes(key.addr)),
+        port=key.port,
+        result=result_name(key.result),
+        count=value.count,
+        max_ns=value.max_ns,
+        buckets=_buckets(value),
+    )
+
+
+def merged_outcomes(outcomes: Iterable[ConnectOutcome]) -> list[ConnectOutcome]:
+    """One outcome per (process, address, port, result): an IPv4-mapped IPv6
+    destination is the same as its IPv4 one, though the kernel keyed them apart."""
+    merged: dict[tuple[ProcessGeneration, str, int, str], ConnectOutcome] = {}
+    for outcome in outcomes:
+        key = (outcome.process, outcome.address, outcome.port, outcome.result)
+        seen = merged.get(key)
+        if seen is not None:
+            buckets = dict(seen.buckets)
+            for index, count in outcome.buckets.items():
+                buckets[index] = buckets.get(index, 0) + count
+            outcome = replace(
+                seen,
+                count=seen.count + outcome.count,
+                max_ns=max(seen.max_ns, outcome.max_ns),
+                buckets=buckets,
+            )
+        merged[key] = outcome
+    return list(merged.values())
+
+
+def address_text(family: int, raw: bytes) -> str:
+    """An address as text; IPv4-mapped IPv6 addresses (dual-stack sockets) as IPv4."""
+    if family == AF_INET:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    address = ipaddress.IPv6Address(raw[:16])
+    return str(address.ipv4_mapped or address)
+
+
+def result_name(result: int) -> str:
+    """'ok' for 0, else the errno name (EINPROGRESS: not followed to completion)."""
+    if result == 0:
+        return "ok"
+    return errno.errorcode.get(result, f"errno {result}")
