@@ -94,9 +94,12 @@ def main() -> int:
                 ["## Agent memory", "", *memory.run(directory, url, args.processes), ""]
             )
             rounds, pairs, short = args.network_rounds, 10 * args.repeats, args.network_rounds // 4
-            alone = network.tracer_alone(network.build_pingpong(directory), pairs, short)
+            pingpong = network.build_pingpong(directory)
+            alone, costs = network.tracer_alone(pingpong, pairs, short)
             agents = network.run(directory, url, args.repeats, rounds)
-            sections.append(network.section(alone, agents, args.repeats, pairs, rounds, short))
+            sections.append(
+                network.section(alone, costs, agents, args.repeats, pairs, rounds, short)
+            )
     if args.server_rows:
         # A directory of its own: the server benchmark opens its chDB path after stopping.
         with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:

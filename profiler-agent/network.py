@@ -228,6 +228,11 @@ class NetworkTracer:
             if feature.measured:
                 self._attach(feature)
 
+    def program_fd(self, function: str) -> int:
+        """The file descriptor of a loaded program (for its kernel statistics)."""
+        fd: int = self._bpf.funcs[function.encode()].fd
+        return fd
+
     def _attach(self, feature: Feature) -> None:
         """Attach a feature's programs, all or none (a feature whose requirement failed: none)."""
         assert self.plan is not None

@@ -47,8 +47,9 @@ debian_packages() {
     apt_install bpfcc-tools python3-bpfcc python3-venv make gcc libc6-dev
     if [ "$profile" = dev ]; then
         # The browser tests, and the accuracy tests' reference profiler and
-        # workloads in C++, Go, Node.js and Rust.
-        apt_install chromium linux-perf g++ golang-go nodejs
+        # workloads in C++, Go, Node.js and Rust; bpftool reads the kernel's
+        # BPF run-time statistics for the network benchmark.
+        apt_install chromium linux-perf g++ golang-go nodejs bpftool
         # The security tests: a test CA (openssl), capability dropping (setpriv,
         # capsh), ELF tools to build hostile binaries (binutils).
         apt_install openssl util-linux libcap2-bin binutils
