@@ -99,8 +99,9 @@ def run_agent(args: argparse.Namespace) -> int:
     from podflame.agent.settings import AgentSettings
 
     settings = settings_from(AgentSettings, args)
-    agent = start_agent(build_agent, settings)
+    # Before the BPF programs compile (seconds): a SIGTERM meanwhile still stops cleanly.
     stop = stop_on_signals()
+    agent = start_agent(build_agent, settings)
     with serving_metrics(settings, agent):
         agent.run(stop)
     return 0
@@ -118,9 +119,9 @@ def run_up(args: argparse.Namespace) -> int:
     agent_settings.server = agent_url(
         server_settings.host, server_settings.port, tls=server_settings.tls
     )
+    stop = stop_on_signals()  # before the BPF programs compile, as in run_agent
     agent = start_agent(build_agent, agent_settings)
     server = build_server(server_settings)
-    stop = stop_on_signals()
     server_thread = threading.Thread(target=server.run, name="server")
     server_thread.start()
     agent_thread = threading.Thread(target=agent.run, args=(stop,), name="agent")

@@ -1,6 +1,8 @@
 """The `podflame` command line: flags come from the settings models and read PODFLAME_*."""
 
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,16 @@ def test_network_tracing_is_on_by_default_and_can_be_turned_off(
     monkeypatch.setenv("PODFLAME_NETWORK", "false")
     assert agent_settings().network is False
     assert agent_settings("--network").network is True
+
+
+@pytest.mark.bpf
+@pytest.mark.usefixtures("require_bpf")
+def test_sigterm_while_the_bpf_programs_compile_stops_the_agent_cleanly() -> None:
+    # Nothing listens on port 9: the agent's last batch is dropped, counted and logged.
+    command = [*PODFLAME, "agent", "--server", "http://127.0.0.1:9", "--metrics-port", "0"]
+    agent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)  # well inside the compile of the CPU and network programs
+    agent.send_signal(signal.SIGTERM)
+    _, stderr = agent.communicate(timeout=120)
+    assert agent.returncode == 0, stderr[-2000:]
+    assert "received SIGTERM, stopping" in stderr
