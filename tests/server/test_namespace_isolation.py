@@ -24,6 +24,7 @@ from podflame.server.app import create_app
 from podflame.server.auth import TokenEntry
 from podflame.server.clickhouse_store import ClickHouseStore
 from tests.server.conftest import MAX_INGEST_BYTES, batch
+from tests.server.network_batches import connection, histogram, net_batch
 from tests.server.test_pyroscope import PUSH, SDK_LABELS, push_request, python_pprof
 
 ADMIN = "admin-token-0123456789"
@@ -98,6 +99,7 @@ def secured(store: ClickHouseStore) -> Iterator[TestClient]:
     shop_again = ({"namespace": "shop", "pod": "shop-pod-1"}, [(0, 13)])
     for body in (batch(stacks, series), batch([["shop_visible_frame"]], [shop_again])):
         assert client.post("/api/v1/ingest", json=body, headers=bearer(AGENT)).status_code == 200
+    assert client.post("/api/v1/ingest", json=network(), headers=bearer(AGENT)).status_code == 200
     # Pyroscope pushes: one from shop and one from bank of the shared process_cpu type,
     # and a type only bank has.
     pushes = [
@@ -118,6 +120,24 @@ def secured(store: ClickHouseStore) -> Iterator[TestClient]:
     yield client
     PROFILE_TYPES.clear()
     PROFILE_TYPES.update(saved)
+
+
+def network() -> dict[str, Any]:
+    """Latency and connections of a shop pod and of the other namespaces' pods."""
+    shop = {"namespace": "shop", "pod": "shop-pod-1", "comm": "api", "pid": "11"}
+    bank = {"namespace": "bank", "pod": "bank-secret-pod", "comm": "bank_secret_value"}
+    vault = {"namespace": "vault-x9", "pod": "bank-secret-pod"}
+    latency = [
+        histogram(shop, "recvfrom", [2_000_000] * 3),
+        histogram(bank, "recvfrom", [20_000_000] * 5, errors=1),
+        histogram(vault, "sendto", [1_000] * 7),
+    ]
+    connections = [
+        connection(shop, "10.0.0.1", 5432, "ok", [100_000], peer={"namespace": "shop"}),
+        connection(bank, "10.0.0.2", 5432, "ECONNREFUSED", [1_000], peer={"pod": "vault-x9"}),
+        connection(vault, "10.0.0.3", 80, "ok", [2_000]),
+    ]
+    return net_batch(latency, connections)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -189,6 +209,21 @@ def ingest(path: str) -> Probe:
     return probe
 
 
+def network_views(path: str) -> Probe:
+    """GET a network endpoint with every guessing selector and several groupings."""
+
+    def probe(client: TestClient, token: str) -> list[httpx.Response]:
+        groupings = ["pod,syscall", "namespace", "comm,pid"] if path.endswith("latency") else [""]
+        params = [
+            {"query": query, "from": "now-1h", **({"group_by": group} if group else {})}
+            for query in GUESSES
+            for group in groupings
+        ]
+        return [client.get(path, params=p, headers=bearer(token)) for p in params]
+
+    return probe
+
+
 @dataclass(frozen=True)
 class Endpoint:
     probe: Probe
@@ -207,6 +242,8 @@ ENDPOINTS: dict[str, Endpoint] = {
         selections("/api/v1/labels/{name}/values"), "data"
     ),
     "GET /api/v1/diff": Endpoint(diffs, "data"),
+    "GET /api/v1/network/latency": Endpoint(network_views("/api/v1/network/latency"), "data"),
+    "GET /api/v1/network/peers": Endpoint(network_views("/api/v1/network/peers"), "data"),
     "GET /api/v1/profile-types": Endpoint(plain_get("/api/v1/profile-types"), "data"),
     "POST /api/v1/ingest": Endpoint(ingest("/api/v1/ingest"), "write"),
     "POST /push.v1.PusherService/Push": Endpoint(ingest(PUSH), "write"),
