@@ -266,14 +266,18 @@ def build_agent(settings: AgentSettings) -> Agent:
         token=settings.token,
         ca_file=settings.ca_file,
     )
+    peers: PeerResolver = PodPeers(kubernetes) if kubernetes is not None else NoPeers()
+    # The network programs compile first: CPU samples of processes are announced
+    # only once the agent runs, so sampling starts last, just before it does.
+    network = build_network(symbolizer, labels, cgroups, peers) if settings.network else None
     try:
         sampler.start()
     except BaseException:
         if kubernetes is not None:
             kubernetes.close()
+        if network is not None:
+            network.tracer.close()
         raise
-    peers: PeerResolver = PodPeers(kubernetes) if kubernetes is not None else NoPeers()
-    network = build_network(symbolizer, labels, cgroups, peers) if settings.network else None
     return Agent(
         sampler,
         builder,

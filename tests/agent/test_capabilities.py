@@ -73,7 +73,11 @@ def profile(server: str, capabilities: list[str], workloads: dict[str, Path], lo
     with log.open("wb") as out:
         agent = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         try:
-            time.sleep(7)  # BCC compiles before sampling starts
+            # BCC compiles (both programs) before sampling starts.
+            deadline = time.monotonic() + 120
+            while "sampling all CPUs" not in log.read_text() and time.monotonic() < deadline:
+                assert agent.poll() is None, log.read_text()
+                time.sleep(0.2)
             assert agent.poll() is None, log.read_text()
             pids = {}
             for name, binary in workloads.items():
