@@ -153,7 +153,9 @@ def test_library_loaded_after_the_first_sample_is_named(
     )
     program = compile_c(FIXTURES / "dlopen_later.c", tmp_path / "dlopen_later", "-ldl")
     with running_agent(podflame_server, interval=0.5):
-        process = subprocess.Popen([str(program), str(library), "1.0", "1.0"])
+        # The library part outlasts several drains, however long a tick takes next to
+        # the network side: a drain must see the new addresses while the process lives.
+        process = subprocess.Popen([str(program), str(library), "1.0", "3.0"])
         assert process.wait(30) == 0
         time.sleep(1.0)  # a drain while the process... has exited: the refresh came before
     names = {frame for stack, _ in folded(podflame_server, process.pid) for frame in stack}
