@@ -2,7 +2,22 @@
 
 import contextlib
 import ctypes
+import time
+from collections.abc import Callable
 from typing import Any
+
+# BPF programs (perf_event or tracepoint) run for microseconds; waiting this long
+# after a slot switch lets any run that read the old slot finish writing it.
+FLIP_GRACE_SECONDS = 0.005
+
+
+def switch_slot(set_slot: Callable[[int], None], old: int) -> int:
+    """Make the other slot of a double-buffered program active and wait for runs still
+    writing `old`; returns the end of the interval `old` holds, in Unix nanoseconds."""
+    set_slot(1 - old)
+    end_ns = time.time_ns()
+    time.sleep(FLIP_GRACE_SECONDS)
+    return end_ns
 
 
 def release_compiler_memory() -> None:

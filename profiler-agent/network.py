@@ -27,6 +27,7 @@ from podflame.agent.bpfmaps import (
     read_and_clear_counts,
     release_compiler_memory,
     stack_addresses,
+    switch_slot,
 )
 from podflame.agent.netprobes import FEATURES, Feature, Plan, plan_features
 from podflame.agent.sampler import ProcessGeneration, SampleCount, call_sites
@@ -72,8 +73,6 @@ TABLE_FDS = TABLE_WORDS * 64
 
 AF_INET, AF_INET6 = 2, 10
 
-# Tracepoint programs run for microseconds; this covers any that read the old slot.
-FLIP_GRACE_SECONDS = 0.005
 
 # Calls shorter than this record their stack with probability duration / STACK_MIN_NS,
 # weighted STACK_MIN_NS: the net_wait profile stays an unbiased estimate while
@@ -284,9 +283,7 @@ class NetworkTracer:
         if self._bpf is None:
             raise RuntimeError("network tracer not started")
         old = self._slot
-        self._set_slot(1 - old)
-        end_ns = time.time_ns()
-        time.sleep(FLIP_GRACE_SECONDS)
+        end_ns = switch_slot(self._set_slot, old)
         drain = NetworkDrain(start_ns=self._last_drain_ns, end_ns=end_ns)
         self._last_drain_ns = end_ns
         drain.latency = [_latency(k, v) for k, v in read_and_clear(self._table(f"latency_{old}"))]

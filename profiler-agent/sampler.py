@@ -20,6 +20,7 @@ from podflame.agent.bpfmaps import (
     read_and_clear_counts,
     release_compiler_memory,
     stack_addresses,
+    switch_slot,
 )
 from podflame.bpf import source_path
 
@@ -27,9 +28,6 @@ log = logging.getLogger(__name__)
 
 BPF_SOURCE = "cpu_profile.bpf.c"
 
-# A perf_event BPF program runs in interrupt context for a few microseconds.
-# Waiting this long after the flip lets any run that read the old slot finish.
-FLIP_GRACE_SECONDS = 0.005
 
 # Processes the kernel side remembers as announced; past this the least
 # recently sampled is forgotten and announced again when sampled.
@@ -215,9 +213,7 @@ class CpuSampler:
         if self._bpf is None:
             raise RuntimeError("sampler not started")
         old = self._slot
-        self._set_slot(1 - old)
-        end_ns = time.time_ns()
-        time.sleep(FLIP_GRACE_SECONDS)
+        end_ns = switch_slot(self._set_slot, old)
         drain = Drain(start_ns=self._last_drain_ns, end_ns=end_ns)
         self._last_drain_ns = end_ns
         drain.samples = list(self._read_slot(old))
