@@ -75,6 +75,22 @@ TTL toDateTime(timestamp) + INTERVAL {{retention_days}} DAY
 SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1
 """
 
+# Each part of network_latency also holds its rows summed per process, system
+# call and hour: hours-long queries read 360 times fewer rows. ClickHouse picks
+# it by itself for a query whose expressions it can answer (network_queries.py
+# writes whole hours that way). Same part, so TTL and deduplication cover it.
+# Sorted as the table: a namespace, workload or pod is one key range.
+_PROCESS_KEY = (
+    "namespace, workload, pod, node, container, workload_kind, comm, pid, labels, syscall,"
+    " toStartOfHour(timestamp)"
+)
+HOURLY_HISTOGRAM = "sumMap(mapFromArrays(bucket_keys, bucket_counts))"
+_HOURLY_LATENCY = f"""
+        SELECT {_PROCESS_KEY}, count(), sum(count), sum(errors), sum(eagain), max(max_ns),
+               {HOURLY_HISTOGRAM}
+        GROUP BY {_PROCESS_KEY}
+    """
+
 # Network latency per process, system call and batch interval (agent net_wait
 # batches). A histogram is two parallel arrays of its non-empty buckets: the
 # bucket indexes ascend (Delta makes them small) and counts are small ints
@@ -98,7 +114,8 @@ CREATE TABLE IF NOT EXISTS {{db}}.network_latency (
     bucket_keys Array(UInt16) CODEC(Delta, ZSTD(1)),
     bucket_counts Array(UInt32) CODEC(T64, ZSTD(1)),
     INDEX pod_set pod TYPE set(64) GRANULARITY 1,
-    INDEX workload_set workload TYPE set(64) GRANULARITY 1
+    INDEX workload_set workload TYPE set(64) GRANULARITY 1,
+    PROJECTION hourly ({_HOURLY_LATENCY})
 ) ENGINE = MergeTree
 PARTITION BY toDate(timestamp)
 ORDER BY (namespace, workload, pod, node, timestamp)

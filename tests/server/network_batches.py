@@ -8,6 +8,9 @@ from typing import Any
 
 from podflame.model import Batch
 from podflame.model.network import bucket_of
+from podflame.server.clickhouse_store import ClickHouseStore
+from podflame.server.network_queries import NetworkReader
+from podflame.server.store import LatencyQuery
 
 
 def histogram(
@@ -83,3 +86,16 @@ def net_batch(
 
 def _buckets(latencies_ns: Sequence[int]) -> dict[int, int]:
     return dict(Counter(bucket_of(ns) for ns in latencies_ns))
+
+
+def statement_of(store: ClickHouseStore, query: LatencyQuery) -> tuple[str, dict[str, Any]]:
+    """The statement the store runs for `query`, recorded rather than run."""
+    statements: list[tuple[str, dict[str, Any]]] = []
+
+    def record(sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        statements.append((sql, parameters))
+        return []
+
+    NetworkReader(f"`{store.database}`", record).latency(query)
+    ((sql, parameters),) = statements
+    return sql, parameters
