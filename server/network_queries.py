@@ -117,7 +117,8 @@ class NetworkReader:
         names = [f"g{index}" for index in range(width)]
         if keys:
             # Only the groups latency() returns: the same order and limit pick them.
-            chosen = self._groups(where, keys, spans, with_totals=False)
+            whole_hours = _spans(where, query.selection.time_range, step=None)
+            chosen = self._groups(where, keys, whole_hours, with_totals=False)
             where.conditions.append(
                 f"({', '.join(keys)}) IN (SELECT {', '.join(names)} FROM ({chosen}))"
             )

@@ -79,6 +79,10 @@ SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1
 # call and hour: hours-long queries read 360 times fewer rows. ClickHouse picks
 # it by itself for a query whose expressions it can answer (network_queries.py
 # writes whole hours that way). Same part, so TTL and deduplication cover it.
+# Summed histograms are slow to read back (about 5-10 us each, whatever the
+# aggregate: sumMap of a Map, of arrays or sumForEach), so granules are 1024
+# rows: a pod's day reads 3 granules' worth instead of 13 (2x faster measured,
+# 3 % more bytes); the projection's parts take the table's granularity.
 # Sorted as the table: a namespace, workload or pod is one key range.
 _PROCESS_KEY = (
     "namespace, workload, pod, node, container, workload_kind, comm, pid, labels, syscall,"
@@ -120,7 +124,8 @@ CREATE TABLE IF NOT EXISTS {{db}}.network_latency (
 PARTITION BY toDate(timestamp)
 ORDER BY (namespace, workload, pod, node, timestamp)
 TTL toDateTime(timestamp) + INTERVAL {{retention_days}} DAY
-SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1
+SETTINGS index_granularity = 1024, non_replicated_deduplication_window = 10000,
+    ttl_only_drop_parts = 1
 """
 
 # connect() outcomes per process, destination and result; `peer` holds the
