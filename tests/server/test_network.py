@@ -10,8 +10,11 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
+from podflame.model import Batch
 from podflame.model.network import bucket_bounds, bucket_of
+from podflame.server import schema
 from podflame.server.clickhouse_store import ClickHouseStore
+from podflame.server.schema import MIGRATIONS
 from podflame.server.selector import parse_selector
 from podflame.server.store import LabelSelection, LatencyQuery
 from podflame.server.timerange import TimeRange
@@ -412,3 +415,39 @@ def test_whole_hours_are_read_from_the_hourly_projection(
 
 def _moment(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def test_a_version_2_database_gains_the_hourly_projection(
+    chdb_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = "t_upgrade_from_v2"
+    chdb_client.command(f"DROP DATABASE IF EXISTS {database}")
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:2])  # the server before version 3
+    old = ClickHouseStore(chdb_client, database=database)
+    for hour in range(3):
+        values = [(hour + 1) * MS] * (10 * hour + 5)
+        body = net_batch([histogram(WEB, "read", values)], end_ns=(HOUR0 + hour * 3600) * 10**9)
+        old.ingest(Batch.model_validate(body))
+    span = LabelSelection((), TimeRange(_moment(HOUR0), _moment(HOUR0 + 3 * 3600)))
+    query = LatencyQuery(span, ("pod",), 10)
+    before = old.network_latency(query)
+    monkeypatch.undo()
+    store = ClickHouseStore(chdb_client, database=database)
+    assert store.network_latency(query) == before
+    assert [(item.count, item.max_ns) for item in before] == [(45, 3 * MS)]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _mutations_done(chdb_client, database):
+        time.sleep(0.2)
+    sql, parameters = statement_of(store, query)
+    plan = str(chdb_client.query(f"EXPLAIN {sql}", parameters=parameters).result_rows)
+    assert "ReadFromMergeTree (hourly)" in plan
+    assert store.network_latency(query) == before
+    chdb_client.command(f"DROP DATABASE {database}")
+
+
+def _mutations_done(client: Client, database: str) -> bool:
+    pending = client.query(
+        "SELECT count() FROM system.mutations WHERE database = {db:String} AND NOT is_done",
+        parameters={"db": database},
+    ).result_rows
+    return bool(pending[0][0] == 0)
