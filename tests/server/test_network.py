@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from podflame.model import Batch
 from podflame.model.network import bucket_bounds, bucket_of
-from podflame.server import schema
+from podflame.server import network_queries, schema
 from podflame.server.clickhouse_store import ClickHouseStore
 from podflame.server.schema import MIGRATIONS
 from podflame.server.selector import parse_selector
@@ -352,6 +352,14 @@ def hours_of_traffic(ingest: Ingest) -> dict[int, list[int]]:
     return sent
 
 
+@pytest.fixture(params=["rows", "hourly sums"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of reading whole hours: a few rows are read as rows unless told otherwise."""
+    if request.param == "hourly sums":
+        monkeypatch.setattr(network_queries, "HOURLY_FROM_ROWS", 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize(
     ("start", "end"),
     [
@@ -362,7 +370,7 @@ def hours_of_traffic(ingest: Ingest) -> dict[int, list[int]]:
     ],
 )
 def test_ranges_over_hours_sum_exactly(
-    api: TestClient, hours_of_traffic: dict[int, list[int]], start: int, end: int
+    api: TestClient, hours_of_traffic: dict[int, list[int]], read_path: str, start: int, end: int
 ) -> None:
     params = {"from": str(HOUR0 + start), "until": str(HOUR0 + end), "group_by": "pod"}
     values = [v for at_s, batch in hours_of_traffic.items() if start <= at_s - HOUR0 < end
@@ -381,7 +389,7 @@ def test_ranges_over_hours_sum_exactly(
 
 
 def test_hourly_steps_read_whole_hours(
-    api: TestClient, hours_of_traffic: dict[int, list[int]]
+    api: TestClient, hours_of_traffic: dict[int, list[int]], read_path: str
 ) -> None:
     window = {"from": str(HOUR0 - 1800), "until": str(HOUR0 + 4 * 3600 + 5)}
     for step in ("3600", "7200", "1800"):
@@ -395,16 +403,22 @@ def test_hourly_steps_read_whole_hours(
 
 
 def test_whole_hours_are_read_from_the_hourly_projection(
-    store: ClickHouseStore, chdb_client: Client, hours_of_traffic: dict[int, list[int]]
+    store: ClickHouseStore,
+    chdb_client: Client,
+    hours_of_traffic: dict[int, list[int]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def read_from(start: int, end: int, selector: str) -> list[str]:
         span = TimeRange(_moment(HOUR0 + start), _moment(HOUR0 + end))
         query = LatencyQuery(LabelSelection(parse_selector(selector), span), ("pod",), 10)
-        sql, parameters = statement_of(store, query)
+        sql, parameters = statement_of(store, chdb_client, query)
         plan = chdb_client.query(f"EXPLAIN {sql}", parameters=parameters).result_rows
         return [line.strip(" │└─") for (line,) in plan if "ReadFromMergeTree" in line]
 
     projection, table = "ReadFromMergeTree (hourly)", f"ReadFromMergeTree ({store.database}"
+    # Eight rows: reading them beats reading hourly sums (granules of 8192 either way).
+    assert [line.startswith(table) for line in read_from(0, 4 * 3600, "")] == [True]
+    monkeypatch.setattr(network_queries, "HOURLY_FROM_ROWS", 1)
     assert read_from(0, 4 * 3600, "") == [projection]
     # A Map label's matcher too (ClickHouse would otherwise read a subcolumn the projection lacks).
     assert read_from(0, 4 * 3600, '{team="checkout", pod=~"web-.*"}') == [projection]
@@ -432,13 +446,14 @@ def test_a_version_2_database_gains_the_hourly_projection(
     query = LatencyQuery(span, ("pod",), 10)
     before = old.network_latency(query)
     monkeypatch.undo()
+    monkeypatch.setattr(network_queries, "HOURLY_FROM_ROWS", 0)  # 3 rows, read as sums
     store = ClickHouseStore(chdb_client, database=database)
     assert store.network_latency(query) == before
     assert [(item.count, item.max_ns) for item in before] == [(45, 3 * MS)]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not _mutations_done(chdb_client, database):
         time.sleep(0.2)
-    sql, parameters = statement_of(store, query)
+    sql, parameters = statement_of(store, chdb_client, query)
     plan = str(chdb_client.query(f"EXPLAIN {sql}", parameters=parameters).result_rows)
     assert "ReadFromMergeTree (hourly)" in plan
     assert store.network_latency(query) == before

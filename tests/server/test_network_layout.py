@@ -79,7 +79,7 @@ def test_a_pod_over_minutes_reads_few_granules(
     window = TimeRange(generated + timedelta(minutes=1), generated + timedelta(minutes=3))
     for selector in ('{pod="pod-7"}', '{namespace="ns-7", pod="pod-7"}', '{workload="wl-7"}'):
         query = LatencyQuery(LabelSelection(parse_selector(selector), window), ("syscall",), 10)
-        sql, parameters = statement_of(store, query)
+        sql, parameters = statement_of(store, chdb_client, query)
         explain = chdb_client.query(f"EXPLAIN indexes = 1 {sql}", parameters=parameters)
         # Each index narrows the previous one's granules: first total, last read.
         steps = re.findall(r"Granules: (\d+)/(\d+)", str(explain.result_rows))
