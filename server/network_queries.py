@@ -7,10 +7,11 @@ built from the bucket arrays: 4 to 8 times faster on ClickHouse 26.9 than
 sumMap over the two arrays, and faster than ARRAY JOIN with GROUP BY bucket
 (docs/api.md has the figures).
 
-A latency query is split in time: the whole hours inside the range are written
-on toStartOfHour(timestamp), which ClickHouse answers from the table's hourly
-projection (schema.py); the partial hours at either end read the rows. The
-parts are summed again outside, so the result is exactly that of one scan.
+When the rows are many, a latency query is split in time: the whole hours
+inside the range are written on toStartOfHour(timestamp), which ClickHouse
+answers from the table's hourly projection (schema.py); the partial hours at
+either end read the rows. The parts are summed again outside, so the result is
+exactly that of one scan.
 Label names pasted into SQL are checked (sqlfilter.label_column) or fixed here.
 """
 
