@@ -35,8 +35,9 @@ PODS = 500
 SYSCALLS = 13
 BATCH_SECONDS = 10
 HTTP_BATCHES = 400
-WARMUP = 2
-REPEATS = 10
+QUERY_TIMEOUT_SECONDS = 600
+WARMUP = 1
+REPEATS = 5
 
 # Per pod p: namespace ns-(p // 10), workload svc-(p // 5), node node-(p % 50).
 _NAMES = """
@@ -82,8 +83,8 @@ FROM (
 """
 
 
-def generate(chdb: Path, start_ms: int, hours: int) -> dict[str, tuple[int, int]]:
-    """Create the schema and the rows in a process of its own; {table: (rows, bytes)}."""
+def generate(chdb: Path, start_ms: int, hours: int) -> None:
+    """Create the schema and the rows, in a process of its own (one per chDB path)."""
     per_hour = 3600 // BATCH_SECONDS
     statements = []
     for hour in range(hours):
@@ -98,14 +99,24 @@ client = clickhouse_connect.get_client(dsn="chdb://{chdb}")
 ClickHouseStore(client)  # migrations
 for statement in json.loads(sys.stdin.read()):
     client.command(statement)
+"""
+    subprocess.run([sys.executable, "-c", script], input=json.dumps(statements), check=True,
+                   capture_output=True, text=True)  # fmt: skip
+
+
+def table_sizes(chdb: Path) -> dict[str, tuple[int, int]]:
+    """{table: (rows, bytes on disk)} of the network tables' active parts."""
+    script = f"""
+import json, clickhouse_connect
+client = clickhouse_connect.get_client(dsn="chdb://{chdb}")
 rows = client.query(
     "SELECT table, sum(rows), sum(bytes_on_disk) FROM system.parts WHERE database = 'podflame'"
     " AND active AND table LIKE 'network_%' GROUP BY table"
 ).result_rows
 print(json.dumps({{table: [int(r), int(b)] for table, r, b in rows}}))
 """
-    output = subprocess.run([sys.executable, "-c", script], input=json.dumps(statements),
-                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    output = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                            text=True).stdout  # fmt: skip
     return {table: (rows, size) for table, (rows, size) in json.loads(output).items()}
 
 
@@ -154,9 +165,9 @@ def queries(end_s: int, hours: int) -> dict[str, tuple[str, dict[str, str]]]:
     """label -> (path, parameters), over the generated day (`hours` ending at end_s)."""
     hour = {"from": str(end_s - 7200), "until": str(end_s - 3600)}
     day = {"from": str(end_s - hours * 3600), "until": str(end_s)}
-    pod = {"query": '{namespace="ns-27", pod="svc-137-2"}'}
+    pod = {"query": '{namespace="ns-27", pod="svc-054-2"}'}
     namespace = {"query": '{namespace="ns-27"}'}
-    workload = {"query": '{workload="svc-137"}'}
+    workload = {"query": '{workload="svc-054"}'}
     by_call = {"group_by": "syscall"}
     latency, peers = "/api/v1/network/latency", "/api/v1/network/peers"
     return {
@@ -178,22 +189,48 @@ def queries(end_s: int, hours: int) -> dict[str, tuple[str, dict[str, str]]]:
     }
 
 
-def run(directory: Path, hours: int = 24) -> list[str]:
+def run(directory: Path, hours: int = 24, reuse: bool = False) -> list[str]:
     end_s = (int(time.time()) // 3600) * 3600
-    start_ms = (end_s - hours * 3600) * 1000
     generated = time.perf_counter()
-    sizes = generate(directory / "chdb", start_ms, hours)
+    if reuse:  # data of an earlier run in `directory`: its day ended at its last row
+        end_s = _last_hour_end(directory / "chdb")
+    else:
+        generate(directory / "chdb", (end_s - hours * 3600) * 1000, hours)
     generated = time.perf_counter() - generated
+    sizes = table_sizes(directory / "chdb")
     bodies = node_batches(end_s * 10**9, HTTP_BATCHES)
-    timings: dict[str, tuple[float, int]] = {}
-    with running_server(directory) as url, httpx.Client(base_url=url, timeout=600) as client:
+    timings: dict[str, tuple[float | str, int]] = {}
+    # A long query timeout: the whole day of every pod takes longer than the default 30 s.
+    extra = ["--query-timeout-seconds", str(QUERY_TIMEOUT_SECONDS)]
+    with (
+        running_server(directory, extra=extra) as url,
+        httpx.Client(base_url=url, timeout=QUERY_TIMEOUT_SECONDS + 60) as client,
+    ):
         settle(client, timeout=1800)
-        rate = http_ingest(client, bodies)
-        settle(client, timeout=600)
         for label, (path, params) in queries(end_s, hours).items():
-            size = len(client.get(path, params=params).content)
-            timings[label] = (_p50(client, path, params), size)
+            timings[label] = _timed(client, path, params)
+        rate = http_ingest(client, bodies)
     return report(sizes, timings, rate, generated, hours)
+
+
+def _last_hour_end(chdb: Path) -> int:
+    script = f"""
+import clickhouse_connect
+client = clickhouse_connect.get_client(dsn="chdb://{chdb}")
+print(client.query("SELECT toUnixTimestamp(max(timestamp)) FROM podflame.network_latency"
+                   " WHERE timestamp < now() - 120").result_rows[0][0])
+"""
+    output = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                            text=True).stdout  # fmt: skip
+    return (int(output) // 3600 + 1) * 3600
+
+
+def _timed(client: httpx.Client, path: str, params: dict[str, str]) -> tuple[float | str, int]:
+    """(p50 ms, response bytes), or (the error, 0) when the query fails."""
+    response = client.get(path, params=params)
+    if response.status_code != 200:
+        return f"{response.status_code}: {response.json().get('error', '')}", 0
+    return _p50(client, path, params), len(response.content)
 
 
 def _p50(client: httpx.Client, path: str, params: dict[str, str]) -> float:
@@ -213,7 +250,7 @@ def _p50(client: httpx.Client, path: str, params: dict[str, str]) -> float:
 
 def report(
     sizes: dict[str, tuple[int, int]],
-    timings: dict[str, tuple[float, int]],
+    timings: dict[str, tuple[float | str, int]],
     rate: float,
     generated: float,
     hours: int,
@@ -230,7 +267,8 @@ def report(
         "|---|---|---|",
     ]
     for label, (ms, body) in timings.items():
-        lines.append(f"| {label} | {ms:,.1f} ms | {body / 1024:,.0f} KiB |")
+        shown = f"{ms:,.1f} ms" if isinstance(ms, float) else f"failed ({ms})"
+        lines.append(f"| {label} | {shown} | {body / 1024:,.0f} KiB |")
     lines += [
         "",
         f"- Storage (active parts, before a final merge): {size / rows:.1f} bytes per histogram,",
@@ -245,9 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hours", type=int, default=24)
     parser.add_argument("--directory", type=Path, help="keep the data here (default: a temp dir)")
+    parser.add_argument("--reuse", action="store_true", help="query the data already in it")
     args = parser.parse_args(argv)
     with _directory(args.directory) as directory:
-        print("\n".join(run(directory, args.hours)))
+        print("\n".join(run(directory, args.hours, args.reuse)))
     return 0
 
 

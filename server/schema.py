@@ -88,6 +88,27 @@ TTL toDateTime(timestamp) + INTERVAL {{retention_days}} DAY
 SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1
 """
 
+# Version 3: each part of network_latency also holds its rows summed per
+# process, system call and hour, so hours-long queries read 360 times fewer
+# rows. ClickHouse picks the projection by itself for a query whose expressions
+# it can answer (network_queries.py writes whole hours that way); parts without
+# it (written before, until MATERIALIZE gets to them) are read as rows. It lives
+# in the same parts, so TTL and deduplication cover it. Sorted as the table: a
+# namespace, workload or pod is one key range.
+_PROCESS_KEY = (
+    "namespace, workload, pod, node, container, workload_kind, comm, pid, labels, syscall,"
+    " toStartOfHour(timestamp)"
+)
+HOURLY_HISTOGRAM = "sumMap(mapFromArrays(bucket_keys, bucket_counts))"
+_HOURLY_LATENCY_V3 = f"""
+ALTER TABLE {{db}}.network_latency ADD PROJECTION IF NOT EXISTS hourly (
+    SELECT {_PROCESS_KEY}, count(), sum(count), sum(errors), sum(eagain), max(max_ns),
+           {HOURLY_HISTOGRAM}
+    GROUP BY {_PROCESS_KEY}
+)
+"""
+_MATERIALIZE_HOURLY_V3 = "ALTER TABLE {db}.network_latency MATERIALIZE PROJECTION hourly"
+
 # Network latency per process, system call and batch interval (agent net_wait
 # batches). A histogram is two parallel arrays of its non-empty buckets: the
 # bucket indexes ascend (Delta makes them small) and counts are small ints
@@ -162,6 +183,7 @@ RETENTION_TABLES = ("samples", "network_latency", "network_peers")
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (_STACKS_V1, _SAMPLES_V1),
     (_NETWORK_LATENCY_V2, _NETWORK_PEERS_V2),
+    (_HOURLY_LATENCY_V3, _MATERIALIZE_HOURLY_V3),
 )
 
 

@@ -6,8 +6,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from clickhouse_connect.driver.client import Client
+
 from podflame.model import Batch
 from podflame.model.network import bucket_of
+from podflame.server.clickhouse_store import ClickHouseStore
+from podflame.server.network_queries import NetworkReader
+from podflame.server.store import LatencyQuery
 
 
 def histogram(
@@ -83,3 +88,21 @@ def net_batch(
 
 def _buckets(latencies_ns: Sequence[int]) -> dict[int, int]:
     return dict(Counter(bucket_of(ns) for ns in latencies_ns))
+
+
+def statement_of(
+    store: ClickHouseStore, client: Client, query: LatencyQuery
+) -> tuple[str, dict[str, Any]]:
+    """The statement the store runs for `query`, recorded rather than run (the row
+    estimate that decides between rows and hourly sums does run)."""
+    statements: list[tuple[str, dict[str, Any]]] = []
+
+    def record(sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        if sql.startswith("EXPLAIN ESTIMATE"):
+            return [tuple(row) for row in client.query(sql, parameters=parameters).result_rows]
+        statements.append((sql, parameters))
+        return []
+
+    NetworkReader(f"`{store.database}`", record).latency(query)
+    ((sql, parameters),) = statements
+    return sql, parameters

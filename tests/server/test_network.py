@@ -2,15 +2,24 @@
 the contract's JSON (GET /api/v1/network/latency and /api/v1/network/peers)."""
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
+from podflame.model import Batch
 from podflame.model.network import bucket_bounds, bucket_of
+from podflame.server import network_queries, schema
+from podflame.server.clickhouse_store import ClickHouseStore
+from podflame.server.schema import MIGRATIONS
+from podflame.server.selector import parse_selector
+from podflame.server.store import LabelSelection, LatencyQuery
+from podflame.server.timerange import TimeRange
 from tests.server.conftest import Ingest
-from tests.server.network_batches import connection, histogram, net_batch
+from tests.server.network_batches import connection, histogram, net_batch, statement_of
 
 MS = 10**6
 US = 10**3
@@ -323,3 +332,137 @@ def test_malformed_network_records_are_422(api: TestClient) -> None:
     response: httpx.Response = api.post("/api/v1/ingest", json=body)
     assert response.status_code == 422
     assert "latency.0.buckets" in response.json()["error"]
+
+
+# Five whole hours ago: whole hours inside a range are read from the hourly projection.
+HOUR0 = (int(time.time()) // 3600 - 5) * 3600
+
+
+@pytest.fixture
+def hours_of_traffic(ingest: Ingest) -> dict[int, list[int]]:
+    """Per batch time (Unix s) the latencies of web-1's reads: batches 10 and 40 minutes into
+    each of four hours, each batch's calls its own."""
+    sent = {}
+    for hour in range(4):
+        for minute in (10, 40):
+            moment = HOUR0 + hour * 3600 + minute * 60
+            values = [(hour + 1) * MS] * (hour + 1) + [minute * US] * (minute // 10)
+            ingest(net_batch([histogram(WEB, "read", values, eagain=1)], end_ns=moment * 10**9))
+            sent[moment] = values
+    return sent
+
+
+@pytest.fixture(params=["rows", "hourly sums"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of reading whole hours: a few rows are read as rows unless told otherwise."""
+    if request.param == "hourly sums":
+        monkeypatch.setattr(network_queries, "HOURLY_FROM_ROWS", 0)
+    return str(request.param)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (0, 4 * 3600),  # whole hours only
+        (1800, 3 * 3600 + 1200),  # a partial hour at both ends
+        (2 * 3600, 2 * 3600 + 2700),  # inside one hour
+        (600, 600),  # empty
+    ],
+)
+def test_ranges_over_hours_sum_exactly(
+    api: TestClient, hours_of_traffic: dict[int, list[int]], read_path: str, start: int, end: int
+) -> None:
+    params = {"from": str(HOUR0 + start), "until": str(HOUR0 + end), "group_by": "pod"}
+    values = [v for at_s, batch in hours_of_traffic.items() if start <= at_s - HOUR0 < end
+              for v in batch]  # fmt: skip
+    groups = latency(api, **params)["groups"]
+    if not values:
+        assert groups == []
+        return
+    (group,) = groups
+    batches = sum(1 for at_s in hours_of_traffic if start <= at_s - HOUR0 < end)
+    assert (group["count"], group["eagain"]) == (len(values), batches)
+    assert group["max_us"] == max(values) / 1000
+    ordered = sorted(values)
+    assert group["p50_us"] == min(midpoint_us(ordered[len(values) // 2 - 1 + len(values) % 2]),
+                                  max(values) / 1000)  # fmt: skip
+
+
+def test_hourly_steps_read_whole_hours(
+    api: TestClient, hours_of_traffic: dict[int, list[int]], read_path: str
+) -> None:
+    window = {"from": str(HOUR0 - 1800), "until": str(HOUR0 + 4 * 3600 + 5)}
+    for step in ("3600", "7200", "1800"):
+        (group,) = latency(api, group_by="", step=step, **window)["groups"]
+        expected: dict[int, int] = {}
+        for at_s, batch in hours_of_traffic.items():
+            start = at_s - at_s % int(step)
+            expected[start * 1000] = expected.get(start * 1000, 0) + len(batch)
+        found = {point["timestamp"]: point["count"] for point in group["points"] if point["count"]}
+        assert found == expected, step
+
+
+def test_whole_hours_are_read_from_the_hourly_projection(
+    store: ClickHouseStore,
+    chdb_client: Client,
+    hours_of_traffic: dict[int, list[int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def read_from(start: int, end: int, selector: str) -> list[str]:
+        span = TimeRange(_moment(HOUR0 + start), _moment(HOUR0 + end))
+        query = LatencyQuery(LabelSelection(parse_selector(selector), span), ("pod",), 10)
+        sql, parameters = statement_of(store, chdb_client, query)
+        plan = chdb_client.query(f"EXPLAIN {sql}", parameters=parameters).result_rows
+        return [line.strip(" │└─") for (line,) in plan if "ReadFromMergeTree" in line]
+
+    projection, table = "ReadFromMergeTree (hourly)", f"ReadFromMergeTree ({store.database}"
+    # Eight rows: reading them beats reading hourly sums (granules of 8192 either way).
+    assert [line.startswith(table) for line in read_from(0, 4 * 3600, "")] == [True]
+    monkeypatch.setattr(network_queries, "HOURLY_FROM_ROWS", 1)
+    assert read_from(0, 4 * 3600, "") == [projection]
+    # A Map label's matcher too (ClickHouse would otherwise read a subcolumn the projection lacks).
+    assert read_from(0, 4 * 3600, '{team="checkout", pod=~"web-.*"}') == [projection]
+    ends = read_from(1800, 3 * 3600 + 1200, "")
+    assert ends.count(projection) == 1 and len(ends) == 3
+    assert all(line.startswith(table) for line in ends if line != projection)
+
+
+def _moment(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def test_a_version_2_database_gains_the_hourly_projection(
+    chdb_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = "t_upgrade_from_v2"
+    chdb_client.command(f"DROP DATABASE IF EXISTS {database}")
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:2])  # the server before version 3
+    old = ClickHouseStore(chdb_client, database=database)
+    for hour in range(3):
+        values = [(hour + 1) * MS] * (10 * hour + 5)
+        body = net_batch([histogram(WEB, "read", values)], end_ns=(HOUR0 + hour * 3600) * 10**9)
+        old.ingest(Batch.model_validate(body))
+    span = LabelSelection((), TimeRange(_moment(HOUR0), _moment(HOUR0 + 3 * 3600)))
+    query = LatencyQuery(span, ("pod",), 10)
+    before = old.network_latency(query)
+    monkeypatch.undo()
+    monkeypatch.setattr(network_queries, "HOURLY_FROM_ROWS", 0)  # 3 rows, read as sums
+    store = ClickHouseStore(chdb_client, database=database)
+    assert store.network_latency(query) == before
+    assert [(item.count, item.max_ns) for item in before] == [(45, 3 * MS)]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _mutations_done(chdb_client, database):
+        time.sleep(0.2)
+    sql, parameters = statement_of(store, chdb_client, query)
+    plan = str(chdb_client.query(f"EXPLAIN {sql}", parameters=parameters).result_rows)
+    assert "ReadFromMergeTree (hourly)" in plan
+    assert store.network_latency(query) == before
+    chdb_client.command(f"DROP DATABASE {database}")
+
+
+def _mutations_done(client: Client, database: str) -> bool:
+    pending = client.query(
+        "SELECT count() FROM system.mutations WHERE database = {db:String} AND NOT is_done",
+        parameters={"db": database},
+    ).result_rows
+    return bool(pending[0][0] == 0)

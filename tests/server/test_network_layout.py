@@ -7,16 +7,15 @@ with random counts (random counts compress worse than real, bell-shaped ones).
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from podflame.server.clickhouse_store import ClickHouseStore
-from podflame.server.network_queries import NetworkReader
 from podflame.server.selector import parse_selector
 from podflame.server.store import LabelSelection, LatencyQuery
 from podflame.server.timerange import TimeRange
+from tests.server.network_batches import statement_of
 
 PODS = 500
 SYSCALLS = 13
@@ -80,22 +79,9 @@ def test_a_pod_over_minutes_reads_few_granules(
     window = TimeRange(generated + timedelta(minutes=1), generated + timedelta(minutes=3))
     for selector in ('{pod="pod-7"}', '{namespace="ns-7", pod="pod-7"}', '{workload="wl-7"}'):
         query = LatencyQuery(LabelSelection(parse_selector(selector), window), ("syscall",), 10)
-        sql, parameters = statement_of(store, query)
+        sql, parameters = statement_of(store, chdb_client, query)
         explain = chdb_client.query(f"EXPLAIN indexes = 1 {sql}", parameters=parameters)
         # Each index narrows the previous one's granules: first total, last read.
         steps = re.findall(r"Granules: (\d+)/(\d+)", str(explain.result_rows))
         read, total = int(steps[-1][0]), int(steps[0][1])
         assert read <= 3 and read * 10 < total, (selector, read, total)
-
-
-def statement_of(store: ClickHouseStore, query: LatencyQuery) -> tuple[str, dict[str, Any]]:
-    """The statement the store runs for `query`, recorded rather than run."""
-    statements: list[tuple[str, dict[str, Any]]] = []
-
-    def record(sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
-        statements.append((sql, parameters))
-        return []
-
-    NetworkReader(f"`{store.database}`", record).latency(query)
-    ((sql, parameters),) = statements
-    return sql, parameters
