@@ -24,6 +24,7 @@ from podflame.agent.processes import ProcessTable
 from podflame.agent.sampler import CpuSampler, Drain, ProcessGeneration
 from podflame.agent.settings import AgentSettings
 from podflame.agent.shipper import Shipper
+from podflame.agent.spool import DiskSpool, MemoryQueue, PendingQueue
 from podflame.agent.stats import AgentStats, collect
 from podflame.model import KERNEL_FRAME_SUFFIX, Batch
 from podflame.model.profile import NET_WAIT
@@ -60,6 +61,7 @@ class Agent:
     symbolizer: Symbolizer
     processes: ProcessTable
     interval: float
+    shutdown_timeout: float = 3.0
     # This node's pods (None off Kubernetes); also what the network tracer
     # asks for a peer's pod: kubernetes.pod_by_ip(ip).
     kubernetes: "KubernetesMetadata | None" = None
@@ -68,7 +70,9 @@ class Agent:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, stop: threading.Event) -> None:
-        """Drain every interval until `stop` is set, then drain and ship once more."""
+        """Drain every interval until `stop` is set, then drain once more and give the
+        server `shutdown_timeout` seconds (from the stop) to acknowledge what is queued."""
+        self.shipper.start()
         announcers = [
             threading.Thread(target=self._announce_loop, args=(stop, poll, table), name=name)
             for name, poll, table in self._announcement_sources()
@@ -80,6 +84,7 @@ class Agent:
                 self.tick()
         finally:
             stop.set()
+            stopped = time.monotonic()
             for announcer in announcers:
                 announcer.join()
         try:
@@ -87,11 +92,15 @@ class Agent:
                 self._announce(poll(0), table)  # what is still in the ring buffers
             self.tick()
         finally:
-            self.sampler.close()
-            if self.kubernetes is not None:
-                self.kubernetes.close()
-            if self.network:
-                self.network.tracer.close()
+            self._close_sources()  # while the sender thread sends the last batches
+            self.shipper.close(stopped + self.shutdown_timeout)
+
+    def _close_sources(self) -> None:
+        self.sampler.close()
+        if self.kubernetes is not None:
+            self.kubernetes.close()
+        if self.network:
+            self.network.tracer.close()
 
     def _announcement_sources(self) -> list[tuple[str, Poll, ProcessTable]]:
         sources: list[tuple[str, Poll, ProcessTable]] = [
@@ -122,7 +131,7 @@ class Agent:
             self._account(drain, batch)
             batch.counters = self.counters(drain)
         with self._timed("ship"):
-            self.shipper.ship(batch)
+            self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
         if self.network:
             self._tick_network(self.network)
 
@@ -138,7 +147,7 @@ class Agent:
         if lost:
             log.warning("network tracer could not record everything in the last interval: %s", lost)
         with self._timed("ship"):
-            self.shipper.ship(batch)
+            self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
 
     def _account(self, drain: Drain, batch: Batch) -> None:
         self.stats.drains += 1
@@ -166,13 +175,30 @@ class Agent:
         return counters
 
     def metrics(self) -> list[Sample]:
-        return collect(self.stats, self._stage_stats(), len(self.processes))
+        queue = self.shipper.queue
+        return [
+            *collect(self.stats, self._stage_stats(), len(self.processes)),
+            Sample(
+                "podflame_agent_shipper_pending_batches",
+                "gauge",
+                "Batches waiting for the server to acknowledge them.",
+                len(queue),
+            ),
+            Sample(
+                "podflame_agent_shipper_pending_bytes",
+                "gauge",
+                "Bytes of batches waiting for the server (on disk with --spool-dir).",
+                queue.size_bytes,
+            ),
+        ]
 
     def _stage_stats(self) -> dict[str, Any]:
         stages: dict[str, Any] = {
             "symbolizer": self.symbolizer.stats,
             "shipper": self.shipper.stats,
         }
+        if isinstance(self.shipper.queue, DiskSpool):
+            stages["spool"] = self.shipper.queue.stats
         if self.kubernetes is not None:
             stages["kubernetes"] = self.kubernetes.stats
         return stages
@@ -262,7 +288,7 @@ def build_agent(settings: AgentSettings) -> Agent:
     )
     shipper = Shipper(
         str(settings.server),
-        max_pending=settings.max_pending_batches,
+        queue=_pending_queue(settings),
         token=settings.token,
         ca_file=settings.ca_file,
     )
@@ -285,9 +311,16 @@ def build_agent(settings: AgentSettings) -> Agent:
         symbolizer,
         processes,
         interval=settings.interval,
+        shutdown_timeout=settings.shutdown_timeout,
         kubernetes=kubernetes,
         network=network,
     )
+
+
+def _pending_queue(settings: AgentSettings) -> PendingQueue:
+    if settings.spool_dir is None:
+        return MemoryQueue(settings.max_pending_batches)
+    return DiskSpool(settings.spool_dir, settings.spool_max_bytes)
 
 
 def _start_kubernetes(settings: AgentSettings) -> "KubernetesMetadata | None":

@@ -68,7 +68,26 @@ class AgentSettings(BaseSettings):
     max_pending_batches: int = Field(
         default=30,
         ge=1,
-        description="Batches kept in memory while the server is unreachable; the oldest go first.",
+        description="Without --spool-dir: batches kept in memory while the server is "
+        "unreachable; the oldest go first.",
+    )
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Directory where batches wait, one file each, until the server acknowledges "
+        "them; they survive an agent restart and are sent oldest first. Unset: in memory "
+        "(--max-pending-batches).",
+    )
+    spool_max_bytes: int = Field(
+        default=256 << 20,
+        ge=1 << 20,
+        description="Bytes of batches --spool-dir may hold; past it the oldest go first.",
+    )
+    shutdown_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="Seconds after SIGTERM the agent gives the server to acknowledge what it "
+        "holds; the rest stays in --spool-dir (or, without one, is lost and counted).",
     )
     metrics_host: str = Field(
         default="127.0.0.1", description="Address of the agent's Prometheus /metrics endpoint."

@@ -1,33 +1,77 @@
-"""Ships batches to the server over HTTP, keeping a bounded queue while it is away.
+"""Ships batches to the server over HTTP from a thread of its own.
 
-Batches are sent in order; a batch the server rejects as invalid (4xx) is
-dropped, anything else (connection refused, 5xx, timeout) stays queued and is
-retried at the next drain. The batch id lets the server store a retry once.
+The drain loop only queues a batch (`submit`, in memory or in the spool
+directory, see spool.py); the sender thread sends them oldest first, so a slow
+or absent server never delays a drain. A batch the server rejects as invalid
+(4xx) is dropped and counted; on anything else (connection refused, 5xx, 408,
+429, timeout) the batch stays queued and the sender waits before the next try:
+the server's Retry-After when it gives one, otherwise an exponential backoff
+with jitter (see Backoff). The batch id lets the server store a retry once.
 """
 
+import email.utils
+import enum
 import gzip
 import logging
+import math
+import random
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections import deque
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from podflame.agent.spool import MemoryQueue, Pending, PendingQueue
 from podflame.model import Batch
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 429}
+# A Retry-After longer than this is taken as this: a misconfigured server must
+# not silence an agent for hours.
+MAX_RETRY_AFTER = 300.0
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    REJECTED = "rejected"  # definitive 4xx: dropped, counted
+    RETRY = "retry"
 
 
 @dataclass
 class ShipperStats:
     batches_sent: int = 0
     batches_rejected: int = 0
-    batches_dropped_queue_full: int = 0
+    batches_dropped_queue_full: int = 0  # the oldest, to fit the queue's bound
+    batches_lost_at_exit: int = 0  # unacknowledged at exit, with no spool to keep them
     send_failures: int = 0
+    retry_after_waits: int = 0  # waits the server asked for (Retry-After)
+
+
+class Backoff:
+    """Waits between failed sends: a random time between half and all of
+    min(high, low * 2^(failures-1)), so agents that lost the server together
+    do not come back in lockstep."""
+
+    def __init__(self, low: float = 1.0, high: float = 30.0, rng: random.Random | None = None):
+        self.low, self.high = low, high
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self, retry_after: float | None = None) -> float:
+        self.failures += 1
+        if retry_after is not None:
+            # Not earlier than asked; up to 10 % later, again against lockstep.
+            return min(retry_after, MAX_RETRY_AFTER) * self._rng.uniform(1.0, 1.1)
+        ceiling = min(self.high, self.low * 2 ** min(self.failures - 1, 32))
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0
 
 
 class Shipper:
@@ -35,10 +79,12 @@ class Shipper:
         self,
         server_url: str,
         *,
-        max_pending: int,
+        max_pending: int = 30,
+        queue: PendingQueue | None = None,
         timeout: float = 10.0,
         token: str | None = None,
         ca_file: Path | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self.url = server_url.rstrip("/") + "/api/v1/ingest"
         # Certificates are always verified; `ca_file` only says whom to trust. Loaded
@@ -50,54 +96,140 @@ class Shipper:
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
-        self.pending: deque[bytes] = deque()
-        self.max_pending = max_pending
+        self.queue: PendingQueue = queue if queue is not None else MemoryQueue(max_pending)
         self.stats = ShipperStats()
+        self.backoff = backoff or Backoff()
         self._server_down = False
+        self._wake = threading.Condition()
+        self._closing = False
+        self._deadline = math.inf
+        self._retry_at = 0.0  # time.monotonic() before which the sender does not send
+        self._thread: threading.Thread | None = None
+
+    @property
+    def pending(self) -> PendingQueue:
+        return self.queue
+
+    def submit(self, batch: Batch) -> None:
+        """Queue the batch for the sender; returns once it is queued (on disk with a spool)."""
+        dropped = self.queue.push(gzip.compress(batch.model_dump_json().encode(), compresslevel=5))
+        if dropped:
+            self.stats.batches_dropped_queue_full += dropped
+            log.warning("server unreachable: dropped the %d oldest queued batches", dropped)
+        with self._wake:
+            self._wake.notify()
 
     def ship(self, batch: Batch) -> None:
-        """Queue the batch, then send everything queued, oldest first."""
-        if len(self.pending) >= self.max_pending:
-            self.pending.popleft()
-            self.stats.batches_dropped_queue_full += 1
-            log.warning("server unreachable: dropped the oldest queued batch")
-        self.pending.append(gzip.compress(batch.model_dump_json().encode(), compresslevel=5))
+        """Queue the batch and send what is queued now, in this thread (no sender thread)."""
+        self.submit(batch)
         self.flush()
 
-    def flush(self) -> None:
-        while self.pending:
-            outcome = self._send(self.pending[0])
-            if outcome == "retry":
-                return
-            self.pending.popleft()
+    def flush(self, deadline: float = math.inf) -> bool:
+        """Send oldest first until the queue is empty (True), a send fails or `deadline`
+        (time.monotonic()) passes. Only for the thread that sends: the sender, or the
+        caller when there is none."""
+        while (item := self.queue.oldest()) is not None:
+            # close() sets a deadline for the sender's sends too.
+            remaining = min(deadline, self._deadline) - time.monotonic()
+            if remaining <= 0:
+                return False
+            outcome, retry_after = self._send(item.body, min(self.timeout, remaining))
+            if outcome is Outcome.RETRY:
+                self.queue.release(item.key)
+                self._retry_at = time.monotonic() + self.backoff.next_delay(retry_after)
+                return False
+            self._done(item)
+        return True
 
-    def _send(self, body: bytes) -> str:
-        request = urllib.request.Request(
-            self.url,
-            data=body,
-            method="POST",
-            headers=self.headers,
-        )
+    def start(self) -> None:
+        """Send from a thread of our own from now on, until close()."""
+        self._thread = threading.Thread(target=self._run, name="shipper", daemon=True)
+        self._thread.start()
+
+    def close(self, deadline: float) -> None:
+        """Give what is queued until `deadline` (time.monotonic()) to reach the server, then
+        stop; a send still waiting for an answer then is abandoned (the thread is a daemon)."""
+        if self._thread is None:
+            self.flush(deadline)
+        else:
+            with self._wake:
+                self._closing, self._deadline = True, deadline
+                self._wake.notify()
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._report_unsent()
+
+    def _run(self) -> None:
+        while self._wait_for_work():
+            self.flush()
+        self.flush(self._deadline)  # once more, backoff or not: the agent is leaving
+
+    def _wait_for_work(self) -> bool:
+        """Until there is a batch and no backoff to wait out; False once closing."""
+        with self._wake:
+            while not self._closing:
+                wait = self._retry_at - time.monotonic()
+                if len(self.queue) and wait <= 0:
+                    return True
+                self._wake.wait(wait if len(self.queue) else None)
+            return False
+
+    def _done(self, item: Pending) -> None:
+        self.queue.done(item.key)
+        self.backoff.reset()
+        self._retry_at = 0.0
+
+    def _report_unsent(self) -> None:
+        unsent = len(self.queue)
+        if not unsent:
+            return
+        if isinstance(self.queue, MemoryQueue):
+            self.stats.batches_lost_at_exit += unsent
+            log.error("exiting with %d batches the server did not acknowledge: lost", unsent)
+        else:
+            log.warning("exiting with %d unacknowledged batches; they stay in the spool", unsent)
+
+    def _send(self, body: bytes, timeout: float) -> tuple[Outcome, float | None]:
+        request = urllib.request.Request(self.url, data=body, method="POST", headers=self.headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self.tls):
+            with urllib.request.urlopen(request, timeout=timeout, context=self.tls):
                 pass
         except urllib.error.HTTPError as error:
-            if 400 <= error.code < 500 and error.code not in RETRYABLE_STATUS:
-                self.stats.batches_rejected += 1
-                log.error("server rejected a batch (%d): %s", error.code, error.read()[:500])
-                return "dropped"
-            return self._failed(f"HTTP {error.code}")
+            with error:
+                if 400 <= error.code < 500 and error.code not in RETRYABLE_STATUS:
+                    self.stats.batches_rejected += 1
+                    log.error("server rejected a batch (%d): %s", error.code, error.read()[:500])
+                    return Outcome.REJECTED, None
+                retry_after = retry_after_seconds(error.headers.get("Retry-After"))
+            if retry_after is not None:
+                self.stats.retry_after_waits += 1
+            return self._failed(f"HTTP {error.code}"), retry_after
         except (OSError, TimeoutError) as error:
-            return self._failed(str(error))
+            return self._failed(str(error)), None
         self.stats.batches_sent += 1
         if self._server_down:
             log.info("server reachable again at %s", self.url)
             self._server_down = False
-        return "sent"
+        return Outcome.SENT, None
 
-    def _failed(self, reason: str) -> str:
+    def _failed(self, reason: str) -> Outcome:
         self.stats.send_failures += 1
         if not self._server_down:  # log once per outage, not once per batch
             log.warning("cannot ship to %s (%s); keeping batches queued", self.url, reason)
             self._server_down = True
-        return "retry"
+        return Outcome.RETRY
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds from now: delay-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # HTTP-dates are GMT
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,290 @@
+"""Where batches wait until the server acknowledges them: in memory, or in a spool directory.
+
+Both queues hand out the oldest batch first and forget a batch only when told
+(the server answered) or when the bound is reached (the oldest goes, counted).
+The batch being sent is never dropped by the bound: it may be stored already.
+
+On disk each batch is one file, the gzip body as sent, named by a sequence
+number so that the names sort in send order. A file is written under a temporary
+name, synced and renamed, so a crash leaves either the whole batch or none.
+A restarted agent finds the files and sends them first; the batch_id inside
+each body lets the server store a batch it already has only once.
+"""
+
+import contextlib
+import logging
+import os
+import re
+import threading
+import zlib
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".batch.gz"
+_NAME = re.compile(r"^(\d{20})\.batch\.gz$")
+_TEMP = re.compile(r"^\.(\d{20})\.tmp$")
+_CHECK_CHUNK = 1 << 20  # bytes decompressed at a time when checking a file
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One batch waiting for the server: `key` orders batches, oldest lowest."""
+
+    key: int
+    body: bytes
+
+
+class PendingQueue(Protocol):
+    def push(self, body: bytes) -> int:
+        """Add the newest batch; returns how many of the oldest were dropped to fit it."""
+        ...
+
+    def oldest(self) -> Pending | None:
+        """The oldest batch, now in flight (never dropped until done() or push())."""
+        ...
+
+    def done(self, key: int) -> None:
+        """The server answered for this batch: forget it."""
+        ...
+
+    def release(self, key: int) -> None:
+        """The send failed: the batch stays queued, and the bound may drop it again."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def size_bytes(self) -> int: ...
+
+
+class MemoryQueue:
+    """At most `max_batches` batches in memory; the oldest go first."""
+
+    def __init__(self, max_batches: int) -> None:
+        self.max_batches = max_batches
+        self._items: deque[Pending] = deque()
+        self._next = 0
+        self._in_flight: int | None = None
+        self._lock = threading.Lock()
+
+    def push(self, body: bytes) -> int:
+        with self._lock:
+            dropped = 0
+            while len(self._items) >= self.max_batches and self._drop_oldest():
+                dropped += 1
+            self._items.append(Pending(self._next, body))
+            self._next += 1
+            return dropped
+
+    def _drop_oldest(self) -> bool:
+        for item in self._items:
+            if item.key != self._in_flight:
+                self._items.remove(item)
+                return True
+        return False
+
+    def oldest(self) -> Pending | None:
+        with self._lock:
+            if not self._items:
+                return None
+            self._in_flight = self._items[0].key
+            return self._items[0]
+
+    def done(self, key: int) -> None:
+        with self._lock:
+            self._items = deque(item for item in self._items if item.key != key)
+            if self._in_flight == key:
+                self._in_flight = None
+
+    def release(self, key: int) -> None:
+        with self._lock:
+            if self._in_flight == key:
+                self._in_flight = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(len(item.body) for item in self._items)
+
+
+@dataclass
+class SpoolStats:
+    batches_recovered: int = 0  # found on disk at start, from an earlier run
+    files_corrupt: int = 0  # named as ours but unreadable or not a whole gzip stream
+    files_foreign: int = 0  # other files in the directory, left alone
+    write_failures: int = 0  # batches kept in memory because the disk refused them
+    batches_dropped_at_start: int = 0  # over --spool-max-bytes already when the agent started
+
+
+class DiskSpool:
+    """Batches as files in `directory`, at most `max_bytes` of them.
+
+    A batch the disk refuses (full, read-only) is kept in memory in its place,
+    within the same bound, so the order and the count stay right.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.stats = SpoolStats()
+        # key -> size, and the body for a batch only held in memory.
+        self._index: OrderedDict[int, tuple[int, bytes | None]] = OrderedDict()
+        self._bytes = 0
+        self._in_flight: int | None = None
+        self._lock = threading.Lock()
+        directory.mkdir(parents=True, exist_ok=True)
+        self._scan()
+        self._next = max(self._index, default=-1) + 1
+
+    def _scan(self) -> None:
+        for entry in sorted(os.scandir(self.directory), key=lambda e: e.name):
+            name = _NAME.match(entry.name)
+            if name and entry.is_file(follow_symlinks=False):
+                self._index[int(name.group(1))] = (entry.stat().st_size, None)
+                self._bytes += entry.stat().st_size
+            elif _TEMP.match(entry.name):
+                _unlink(Path(entry.path))  # a write a crash interrupted: never renamed, never sent
+            else:
+                self.stats.files_foreign += 1
+                log.warning("spool: leaving %s alone (not a batch file)", entry.path)
+        self.stats.batches_recovered = len(self._index)
+        if self._index:
+            log.info(
+                "spool: %d batches (%d bytes) from an earlier run in %s; sending them first",
+                len(self._index),
+                self._bytes,
+                self.directory,
+            )
+        self.stats.batches_dropped_at_start = self._make_room(0)
+        if self.stats.batches_dropped_at_start:
+            log.warning(
+                "spool: dropped the %d oldest batches to fit --spool-max-bytes",
+                self.stats.batches_dropped_at_start,
+            )
+
+    def push(self, body: bytes) -> int:
+        with self._lock:
+            if len(body) > self.max_bytes:
+                log.error("spool: a %d-byte batch exceeds --spool-max-bytes; dropped", len(body))
+                return 1
+            key, self._next = self._next, self._next + 1
+            dropped = self._make_room(len(body))
+            self._index[key] = (len(body), self._write(key, body))
+            self._bytes += len(body)
+            return dropped
+
+    def _write(self, key: int, body: bytes) -> bytes | None:
+        """Write the file atomically; on failure return the body to hold in memory."""
+        temp = self.directory / f".{key:020d}.tmp"
+        try:
+            with temp.open("wb") as stream:
+                stream.write(body)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temp, self._path(key))
+            _sync_directory(self.directory)
+        except OSError as error:
+            _unlink(temp)
+            self.stats.write_failures += 1
+            log.error("spool: cannot write a batch to %s (%s); holding it in memory", temp, error)
+            return body
+        return None
+
+    def _make_room(self, size: int) -> int:
+        dropped = 0
+        while self._bytes + size > self.max_bytes:
+            victim = next((key for key in self._index if key != self._in_flight), None)
+            if victim is None:
+                break
+            self._forget(victim)
+            dropped += 1
+        return dropped
+
+    def oldest(self) -> Pending | None:
+        with self._lock:
+            while self._index:
+                key, (_, held) = next(iter(self._index.items()))
+                body = held if held is not None else self._read(key)
+                if body is not None:
+                    self._in_flight = key
+                    return Pending(key, body)
+                self._forget(key)
+            return None
+
+    def _read(self, key: int) -> bytes | None:
+        path = self._path(key)
+        try:
+            body = path.read_bytes()
+        except OSError as error:
+            reason = str(error)
+        else:
+            if _whole_gzip(body):
+                return body
+            reason = "not a whole gzip stream"
+        self.stats.files_corrupt += 1
+        log.error("spool: skipping %s: %s", path, reason)
+        return None
+
+    def done(self, key: int) -> None:
+        with self._lock:
+            if key in self._index:
+                self._forget(key)
+            if self._in_flight == key:
+                self._in_flight = None
+
+    def release(self, key: int) -> None:
+        with self._lock:
+            if self._in_flight == key:
+                self._in_flight = None
+
+    def _forget(self, key: int) -> None:
+        size, held = self._index.pop(key)
+        self._bytes -= size
+        if held is None:
+            _unlink(self._path(key))
+
+    def _path(self, key: int) -> Path:
+        return self.directory / f"{key:020d}{SUFFIX}"
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+
+def _whole_gzip(body: bytes) -> bool:
+    """Decompress in bounded chunks: the gzip trailer's CRC and length must match."""
+    stream = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    data = body
+    try:
+        while not stream.eof:
+            out = stream.decompress(data, _CHECK_CHUNK)
+            data = stream.unconsumed_tail
+            if not out and not data:
+                break  # input used up before the end of the stream: truncated
+    except zlib.error:
+        return False
+    return stream.eof and not stream.unused_data
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename itself durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    # Already gone, or never written: either way nothing left to remove.
+    with contextlib.suppress(OSError):
+        path.unlink()
