@@ -1,14 +1,18 @@
 """The shipper against a real server: queue while it is away, send in order, drop rejects."""
 
+import itertools
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from podflame.agent.shipper import Shipper
+from podflame.agent.spool import DiskSpool
 from podflame.model import Batch, Series, StackValue
-from tests.conftest import free_port, running_server
+from tests.agent.outage import RefusingProxy, blackhole, kill, rows_per_sample, start_server
+from tests.conftest import free_port, running_server, stop
 
 
 def batch(value: int, *, profile_type: str = "cpu") -> Batch:
@@ -77,3 +81,110 @@ def test_token_is_sent_to_a_server_that_requires_one(tmp_path: Path) -> None:
         headers = {"Authorization": f"Bearer {secret}"}
         top = httpx.get(url + "/api/v1/top", params=params, headers=headers, timeout=30).json()
         assert top["total"] == 11
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    """Until `condition` holds; the timeout only stops a broken test from hanging."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def spool_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.batch.gz"))
+
+
+def test_spooled_batches_reach_a_server_that_comes_back(tmp_path: Path) -> None:
+    port = free_port()
+    spool = DiskSpool(tmp_path / "spool", max_bytes=1 << 20)
+    shipper = Shipper(f"http://127.0.0.1:{port}", queue=spool, timeout=2)
+    shipper.start()
+    for value in (1, 10, 100):  # nothing listens yet
+        shipper.submit(batch(value))
+    assert len(spool_files(tmp_path / "spool")) == 3
+    time.sleep(3)
+    # Backed off: a try at once, then after at least 0.5 s, 1 s, 2 s (not thousands).
+    assert 1 <= shipper.stats.send_failures <= 3
+    assert shipper.stats.batches_sent == 0
+
+    with running_server(tmp_path, port=port) as url:
+        wait_for(lambda: shipper.stats.batches_sent == 3)
+        assert spool_files(tmp_path / "spool") == []
+        assert stored_total(url) == 111
+        shipper.close(time.monotonic() + 5)
+
+
+def test_a_503_with_retry_after_is_waited_out(podflame_server: str) -> None:
+    with RefusingProxy(podflame_server, refusals=2, retry_after="2") as proxy:
+        shipper = Shipper(proxy.url, max_pending=5)
+        shipper.start()
+        shipper.submit(batch(13))
+        wait_for(lambda: shipper.stats.batches_sent == 1)
+        shipper.close(time.monotonic() + 5)
+    assert proxy.statuses == [503, 503, 200]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(proxy.arrivals)]
+    assert min(gaps) >= 2.0, f"a retry came before the Retry-After of 2 s: {gaps}"
+    assert shipper.stats.retry_after_waits == 2
+    assert stored_total(podflame_server) == 13
+
+
+def test_a_server_that_never_answers_blocks_only_the_sender(tmp_path: Path) -> None:
+    """Batches keep being spooled while the sender waits for an answer; closing gives up
+    at its deadline and leaves them all in the spool."""
+    directory = tmp_path / "spool"
+    with blackhole() as hole:
+        shipper = Shipper(hole.url, queue=DiskSpool(directory, 1 << 20), timeout=30)
+        shipper.start()
+        shipper.submit(batch(1))
+        wait_for(lambda: hole.connections == 1)  # the sender waits for an answer
+        for value in (2, 3):
+            shipper.submit(batch(value))  # returns although the first send hangs
+        assert len(spool_files(directory)) == 3
+        assert (hole.connections, shipper.stats.send_failures) == (1, 0)
+        shipper.close(time.monotonic() + 1)
+        assert shipper.stats.batches_sent == 0
+    assert len(spool_files(directory)) == 3
+    assert shipper.stats.batches_lost_at_exit == 0
+
+
+def test_unacknowledged_batches_without_a_spool_are_counted_lost() -> None:
+    with blackhole() as hole:
+        shipper = Shipper(hole.url, max_pending=5, timeout=30)
+        shipper.start()
+        for value in (1, 2):
+            shipper.submit(batch(value))
+        shipper.close(time.monotonic() + 1)
+    assert shipper.stats.batches_lost_at_exit == 2
+
+
+def test_a_replayed_batch_is_stored_once_across_restarts(tmp_path: Path) -> None:
+    """The agent died after the server stored a batch but before deleting its file, and the
+    server was killed too: the restarted agent sends the file again, the restarted server
+    (same chDB) keeps it once, by its batch_id."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    directory = tmp_path / "spool"
+    server = start_server(tmp_path, port)
+    try:
+        first = Shipper(url, queue=DiskSpool(directory, 1 << 20))
+        first.submit(batch(17))
+        (saved,) = [(path.name, path.read_bytes()) for path in spool_files(directory)]
+        assert first.flush()
+        assert spool_files(directory) == []
+        assert stored_total(url) == 17
+        kill(server)
+        (directory / saved[0]).write_bytes(saved[1])  # as if never deleted
+
+        server = start_server(tmp_path, port)
+        spool = DiskSpool(directory, 1 << 20)
+        assert spool.stats.batches_recovered == 1
+        restarted = Shipper(url, queue=spool)
+        restarted.submit(batch(19))
+        assert restarted.flush()
+        assert restarted.stats.batches_sent == 2
+        assert stored_total(url) == 17 + 19
+    finally:
+        stop(server)
+    rows = rows_per_sample(tmp_path / "chdb", "comm = 'shipper-test'")
+    assert sorted(rows.values()) == [1, 1], "one row per batch: each stored once"
