@@ -4,6 +4,7 @@ import contextlib
 import ctypes
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 # BPF programs (perf_event or tracepoint) run for microseconds; waiting this long
@@ -71,3 +72,19 @@ def stack_addresses(
         except KeyError:
             cache[stack_id] = ()
     return cache[stack_id]
+
+
+def detach_tracepoints(bpf: Any) -> None:
+    """Detach every tracepoint program at once, before `bpf.cleanup()`.
+
+    The kernel waits for RCU grace periods when a tracepoint loses its last
+    program; one after the other that took 3.3 s for the network tracer's 45,
+    together 1.9 s (measured), which a stopping agent needs for its last sends.
+    """
+    from bcc import lib  # BCC's ctypes library: the call releases the GIL
+
+    fds = list(bpf.tracepoint_fds.values())
+    if fds:
+        with ThreadPoolExecutor(min(len(fds), 64), thread_name_prefix="detach") as pool:
+            list(pool.map(lib.bpf_close_perf_event_fd, fds))
+    bpf.tracepoint_fds.clear()  # closed: cleanup() must not close them again

@@ -23,6 +23,7 @@ import numpy as np
 
 from podflame.agent.bpfmaps import (
     clear_stack_map,
+    detach_tracepoints,
     read_and_clear,
     read_and_clear_counts,
     release_compiler_memory,
@@ -275,6 +276,7 @@ class NetworkTracer:
 
     def close(self) -> None:
         if self._bpf is not None:
+            detach_tracepoints(self._bpf)
             self._bpf.cleanup()
             self._bpf = None
 

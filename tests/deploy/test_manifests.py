@@ -193,7 +193,22 @@ def test_node_paths_are_mounted_read_only() -> None:
         for mount in mounts.values()
         if "hostPath" in volumes[mount["name"]] and not mount.get("readOnly")
     ]
-    assert writable_host_paths == []
+    assert writable_host_paths == ["/var/lib/podflame/spool"], "only the spool is written"
+
+
+def test_the_spool_is_on_the_node_so_it_outlives_the_pod() -> None:
+    resources = build("base")
+    pod = find(resources, "DaemonSet")["spec"]["template"]["spec"]
+    container = agent_container(resources)
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    mount = next(
+        m for m in container["volumeMounts"] if m["mountPath"] == env["PODFLAME_SPOOL_DIR"]
+    )
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["hostPath"] == {"path": "/var/lib/podflame/spool", "type": "DirectoryOrCreate"}
+    assert "maxSurge" not in find(resources, "DaemonSet")["spec"]["updateStrategy"].get(
+        "rollingUpdate", {}
+    ), "two agents on a node would share one spool"
 
 
 def test_agent_ships_to_the_server_service() -> None:
