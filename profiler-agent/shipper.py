@@ -112,7 +112,7 @@ class Shipper:
 
     def submit(self, batch: Batch) -> None:
         """Queue the batch for the sender; returns once it is queued (on disk with a spool)."""
-        dropped = self.queue.push(gzip.compress(batch.model_dump_json().encode(), compresslevel=5))
+        dropped = self.queue.push(encode(batch))
         if dropped:
             self.stats.batches_dropped_queue_full += dropped
             log.warning("server unreachable: dropped the %d oldest queued batches", dropped)
@@ -217,6 +217,11 @@ class Shipper:
             log.warning("cannot ship to %s (%s); keeping batches queued", self.url, reason)
             self._server_down = True
         return Outcome.RETRY
+
+
+def encode(batch: Batch) -> bytes:
+    """The request body, as sent and as spooled."""
+    return gzip.compress(batch.model_dump_json().encode(), compresslevel=5)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
