@@ -263,6 +263,14 @@ def build_network(
 
 def build_agent(settings: AgentSettings) -> Agent:
     """Composition root: wire the stages and start sampling (needs root and BPF)."""
+    # First: batches an earlier run left in the spool wait for this one, and a
+    # spool directory that cannot be created stops the start before anything runs.
+    shipper = Shipper(
+        str(settings.server),
+        queue=_pending_queue(settings),
+        token=settings.token,
+        ca_file=settings.ca_file,
+    )
     sampler = CpuSampler(
         frequency=settings.frequency,
         interval=settings.interval,
@@ -285,12 +293,6 @@ def build_agent(settings: AgentSettings) -> Agent:
         processes=processes,
         labels=labels,
         period_ns=sampler.period_ns,
-    )
-    shipper = Shipper(
-        str(settings.server),
-        queue=_pending_queue(settings),
-        token=settings.token,
-        ca_file=settings.ca_file,
     )
     peers: PeerResolver = PodPeers(kubernetes) if kubernetes is not None else NoPeers()
     # The network programs compile first: CPU samples of processes are announced

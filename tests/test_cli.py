@@ -105,6 +105,22 @@ def test_bad_kubernetes_flags_exit_with_the_reason(flag: str, value: str, compla
     assert "invalid setting" in result.stderr and complaint in result.stderr
 
 
+def test_spool_flags(tmp_path: Path) -> None:
+    assert agent_settings().spool_dir is None, "in memory unless asked"
+    settings = agent_settings(
+        "--spool-dir", str(tmp_path), "--spool-max-bytes", "2000000", "--shutdown-timeout", "2"
+    )
+    assert (settings.spool_dir, settings.spool_max_bytes) == (tmp_path, 2_000_000)
+    assert settings.shutdown_timeout == 2.0
+    result = subprocess.run(
+        [*PODFLAME, "agent", "--spool-max-bytes", "1000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "spool_max_bytes" in result.stderr
+
+
 def test_network_tracing_is_on_by_default_and_can_be_turned_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
