@@ -7,6 +7,7 @@ server does.
 
 import gzip
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import AnyHttpUrl
 
+from podflame.agent.agent import build_agent
+from podflame.agent.metrics import render
+from podflame.agent.settings import AgentSettings
 from podflame.model import Batch
 from tests.agent.outage import blackhole, kill, rows_per_sample, start_server
 from tests.conftest import PODFLAME, free_port, stop
@@ -170,3 +175,40 @@ def test_server_killed_and_restarted_loses_nothing_and_stores_nothing_twice(
     assert total / 1e9 == pytest.approx(used, rel=0.03), (total / 1e9, used)
     rows = rows_per_sample(tmp_path / "chdb", f"pid = {workload.pid}")
     assert rows and max(rows.values()) == 1, "a (time, stack) stored twice: a batch twice"
+
+
+def test_drains_go_on_while_the_server_never_answers(tmp_path: Path) -> None:
+    """In-process agent, server blackholed: the drain loop keeps spooling batches (the sender
+    alone waits), and /metrics shows what waits and the spool's counters."""
+    with blackhole() as hole:
+        settings = AgentSettings(
+            server=AnyHttpUrl(hole.url),
+            interval=0.5,
+            metrics_port=0,
+            network=False,
+            spool_dir=tmp_path / "spool",
+        )
+        agent = build_agent(settings)
+        stop_event = threading.Event()
+        thread = threading.Thread(target=agent.run, args=(stop_event,))
+        thread.start()
+        try:
+            wait_for(lambda: agent.stats.drains >= 4, timeout=60)
+            # Sending in the drain loop would have needed a send (a connection) per drain.
+            connections = hole.connections
+            values = parse_metrics(render(agent.metrics()))
+        finally:
+            stop_event.set()
+            thread.join(30)
+    assert connections == 1, "one send, waiting for an answer that never comes"
+    assert not thread.is_alive()
+    assert values["podflame_agent_shipper_pending_batches"] >= 4
+    assert values["podflame_agent_shipper_pending_bytes"] > 0
+    assert values["podflame_agent_shipper_batches_sent_total"] == 0
+    assert values["podflame_agent_spool_batches_recovered_total"] == 0
+    assert len(spooled(tmp_path / "spool")) >= 5, "the last drain was spooled too"
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines}
