@@ -138,7 +138,7 @@ class DiskSpool:
         self._bytes = 0
         self._in_flight: int | None = None
         self._lock = threading.Lock()
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._scan()
         self._next = max(self._index, default=-1) + 1
 
@@ -183,7 +183,10 @@ class DiskSpool:
         """Write the file atomically; on failure return the body to hold in memory."""
         temp = self.directory / f".{key:020d}.tmp"
         try:
-            with temp.open("wb") as stream:
+            # Owner-only: batches name every workload's functions and pods.
+            with os.fdopen(
+                os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb"
+            ) as stream:
                 stream.write(body)
                 stream.flush()
                 os.fsync(stream.fileno())

@@ -40,6 +40,8 @@ def test_spool_hands_out_batches_oldest_first_and_deletes_them_when_done(tmp_pat
     for n in range(12):  # past 10: the names must sort by number, not by text
         assert spool.push(body(n)) == 0
     assert len(batch_files(tmp_path)) == 12
+    modes = {(tmp_path / name).stat().st_mode & 0o777 for name in batch_files(tmp_path)}
+    assert modes == {0o600}, "batches name every workload's functions: owner only"
     assert drain(spool) == list(range(12))
     assert batch_files(tmp_path) == []
     assert (len(spool), spool.size_bytes) == (0, 0)
