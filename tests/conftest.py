@@ -80,6 +80,22 @@ def wait_until_ready(
     raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
+# What `podflame agent` logs once its BPF programs are compiled and sampling runs.
+SAMPLING_STARTED = "sampling all CPUs"
+
+
+def wait_for_sampling(agent: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    """Until the agent logs that it samples: its BCC compiles take about 2 s each on a quiet
+    machine and far longer on a busy one, so a fixed sleep would start workloads too early."""
+    deadline = time.monotonic() + timeout
+    while SAMPLING_STARTED not in log.read_text(errors="replace"):
+        if agent.poll() is not None:
+            raise RuntimeError(f"the agent exited: {log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the agent did not start sampling in {timeout} s")
+        time.sleep(0.2)
+
+
 def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
     if process.poll() is None:
         process.terminate()

@@ -1,14 +1,13 @@
 """Real profiled runs shared by the end-to-end tests of this folder, and the browser."""
 
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PODFLAME, compile_c, running_server, stop
+from tests.conftest import PODFLAME, compile_c, running_server, stop, wait_for_sampling
 from tests.e2e.browser import browser, page
 from tests.e2e.pods import Pod, Workload, pod_agent, release, run_workloads
 from tests.fixtures import FIXTURES
@@ -71,8 +70,7 @@ def profile_workload(tmp_path: Path, server_url: str) -> tuple[int, float]:
             stderr=subprocess.STDOUT,
         )
         try:
-            time.sleep(6)  # BCC compiles the program (about 2 s) before sampling starts
-            assert agent.poll() is None, log_path.read_text()
+            wait_for_sampling(agent, log_path)
             workload, cpu_seconds = start_workload(binary, BURN_SECONDS)
         finally:
             code = stop(agent)

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PODFLAME, free_port, stop, wait_until_ready
+from tests.conftest import PODFLAME, free_port, stop, wait_for_sampling, wait_until_ready
 from tests.fixtures import build_burn7030
 from tests.server.test_tls import trusting
 from tests.tlscerts import make_certificates
@@ -66,7 +66,7 @@ def test_up_over_https_with_tokens(tmp_path: Path) -> None:
         )
         try:
             wait_until_ready(url + "/readyz", up, verify=trusting(certificates.ca))
-            time.sleep(4)  # BCC compiles before sampling starts
+            wait_for_sampling(up, log_path)
             burn = subprocess.run([str(workload), "1.5"], capture_output=True, check=True)
             assert burn.returncode == 0
             time.sleep(3)  # a drain or two ship the samples
