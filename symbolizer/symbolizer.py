@@ -80,6 +80,12 @@ class _Origin:
 # file's contents well enough when it has no build-id.
 _StatKey = tuple[int, int, int, int]
 _CacheKey = str | _StatKey
+# A mapped file as /proc/PID/maps names it: (path, device major, minor, inode).
+_MappingKey = tuple[str, int, int, int]
+
+
+def _mapping_key(mapping: Mapping) -> _MappingKey:
+    return (mapping.path, mapping.dev_major, mapping.dev_minor, mapping.inode)
 
 
 @dataclass
@@ -101,6 +107,8 @@ class SymbolizerStats:
     debug_files: int = 0  # binaries named from a separate debug file
     jit_frames: int = 0  # frames named from a perf map
     processes_gone: int = 0  # image() calls for a pid that no longer exists
+    # Tables found by the mapped file's identity, without opening the file.
+    mapping_cache_hits: int = 0
     maps_errors: int = 0  # image() calls whose maps were unreadable otherwise
 
 
@@ -139,6 +147,11 @@ class Symbolizer:
         # Opened file -> cache key, or None for a file that failed to parse.
         # Saves re-reading the build-id (and re-failing) on every call.
         self._by_stat: OrderedDict[_StatKey, _CacheKey | None] = OrderedDict()
+        # Mapped file -> cache key, learnt from every file opened. A process
+        # forked from one already seen maps the same files: its tables are
+        # found without opening anything, even after it has exited (under
+        # process churn most children are gone before they can be captured).
+        self._by_mapping: OrderedDict[_MappingKey, _CacheKey] = OrderedDict()
         self._perf_maps = PerfMaps(max_processes=max_binaries)
 
     # Kernel ------------------------------------------------------------
@@ -231,6 +244,10 @@ class Symbolizer:
         for mapping, positions in in_files.items():
             if mapping not in image.tables:  # not opened yet: try now
                 image.tables[mapping] = self._binary(image.pid, mapping)
+            elif image.tables[mapping] is None:
+                # Gone before its files could be opened: another process may
+                # have mapped the same file since.
+                image.tables[mapping] = self._known_mapping(mapping)
             found = [addresses[i] for i in positions]
             self._file_frames(image.tables[mapping], mapping, found, positions, names)
         return [UNKNOWN if name is None else name for name in names]
@@ -278,13 +295,51 @@ class Symbolizer:
 
     def _binary(self, pid: int, mapping: Mapping) -> ElfSymbols | None:
         """The symbol table of the file behind `mapping`, or None if unavailable."""
+        known = self._known_mapping(mapping)
+        if known is not None:
+            return known
         stream = self._open_binary(pid, mapping)
         if stream is None:
             self.stats.binaries_unreadable += 1
             return None
         origin = _Origin(self._proc / str(pid) / "root", mapping.path)
         with stream:
-            return self._symbols_of(stream, origin)
+            symbols = self._symbols_of(stream, origin)
+        if symbols is not None:
+            self._remember_mapping(mapping, symbols)
+        return symbols
+
+    def _known_mapping(self, mapping: Mapping) -> ElfSymbols | None:
+        """The cached table of a file another process mapped (same path, device and inode).
+
+        A replaced file has another inode, so a stale table is never used for it.
+        """
+        key = self._by_mapping.get(_mapping_key(mapping))
+        if key is None or key not in self._binaries:
+            return None
+        self._by_mapping.move_to_end(_mapping_key(mapping))
+        self._binaries.move_to_end(key)
+        self.stats.mapping_cache_hits += 1
+        return self._binaries[key]
+
+    def _remember_mapping(self, mapping: Mapping, symbols: ElfSymbols) -> None:
+        key = next((k for k, v in reversed(self._binaries.items()) if v is symbols), None)
+        if key is None:
+            return
+        self._by_mapping[_mapping_key(mapping)] = key
+        self._by_mapping.move_to_end(_mapping_key(mapping))
+        if len(self._by_mapping) > 4 * self._max_binaries:
+            self._by_mapping.popitem(last=False)
+
+    def cache_sizes(self) -> dict[str, int]:
+        """Entries per in-memory cache (the agent exports them as gauges)."""
+        return {
+            "symbol_tables": len(self._binaries),
+            "symbol_table_bytes": self._bytes,
+            "opened_files": len(self._by_stat),
+            "mapped_files": len(self._by_mapping),
+            "perf_maps": len(self._perf_maps),
+        }
 
     def _open_binary(self, pid: int, mapping: Mapping) -> BinaryIO | None:
         """Open the mapped file as the process sees it.
