@@ -153,6 +153,7 @@ class Symbolizer:
         # process churn most children are gone before they can be captured).
         self._by_mapping: OrderedDict[_MappingKey, _CacheKey] = OrderedDict()
         self._perf_maps = PerfMaps(max_processes=max_binaries)
+        self._layouts: OrderedDict[tuple[Mapping, ...], MappingIndex] = OrderedDict()
 
     # Kernel ------------------------------------------------------------
 
@@ -201,6 +202,7 @@ class Symbolizer:
         except OSError:
             self.stats.maps_errors += 1
             return None
+        index = self._layout(mappings)
         known = previous.tables if previous is not None else {}
         tables = {m: known[m] for m in mappings if m in known}
         if eager:
@@ -209,7 +211,24 @@ class Symbolizer:
                     tables[mapping] = self._binary(pid, mapping)
         has_jit = any(not (m.is_file or m.is_pseudo) for m in mappings)
         jit = self._perf_maps.get(pid, self._proc) if has_jit else None
-        return ProcessImage(pid, MappingIndex(mappings), tables, jit)
+        return ProcessImage(pid, index, tables, jit)
+
+    def _layout(self, mappings: list[Mapping]) -> MappingIndex:
+        """One index per distinct set of executable mappings.
+
+        Children forked from one parent map the same files at the same
+        addresses: under process churn thousands of records then share one
+        index instead of holding a copy each. Tables stay per image: a shared
+        dict would keep tables the LRU evicted alive past its byte cap.
+        """
+        key = tuple(mappings)
+        index = self._layouts.get(key)
+        if index is None:
+            index = self._layouts[key] = MappingIndex(mappings)
+            if len(self._layouts) > 4 * self._max_binaries:
+                self._layouts.popitem(last=False)
+        self._layouts.move_to_end(key)
+        return index
 
     def is_stale(self, image: ProcessImage | None, addresses: Sequence[int]) -> bool:
         """Whether `image` may be out of date for `addresses`: one of them lies outside
@@ -339,6 +358,7 @@ class Symbolizer:
             "opened_files": len(self._by_stat),
             "mapped_files": len(self._by_mapping),
             "perf_maps": len(self._perf_maps),
+            "layouts": len(self._layouts),
         }
 
     def _open_binary(self, pid: int, mapping: Mapping) -> BinaryIO | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -203,3 +206,22 @@ def test_mapped_file_index_is_bounded(binaries: Binaries, spawn: Spawn) -> None:
     sizes = symbolizer.cache_sizes()
     assert sizes["symbol_tables"] == 1
     assert 1 <= sizes["mapped_files"] <= 4  # 4 x max_binaries
+
+
+def test_forked_processes_share_one_mapping_index() -> None:
+    child = os.fork()
+    if child == 0:  # the same executable mappings as its parent, at the same addresses
+        time.sleep(60)
+        os._exit(0)
+    try:
+        symbolizer = Symbolizer()
+        parent_image = symbolizer.image(os.getpid())
+        child_image = symbolizer.image(child)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+    assert parent_image is not None and child_image is not None
+    assert child_image.mappings is parent_image.mappings
+    assert child_image.pid == child
+    assert symbolizer.cache_sizes()["layouts"] == 1
