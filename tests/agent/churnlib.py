@@ -116,10 +116,13 @@ def run_churn(
     exec_every: int = 4,
     frequency: int = 997,
     interval: float = 10,
+    symbol_cache_bytes: int | None = None,
 ) -> ChurnReport:
     parent, child = build_churn(directory)
     log = directory / "agent.log"
-    flags = ("--frequency", str(frequency), "--interval", str(interval))
+    flags: tuple[str, ...] = ("--frequency", str(frequency), "--interval", str(interval))
+    if symbol_cache_bytes is not None:
+        flags += ("--symbol-cache-bytes", str(symbol_cache_bytes))
     with running_server(directory) as server, running_agent(server, log, *flags) as (agent, port):
         churn = subprocess.Popen(
             [str(parent), str(rate), str(seconds), str(spin_us), str(exec_every), str(child)],
@@ -211,10 +214,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--interval", type=float, default=10)
     parser.add_argument("--directory", type=Path, required=True)
     args = parser.parse_args()
     args.directory.mkdir(parents=True, exist_ok=True)
-    report = run_churn(args.directory, rate=args.rate, seconds=args.seconds)
+    report = run_churn(args.directory, rate=args.rate, seconds=args.seconds, interval=args.interval)
     print(json.dumps(summary(report), indent=1, default=str))
     (args.directory / "ticks.json").write_text(json.dumps([asdict(t) for t in report.ticks]))
 
