@@ -154,8 +154,9 @@ def _watch(pid: int, port: int, churn: subprocess.Popen[str]) -> list[Tick]:
 
 
 def _tick(pid: int, port: int, second: float) -> Tick:
-    gauges = {name: v for name, v in scrape(port).items() if "_total" not in name}
-    gauges["drains"] = scrape(port).get("podflame_agent_drains_total", 0)
+    metrics = scrape(port)
+    gauges = {name: v for name, v in metrics.items() if "_total" not in name}
+    gauges["drains"] = metrics.get("podflame_agent_drains_total", 0)
     return Tick(second, process_rss_kib(pid), process_cpu_seconds(pid), gauges)
 
 
