@@ -168,10 +168,11 @@ class Agent:
         return counters
 
     def metrics(self) -> list[Sample]:
-        with self.lock:  # the tables change size under the announcement loops
-            sizes = self.cache_sizes()
-            tables = self._process_tables()
-            counts = {name: (t.gone_at_capture, t.evicted) for name, t in tables.items()}
+        # Without the agent's lock: a scrape must not wait for a drain. Sizes
+        # are len() of dicts, which the other threads change atomically.
+        sizes = self.cache_sizes()
+        tables = self._process_tables()
+        counts = {name: (t.gone_at_capture, t.evicted) for name, t in tables.items()}
         return collect(self.stats, self._stage_stats(), len(self.processes), sizes, counts)
 
     def _process_tables(self) -> dict[str, ProcessTable]:

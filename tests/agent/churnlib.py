@@ -13,7 +13,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +27,6 @@ from tests.fixtures import FIXTURES, build_workload
 
 # The children's CPU work: a sample in one of these was named.
 CHILD_FUNCTIONS = {"churn_spin", "exec_spin"}
-UNNAMED_EXAMPLES: list[str] = []
 _METRIC = re.compile(r"^([a-z_]+)(\{[^}]*\})? (\S+)$")
 
 
@@ -51,6 +50,7 @@ class ChurnReport:
     alive: bool  # the agent was still running when the churn ended
     exit_code: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # the last scrape
+    unnamed_stacks: list[str] = field(default_factory=list)  # folded lines, heaviest first
 
     @property
     def named_fraction(self) -> float:
@@ -129,27 +129,31 @@ def run_churn(
             stdout=subprocess.PIPE,
             text=True,
         )
-        ticks = _watch(agent.pid, port, churn)
+        start = time.monotonic()
+        ticks = _watch(agent.pid, port, start, churn.poll)
         output, _ = churn.communicate(timeout=60)
-        # Two drains more: the last children's samples are shipped.
-        for _ in range(int(2 * interval) + 2):
-            time.sleep(1)
-            ticks.append(_tick(agent.pid, port, ticks[0].second + len(ticks)))
+        # Four drains more: the last children's samples are shipped and their
+        # records dropped (an ended process is kept for two drains).
+        after = time.monotonic() + 4 * interval + 2
+        ticks += _watch(agent.pid, port, start, lambda: None if time.monotonic() < after else 0)
         alive = agent.poll() is None
         metrics = scrape(port) if alive else {}
         exit_code = stop(agent, timeout=60)
-        named, unnamed = _children_samples(server)
+        named, unnamed, unnamed_stacks = _children_samples(server)
     started = int(output.split("started=")[1].split()[0])
     text = log.read_text(errors="replace")
-    return ChurnReport(started, ticks, named, unnamed, text, alive, exit_code, metrics)
+    return ChurnReport(
+        started, ticks, named, unnamed, text, alive, exit_code, metrics, unnamed_stacks
+    )
 
 
-def _watch(pid: int, port: int, churn: subprocess.Popen[str]) -> list[Tick]:
-    start = time.monotonic()
+def _watch(pid: int, port: int, start: float, done: Callable[[], int | None]) -> list[Tick]:
+    """A tick every second (counted from `start`) until `done()` returns an exit code."""
     ticks = []
-    while churn.poll() is None:
-        ticks.append(_tick(pid, port, time.monotonic() - start))
-        time.sleep(max(0.0, start + len(ticks) - time.monotonic()))
+    while done() is None:
+        second = time.monotonic() - start
+        ticks.append(_tick(pid, port, second))
+        time.sleep(max(0.0, start + int(second) + 1 - time.monotonic()))
     return ticks
 
 
@@ -160,9 +164,10 @@ def _tick(pid: int, port: int, second: float) -> Tick:
     return Tick(second, process_rss_kib(pid), process_cpu_seconds(pid), gauges)
 
 
-def _children_samples(server: str) -> tuple[int, int]:
-    """(named, unnamed) samples of the churn processes, from the server's folded export."""
+def _children_samples(server: str) -> tuple[int, int, list[str]]:
+    """(named, unnamed, unnamed stacks) of the churn processes, from the server's folded export."""
     named = unnamed = 0
+    examples = []
     for comm in ("churn", "churn_child"):
         params = {"query": f'{{comm="{comm}"}}', "from": "now-30m", "format": "folded"}
         text = httpx.get(server + "/api/v1/export", params=params, timeout=60).text
@@ -173,8 +178,8 @@ def _children_samples(server: str) -> tuple[int, int]:
                 named += int(value)
             elif user and not any(is_symbolized(f) for f in user):
                 unnamed += int(value)
-                UNNAMED_EXAMPLES.append(line)
-    return named, unnamed
+                examples.append(line)
+    return named, unnamed, sorted(examples, key=_value, reverse=True)
 
 
 def _value(line: str) -> int:
@@ -206,7 +211,7 @@ def summary(report: ChurnReport) -> dict[str, object]:
         "exit_code": report.exit_code,
         "rss_series": [round(r, 1) for r in rss],
         "metrics": {k: v for k, v in report.metrics.items() if "shallow" not in k},
-        "unnamed_examples": sorted(UNNAMED_EXAMPLES, key=_value, reverse=True)[:15],
+        "unnamed_examples": report.unnamed_stacks[:15],
         "errors": [line for line in report.log.splitlines() if " ERROR " in line][:10],
     }
 
