@@ -117,10 +117,12 @@ class Agent:
     def _announce(self, processes: list[ProcessGeneration], table: ProcessTable) -> None:
         # The lock is taken per process: capturing one can take milliseconds,
         # and the other announcement loop must not wait for a whole burst.
-        for process in processes:
+        source = "cpu" if table is self.processes else "network"
+        for done, process in enumerate(processes):
             with self.lock:
                 table.announce(process)
                 self.stats.new_processes += 1
+                self.stats.announce_backlog[source] = len(processes) - done - 1
 
     def tick(self) -> None:
         with self._timed("drain"):
@@ -175,9 +177,14 @@ class Agent:
         return counters
 
     def metrics(self) -> list[Sample]:
+        # Without the agent's lock: a scrape must not wait for a drain. Sizes
+        # are len() of dicts, which the other threads change atomically.
+        sizes = self.cache_sizes()
+        tables = self._process_tables()
+        counts = {name: (t.gone_at_capture, t.evicted) for name, t in tables.items()}
         queue = self.shipper.queue
         return [
-            *collect(self.stats, self._stage_stats(), len(self.processes)),
+            *collect(self.stats, self._stage_stats(), len(self.processes), sizes, counts),
             Sample(
                 "podflame_agent_shipper_pending_batches",
                 "gauge",
@@ -191,6 +198,23 @@ class Agent:
                 queue.size_bytes,
             ),
         ]
+
+    def _process_tables(self) -> dict[str, ProcessTable]:
+        tables = {"cpu": self.processes}
+        if self.network:
+            tables["network"] = self.network.processes
+        return tables
+
+    def cache_sizes(self) -> dict[str, int]:
+        """Entries of every cache the agent holds, by name (gauges at /metrics)."""
+        sizes = {f"processes_{name}": len(t) for name, t in self._process_tables().items()}
+        sizes.update(self.symbolizer.cache_sizes())
+        if isinstance(self.processes.cgroups, CgroupResolver):
+            sizes["cgroups"] = len(self.processes.cgroups)
+        sizes["shallow_stack_pids"] = len(self.stats.shallow)
+        if self.kubernetes is not None:
+            sizes.update(self.kubernetes.cache_sizes())
+        return sizes
 
     def _stage_stats(self) -> dict[str, Any]:
         stages: dict[str, Any] = {

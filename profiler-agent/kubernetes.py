@@ -315,6 +315,9 @@ class KubernetesMetadata:
     def stats(self) -> KubernetesStats:
         return self.watcher.stats
 
+    def cache_sizes(self) -> dict[str, int]:
+        return self.index.sizes()
+
 
 def start_metadata(
     kubeconfig: Path | None,

@@ -188,6 +188,16 @@ class PodIndex:
     def __len__(self) -> int:
         return len(self._pods)
 
+    def sizes(self) -> dict[str, int]:
+        """Entries per index (the agent's cache gauges); deleted pods are kept a while."""
+        with self._lock:
+            return {
+                "pods": len(self._pods),
+                "pods_deleted": len(self._deleted),
+                "pod_ips": len(self._by_ip),
+                "pod_containers": len(self._by_container),
+            }
+
     def upsert(self, pod: PodInfo) -> None:
         with self._lock:
             self._remove(pod.uid)

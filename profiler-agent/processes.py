@@ -21,6 +21,10 @@ from podflame.symbolizer import ProcessImage
 # A record not sampled for this many drains is dropped; if its process shows up
 # again it is captured anew.
 IDLE_DRAINS = 6
+# A hard cap on records besides: under heavy process churn the table holds
+# every process of the last two or three drains (500/s x 10 s intervals: about
+# 15,000); past the cap the oldest record goes first.
+MAX_RECORDS = 65536
 
 
 class CgroupSource(Protocol):
@@ -59,8 +63,12 @@ class ProcessTable:
         images: ImageSource,
         proc: Path = Path("/proc"),
         cgroups: CgroupSource | None = None,
+        max_records: int = MAX_RECORDS,
     ) -> None:
         self._images = images
+        self._max_records = max_records
+        self.evicted = 0  # records dropped by the cap, not for being idle or ended
+        self.gone_at_capture = 0  # announced processes that had exited before capture
         self._cgroups = cgroups
         self._proc = proc
         self._records: dict[ProcessGeneration, ProcessRecord] = {}
@@ -69,13 +77,23 @@ class ProcessTable:
     def __len__(self) -> int:
         return len(self._records)
 
+    @property
+    def cgroups(self) -> CgroupSource | None:
+        return self._cgroups
+
     def pids(self) -> set[int]:
         return {process.pid for process in self._records}
 
     def announce(self, process: ProcessGeneration) -> None:
         """A process was sampled for the first time: capture it now, while it lives."""
-        self._records[process] = self._capture(process)
+        record = self._capture(process)
+        self.gone_at_capture += record.start_ticks is None
+        self._records.pop(process, None)  # re-inserted last: the oldest stays first
+        self._records[process] = record
         self._newest[process.pid] = process
+        while len(self._records) > self._max_records:
+            self._forget(next(iter(self._records)))
+            self.evicted += 1
 
     def lookup(self, process: ProcessGeneration) -> ProcessRecord:
         """The record for a drained sample."""

@@ -25,6 +25,9 @@ class AgentStats:
     network_calls: int = 0  # network system calls measured (EAGAIN excluded)
     network_dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # Announced processes still waiting for capture in the batch being worked
+    # through, per table ("cpu", "network"): it grows when capture falls behind.
+    announce_backlog: dict[str, int] = field(default_factory=dict)
     # Per pid the agent holds: (comm, samples, samples with at most one user frame).
     shallow: dict[int, tuple[str, int, int]] = field(default_factory=dict)
 
@@ -46,8 +49,63 @@ class AgentStats:
         self.shallow = totals
 
 
-def collect(stats: AgentStats, stage_stats: dict[str, Any], processes: int) -> list[Sample]:
-    """Every metric; `stage_stats` maps a prefix to a dataclass of int counters."""
+def collect(
+    stats: AgentStats,
+    stage_stats: dict[str, Any],
+    processes: int,
+    cache_sizes: dict[str, int] | None = None,
+    tables: dict[str, tuple[int, int]] | None = None,
+) -> list[Sample]:
+    """Every metric; `stage_stats` maps a prefix to a dataclass of int counters,
+    `cache_sizes` a cache to its entries, `tables` a process table to its
+    (processes gone at capture, records evicted by the cap)."""
+    return _counters(stats, stage_stats, processes) + _caches(
+        stats, cache_sizes or {}, tables or {}
+    )
+
+
+def _caches(
+    stats: AgentStats, sizes: dict[str, int], tables: dict[str, tuple[int, int]]
+) -> list[Sample]:
+    p = "podflame_agent_"
+    samples = [
+        Sample(p + "cache_entries", "gauge", "Entries per agent cache.", n, (("cache", c),))
+        for c, n in sorted(sizes.items())
+    ]
+    samples += [
+        Sample(
+            p + "announce_backlog",
+            "gauge",
+            "Announced processes waiting for capture, per process table.",
+            n,
+            (("table", t),),
+        )
+        for t, n in sorted(stats.announce_backlog.items())
+    ]
+    for table, (gone, evicted) in sorted(tables.items()):
+        samples.append(
+            Sample(
+                p + "processes_gone_at_capture_total",
+                "counter",
+                "Announced processes that had exited before the agent captured them "
+                "(their frames are [unknown] unless another process mapped the same files).",
+                gone,
+                (("table", table),),
+            )
+        )
+        samples.append(
+            Sample(
+                p + "processes_evicted_total",
+                "counter",
+                "Process records dropped by the table's cap (MAX_RECORDS).",
+                evicted,
+                (("table", table),),
+            )
+        )
+    return samples
+
+
+def _counters(stats: AgentStats, stage_stats: dict[str, Any], processes: int) -> list[Sample]:
     p = "podflame_agent_"
     samples = [
         Sample(p + "drains_total", "counter", "Drains of the kernel maps.", stats.drains),

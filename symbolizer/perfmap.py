@@ -267,6 +267,9 @@ class PerfMaps:
             return [None] * len(addresses)
         return [cached.perf_map.lookup(address) for address in addresses]
 
+    def __len__(self) -> int:
+        return len(self._cache)
+
     def get(self, pid: int, proc: Path = Path("/proc")) -> PerfMap | None:
         """The current map of `pid` (None: process gone), read or refreshed as needed."""
         cached = self._refreshed(pid, proc)
@@ -275,9 +278,6 @@ class PerfMaps:
     def forget(self, pid: int) -> None:
         """Drop what is held for `pid` (call when the process exits)."""
         self._cache.pop(pid, None)
-
-    def __len__(self) -> int:
-        return len(self._cache)
 
     def _refreshed(self, pid: int, proc: Path) -> _Cached | None:
         started = start_time(pid, proc)

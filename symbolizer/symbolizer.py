@@ -80,6 +80,12 @@ class _Origin:
 # file's contents well enough when it has no build-id.
 _StatKey = tuple[int, int, int, int]
 _CacheKey = str | _StatKey
+# A mapped file as /proc/PID/maps names it: (path, device major, minor, inode).
+_MappingKey = tuple[str, int, int, int]
+
+
+def _mapping_key(mapping: Mapping) -> _MappingKey:
+    return (mapping.path, mapping.dev_major, mapping.dev_minor, mapping.inode)
 
 
 @dataclass
@@ -101,6 +107,8 @@ class SymbolizerStats:
     debug_files: int = 0  # binaries named from a separate debug file
     jit_frames: int = 0  # frames named from a perf map
     processes_gone: int = 0  # image() calls for a pid that no longer exists
+    # Tables found by the mapped file's identity, without opening the file.
+    mapping_cache_hits: int = 0
     maps_errors: int = 0  # image() calls whose maps were unreadable otherwise
 
 
@@ -139,7 +147,13 @@ class Symbolizer:
         # Opened file -> cache key, or None for a file that failed to parse.
         # Saves re-reading the build-id (and re-failing) on every call.
         self._by_stat: OrderedDict[_StatKey, _CacheKey | None] = OrderedDict()
+        # Mapped file -> cache key, learnt from every file opened. A process
+        # forked from one already seen maps the same files: its tables are
+        # found without opening anything, even after it has exited (under
+        # process churn most children are gone before they can be captured).
+        self._by_mapping: OrderedDict[_MappingKey, _CacheKey] = OrderedDict()
         self._perf_maps = PerfMaps(max_processes=max_binaries)
+        self._layouts: OrderedDict[tuple[Mapping, ...], MappingIndex] = OrderedDict()
 
     # Kernel ------------------------------------------------------------
 
@@ -188,6 +202,7 @@ class Symbolizer:
         except OSError:
             self.stats.maps_errors += 1
             return None
+        index = self._layout(mappings)
         known = previous.tables if previous is not None else {}
         tables = {m: known[m] for m in mappings if m in known}
         if eager:
@@ -196,7 +211,24 @@ class Symbolizer:
                     tables[mapping] = self._binary(pid, mapping)
         has_jit = any(not (m.is_file or m.is_pseudo) for m in mappings)
         jit = self._perf_maps.get(pid, self._proc) if has_jit else None
-        return ProcessImage(pid, MappingIndex(mappings), tables, jit)
+        return ProcessImage(pid, index, tables, jit)
+
+    def _layout(self, mappings: list[Mapping]) -> MappingIndex:
+        """One index per distinct set of executable mappings.
+
+        Children forked from one parent map the same files at the same
+        addresses: under process churn thousands of records then share one
+        index instead of holding a copy each. Tables stay per image: a shared
+        dict would keep tables the LRU evicted alive past its byte cap.
+        """
+        key = tuple(mappings)
+        index = self._layouts.get(key)
+        if index is None:
+            index = self._layouts[key] = MappingIndex(mappings)
+            if len(self._layouts) > 4 * self._max_binaries:
+                self._layouts.popitem(last=False)
+        self._layouts.move_to_end(key)
+        return index
 
     def is_stale(self, image: ProcessImage | None, addresses: Sequence[int]) -> bool:
         """Whether `image` may be out of date for `addresses`: one of them lies outside
@@ -231,6 +263,10 @@ class Symbolizer:
         for mapping, positions in in_files.items():
             if mapping not in image.tables:  # not opened yet: try now
                 image.tables[mapping] = self._binary(image.pid, mapping)
+            elif image.tables[mapping] is None:
+                # Gone before its files could be opened: another process may
+                # have mapped the same file since.
+                image.tables[mapping] = self._known_mapping(mapping)
             found = [addresses[i] for i in positions]
             self._file_frames(image.tables[mapping], mapping, found, positions, names)
         return [UNKNOWN if name is None else name for name in names]
@@ -278,13 +314,52 @@ class Symbolizer:
 
     def _binary(self, pid: int, mapping: Mapping) -> ElfSymbols | None:
         """The symbol table of the file behind `mapping`, or None if unavailable."""
+        known = self._known_mapping(mapping)
+        if known is not None:
+            return known
         stream = self._open_binary(pid, mapping)
         if stream is None:
             self.stats.binaries_unreadable += 1
             return None
         origin = _Origin(self._proc / str(pid) / "root", mapping.path)
         with stream:
-            return self._symbols_of(stream, origin)
+            symbols = self._symbols_of(stream, origin)
+        if symbols is not None:
+            self._remember_mapping(mapping, symbols)
+        return symbols
+
+    def _known_mapping(self, mapping: Mapping) -> ElfSymbols | None:
+        """The cached table of a file another process mapped (same path, device and inode).
+
+        A replaced file has another inode, so a stale table is never used for it.
+        """
+        key = self._by_mapping.get(_mapping_key(mapping))
+        if key is None or key not in self._binaries:
+            return None
+        self._by_mapping.move_to_end(_mapping_key(mapping))
+        self._binaries.move_to_end(key)
+        self.stats.mapping_cache_hits += 1
+        return self._binaries[key]
+
+    def _remember_mapping(self, mapping: Mapping, symbols: ElfSymbols) -> None:
+        key = next((k for k, v in reversed(self._binaries.items()) if v is symbols), None)
+        if key is None:
+            return
+        self._by_mapping[_mapping_key(mapping)] = key
+        self._by_mapping.move_to_end(_mapping_key(mapping))
+        if len(self._by_mapping) > 4 * self._max_binaries:
+            self._by_mapping.popitem(last=False)
+
+    def cache_sizes(self) -> dict[str, int]:
+        """Entries per in-memory cache (the agent exports them as gauges)."""
+        return {
+            "symbol_tables": len(self._binaries),
+            "symbol_table_bytes": self._bytes,
+            "opened_files": len(self._by_stat),
+            "mapped_files": len(self._by_mapping),
+            "perf_maps": len(self._perf_maps),
+            "layouts": len(self._layouts),
+        }
 
     def _open_binary(self, pid: int, mapping: Mapping) -> BinaryIO | None:
         """Open the mapped file as the process sees it.

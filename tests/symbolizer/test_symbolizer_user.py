@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -173,3 +176,52 @@ def test_cache_is_shared_between_processes_of_one_binary(binaries: Binaries, spa
 
     assert names == [n for n in NAMES for _ in range(2)]
     assert symbolizer.stats.binaries_loaded == loaded == 3
+
+
+def test_exited_process_is_named_from_the_files_another_process_mapped(
+    binaries: Binaries, spawn: Spawn
+) -> None:
+    """Under process churn a child is often gone before its files can be opened: the
+    tables of the same files (path, device, inode) opened for its parent name it."""
+    parent, child = spawn(binaries.pie), spawn(binaries.pie)
+    symbolizer = Symbolizer()
+    symbolizer.user(parent.pid, frames(parent, NAMES))
+    image = symbolizer.image(child.pid)  # mappings only: nothing opened yet
+    child.process.kill()
+    child.process.wait()
+
+    names = symbolizer.resolve(image, frames(child, NAMES))
+
+    assert names == [n for n in NAMES for _ in range(2)]
+    assert symbolizer.stats.binaries_unreadable == 0
+    assert symbolizer.stats.mapping_cache_hits == 3  # target, libburn.so, libc
+
+
+def test_mapped_file_index_is_bounded(binaries: Binaries, spawn: Spawn) -> None:
+    symbolizer = Symbolizer(max_binaries=1)
+    for program in (binaries.pie, binaries.nopie):
+        live = spawn(program)
+        symbolizer.user(live.pid, frames(live, NAMES))
+
+    sizes = symbolizer.cache_sizes()
+    assert sizes["symbol_tables"] == 1
+    assert 1 <= sizes["mapped_files"] <= 4  # 4 x max_binaries
+
+
+def test_forked_processes_share_one_mapping_index() -> None:
+    child = os.fork()
+    if child == 0:  # the same executable mappings as its parent, at the same addresses
+        time.sleep(60)
+        os._exit(0)
+    try:
+        symbolizer = Symbolizer()
+        parent_image = symbolizer.image(os.getpid())
+        child_image = symbolizer.image(child)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+    assert parent_image is not None and child_image is not None
+    assert child_image.mappings is parent_image.mappings
+    assert child_image.pid == child
+    assert symbolizer.cache_sizes()["layouts"] == 1
