@@ -288,16 +288,17 @@ async def drive(url: str, agents: list[Agent], seconds: float, seed: int = 3) ->
 
 @dataclass
 class RssSampler:
-    """The server's RSS every RSS_PERIOD_SECONDS, on a thread-free asyncio task."""
+    """The server's RSS every `period` seconds, on a thread-free asyncio task."""
 
     pid: int
+    period: float = RSS_PERIOD_SECONDS
     samples: list[tuple[float, int]] = field(default_factory=list)
 
     async def run(self, seconds: float) -> None:
         start = time.monotonic()
         while time.monotonic() - start < seconds:
             self.samples.append((time.monotonic() - start, resident_bytes(self.pid)))
-            await asyncio.sleep(RSS_PERIOD_SECONDS)
+            await asyncio.sleep(self.period)
         self.samples.append((time.monotonic() - start, resident_bytes(self.pid)))
 
 
@@ -324,6 +325,9 @@ class LoadResult:
     server_cpu_seconds: float
     generator_cpu_seconds: float
     stored: dict[str, int]
+    # The machine's 1-minute load average at the end: the generator and the
+    # server share the CPUs with whatever else runs, which moves the latency.
+    load_average: float = field(default_factory=lambda: os.getloadavg()[0])
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.tally.latencies)
@@ -368,12 +372,14 @@ def stored_counts(chdb_dir: Path) -> dict[str, int]:
     return counts
 
 
-def run_load(directory: Path, agents: int, seconds: float) -> LoadResult:
+def run_load(
+    directory: Path, agents: int, seconds: float, rss_period: float = RSS_PERIOD_SECONDS
+) -> LoadResult:
     """Start a server under `directory`, drive it, stop it, count what it stored."""
     built = build_agents(agents)
     with running_server(directory) as url:
         pid = _server_pid(directory)
-        sampler = RssSampler(pid)
+        sampler = RssSampler(pid, rss_period)
         server_cpu = process_cpu_seconds(pid)
         generator_cpu = time.process_time()
 
@@ -430,6 +436,8 @@ def report(result: LoadResult) -> list[str]:
         f"| Generator CPU (its own, same machine) |"
         f" {result.generator_cpu_seconds / result.seconds:.2f} CPU |",
         f"| Stored: sample rows / expected | {stored_rows:,} / {tally.rows:,} |",
+        f"| Machine load average (1 min) at the end, {os.cpu_count()} CPUs |"
+        f" {result.load_average:.1f} |",
         "",
         "| Goal | Target | Measured | Met |",
         "|---|---|---|---|",
