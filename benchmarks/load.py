@@ -20,6 +20,7 @@ Run alone: `python -m benchmarks.load --agents 200 --seconds 300`.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -294,11 +295,13 @@ class RssSampler:
     period: float = RSS_PERIOD_SECONDS
     samples: list[tuple[float, int]] = field(default_factory=list)
 
-    async def run(self, seconds: float) -> None:
+    async def run(self, done: asyncio.Event) -> None:
+        """Until `done`: the whole run, including agents still sending their backlog."""
         start = time.monotonic()
-        while time.monotonic() - start < seconds:
+        while not done.is_set():
             self.samples.append((time.monotonic() - start, resident_bytes(self.pid)))
-            await asyncio.sleep(self.period)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.period)
         self.samples.append((time.monotonic() - start, resident_bytes(self.pid)))
 
 
@@ -319,7 +322,8 @@ def rss_trend_percent(samples: list[tuple[float, int]]) -> float:
 @dataclass
 class LoadResult:
     agents: int
-    seconds: float
+    seconds: float  # of schedule: each agent's last batch is due before this
+    elapsed: float  # until the last answer: agents behind schedule send their backlog
     tally: Tally
     rss: list[tuple[float, int]]
     server_cpu_seconds: float
@@ -384,14 +388,23 @@ def run_load(
         generator_cpu = time.process_time()
 
         async def both() -> Tally:
-            tally, _ = await asyncio.gather(drive(url, built, seconds), sampler.run(seconds))
-            return tally
+            done = asyncio.Event()
+            sampling = asyncio.create_task(sampler.run(done))
+            try:
+                return await drive(url, built, seconds)
+            finally:
+                done.set()
+                await sampling
 
+        started = time.monotonic()
         tally = asyncio.run(both())
+        elapsed = time.monotonic() - started
         generator_cpu = time.process_time() - generator_cpu
         server_cpu = process_cpu_seconds(pid) - server_cpu
     stored = stored_counts(directory / "chdb")
-    return LoadResult(agents, seconds, tally, sampler.samples, server_cpu, generator_cpu, stored)
+    return LoadResult(
+        agents, seconds, elapsed, tally, sampler.samples, server_cpu, generator_cpu, stored
+    )
 
 
 def expected_counts(tally: Tally) -> dict[str, int]:
@@ -409,12 +422,13 @@ def report(result: LoadResult) -> list[str]:
     rss = [value for _, value in result.rss]
     trend = rss_trend_percent(result.rss)
     p50, p95, p99 = (result.percentile(q) * 1000 for q in (50, 95, 99))
-    requests_per_second = len(tally.latencies) / result.seconds
-    rows_per_second = tally.rows / result.seconds
+    requests_per_second = len(tally.latencies) / result.elapsed
+    rows_per_second = tally.rows / result.elapsed
     figures = {"errors": result.error_count, "p99": p99, "rss_growth": trend}
     stored_rows = result.stored["cpu_rows"] + result.stored["net_rows"]
     lines = [
-        f"{result.agents} simulated agents for {result.seconds:.0f} s over loopback, each"
+        f"{result.agents} simulated agents for {result.seconds:.0f} s over loopback (the run"
+        f" took {result.elapsed:.0f} s: an agent behind schedule sends its backlog), each"
         f" sending one CPU batch (~{CPU_ROWS_PER_BATCH} sample rows, ~{CPU_ROWS_PER_BATCH // 2}"
         f" distinct stacks 8-45 frames deep) and one net_wait batch"
         f" ({NET_ROWS_PER_BATCH} rows, histograms and connections) every"
@@ -432,9 +446,9 @@ def report(result: LoadResult) -> list[str]:
         f"| Server RSS start / peak / end | {rss[0] * mb:.0f} / {max(rss) * mb:.0f} /"
         f" {rss[-1] * mb:.0f} MiB |",
         f"| Server RSS trend over the second half | {trend:+.1f} % |",
-        f"| Server CPU | {result.server_cpu_seconds / result.seconds:.2f} CPU |",
+        f"| Server CPU | {result.server_cpu_seconds / result.elapsed:.2f} CPU |",
         f"| Generator CPU (its own, same machine) |"
-        f" {result.generator_cpu_seconds / result.seconds:.2f} CPU |",
+        f" {result.generator_cpu_seconds / result.elapsed:.2f} CPU |",
         f"| Stored: sample rows / expected | {stored_rows:,} / {tally.rows:,} |",
         f"| Machine load average (1 min) at the end, {os.cpu_count()} CPUs |"
         f" {result.load_average:.1f} |",

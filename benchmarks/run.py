@@ -78,7 +78,9 @@ def main() -> int:
         help="sample rows for the server benchmark (and as many again); 0 skips it",
     )
     parser.add_argument("--load-agents", type=int, default=200, help="0 skips the load run")
-    parser.add_argument("--load-seconds", type=float, default=300)
+    parser.add_argument(
+        "--load-seconds", type=float, default=300, help="length of the load run (5 minutes)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("benchmarks need root (the agent loads BPF programs)")
