@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import memory, network, overhead, symbols
+from benchmarks import load, memory, network, overhead, symbols
 from benchmarks import server as server_bench
 from benchmarks import ui as ui_bench
 from benchmarks.common import PODFLAME, free_port
@@ -77,6 +77,10 @@ def main() -> int:
         default=10_000_000,
         help="sample rows for the server benchmark (and as many again); 0 skips it",
     )
+    parser.add_argument("--load-agents", type=int, default=200, help="0 skips the load run")
+    parser.add_argument(
+        "--load-seconds", type=float, default=300, help="length of the load run (5 minutes)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("benchmarks need root (the agent loads BPF programs)")
@@ -104,6 +108,9 @@ def main() -> int:
         # A directory of its own: the server benchmark opens its chDB path after stopping.
         with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:
             sections.append(["## Server", "", *server_bench.run(Path(tmp), args.server_rows), ""])
+    if args.load_agents:
+        figures = load.section(args.load_agents, args.load_seconds)
+        sections.append(["## Load", "", *figures, ""])
     with tempfile.TemporaryDirectory(prefix="podflame-bench-ui-") as tmp:
         sections.append(["## Web UI", "", *ui_bench.run(Path(tmp)), ""])
     args.output.write_text(report(sections))

@@ -60,6 +60,9 @@ _CANNOT_COMPILE_REGEXP = 427
 
 T = TypeVar("T")
 
+# The tables a batch is written to, in the order ingest writes them.
+_WRITTEN = ("stacks", "samples", "network_latency", "network_peers")
+
 # Hashes per frames lookup: keeps a statement (and an HTTP request's
 # parameters) well below ClickHouse's size limits.
 _LOOKUP_CHUNK = 4000
@@ -175,7 +178,10 @@ class ClickHouseStore:
         return NetworkReader(self._db, lambda sql, params: self._select(selection, sql, params))
 
     def ping(self) -> None:
-        self._run(lambda c: c.query("SELECT 1"))
+        # Touches every table ingest writes (reading nothing), so a table
+        # gone or broken makes the server unready, not only a dead engine.
+        sql = " UNION ALL ".join(f"SELECT 1 FROM {self._db}.{table} LIMIT 0" for table in _WRITTEN)
+        self._run(lambda c: c.query(sql))
 
     def close(self) -> None:
         with self._lock:

@@ -16,6 +16,12 @@ from podflame.server.store import ProfileStore
 
 logger = logging.getLogger(__name__)
 
+# On SIGTERM uvicorn stops accepting and waits for in-flight requests; past
+# this many seconds it cancels them (their batches are retried by the agents).
+# Under Kubernetes' default 30 s grace period, so the store is still closed
+# cleanly before a SIGKILL.
+GRACEFUL_SHUTDOWN_SECONDS = 25
+
 
 class _StoreServer(uvicorn.Server):
     """A uvicorn server that closes its store once it has stopped serving.
@@ -27,12 +33,28 @@ class _StoreServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, store: ProfileStore) -> None:
         super().__init__(config)
         self.store = store
+        self._store_open = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Here, once in-flight requests are done: uvicorn re-raises a captured
+        # SIGTERM when serve() returns, which ends the process before serve's
+        # own cleanup would run.
+        try:
+            await super().shutdown(sockets)
+        finally:
+            self._close_store()
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         try:
             await super().serve(sockets)
         finally:
+            self._close_store()  # a start that failed never reaches shutdown()
+
+    def _close_store(self) -> None:
+        if self._store_open:
+            self._store_open = False
             self.store.close()
+            logger.info("storage closed")
 
 
 def build_server(settings: ServerSettings) -> uvicorn.Server:
@@ -60,6 +82,7 @@ def build_server(settings: ServerSettings) -> uvicorn.Server:
         log_level="info",
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return _StoreServer(config, store)
 

@@ -1,0 +1,43 @@
+"""Many simulated agents against a real `podflame server` subprocess (benchmarks/load.py).
+
+The short run is in the normal suite: no errors and every batch stored exactly
+once, counted in storage. The full run (200 agents, 5 minutes) is soak-marked:
+no errors and no memory growth trend. Latency is a timing: the benchmark
+reports it and checks the p99 goal, tests do not.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.load import LoadResult, report, rss_trend_percent, run_load
+
+# Growth trend of the server's RSS over the second half of a run, in % of its
+# mean there. chDB's caches fill in the first seconds; after that a leak of
+# a few KB per batch would show as a steady rise.
+RSS_TREND_MARGIN_PERCENT = 10
+
+
+def assert_every_batch_stored_once(result: LoadResult) -> None:
+    tally, stored = result.tally, result.stored
+    assert tally.errors == {}
+    assert len(tally.latencies) == tally.sent > 0
+    assert stored["cpu_rows"] + stored["net_rows"] == tally.rows
+    assert stored["latency_rows"] == tally.latency_rows
+    assert stored["peer_rows"] == tally.peer_rows
+
+
+def test_twenty_agents_for_30_seconds_store_every_batch_once(tmp_path: Path) -> None:
+    result = run_load(tmp_path, agents=20, seconds=30, rss_period=1.0)
+    print("\n".join(report(result)))
+    assert_every_batch_stored_once(result)
+    assert rss_trend_percent(result.rss) < RSS_TREND_MARGIN_PERCENT
+
+
+@pytest.mark.soak
+def test_two_hundred_agents_for_five_minutes(tmp_path: Path) -> None:
+    result = run_load(tmp_path, agents=200, seconds=300)
+    print("\n".join(report(result)))  # the figures, with `pytest -s`
+    assert_every_batch_stored_once(result)
+    # Bounded memory: no growth trend over the second half (caches full by then).
+    assert rss_trend_percent(result.rss) < RSS_TREND_MARGIN_PERCENT
