@@ -28,10 +28,11 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,7 +398,7 @@ def run_load(
                 await sampling
 
         started = time.monotonic()
-        tally = asyncio.run(both())
+        tally = run_in_own_loop(both)
         elapsed = time.monotonic() - started
         generator_cpu = time.process_time() - generator_cpu
         server_cpu = process_cpu_seconds(pid) - server_cpu
@@ -405,6 +406,26 @@ def run_load(
     return LoadResult(
         agents, seconds, elapsed, tally, sampler.samples, server_cpu, generator_cpu, stored
     )
+
+
+def run_in_own_loop(main: Callable[[], Coroutine[Any, Any, Tally]]) -> Tally:
+    """asyncio.run(main()) in a thread of its own: the caller's thread may already run an
+    event loop (Playwright's sync API leaves one running in pytest's thread)."""
+    results: list[Tally] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(asyncio.run(main()))
+        except BaseException as error:  # re-raised in the caller's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=run, name="load-generator")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return results[0]
 
 
 def expected_counts(tally: Tally) -> dict[str, int]:

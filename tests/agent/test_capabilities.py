@@ -107,12 +107,18 @@ def test_with_the_needed_capabilities_everything_is_named(
 def test_with_bpf_and_perfmon_alone_it_still_profiles(
     podflame_server: str, workloads: dict[str, Path], tmp_path: Path
 ) -> None:
-    """CPU time is all there; names are module+offset (user) and [unknown] (kernel)."""
+    """CPU time is all there; the workload's own frames are module+offset, kernel ones [unknown].
+
+    Without CAP_SYS_PTRACE the agent cannot open the workload's binary. It may still name
+    libc frames: the agent maps the very same file (path, device, inode) itself, and the
+    symbolizer finds a table by that identity; and [vdso] is named from memory.
+    """
     stacks = profile(podflame_server, SAMPLING_ONLY, workloads, tmp_path / "agent.log")
     burn = stacks["burn"]
     assert sum(value for _, value in burn) > 0.5e9  # of some 1.5 s of CPU
     user = {f for f in frames(burn) if not f.endswith("_[k]")}
-    assert user and all(f.startswith(("burn7030+0x", "libc.so.6+0x")) for f in user), user
+    assert any(f.startswith("burn7030+0x") for f in user), user
+    assert not user & {"main", "run", "burn_a", "burn_b", "spin"}, user
     kernel = {f for f in frames(stacks["syscalls"]) if f.endswith("_[k]")}
     assert kernel == {"[unknown]_[k]"}
 
