@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from podflame.agent.network import NetworkTracer
+from podflame.model.network import bucket_of
 from tests.agent.netlib import (
     build,
     connections_of,
@@ -106,8 +107,14 @@ def test_receive_latency_p50_is_the_injected_delay(
     assert entry is not None, [e for e in drain.latency if e.process.pid == pid]
     assert entry.count == count
     assert entry.errors == entry.eagain == 0
-    assert p50_us(entry) == pytest.approx(delay_us, rel=0.10)
-    assert p50_us(entry) == pytest.approx(measured_us, rel=0.10)
+    # The histogram's resolution is a bucket, 1/8 of an octave (12.5 %): the
+    # p50 is read at its bucket's midpoint. It is the bucket of the client's
+    # own median, or its neighbour when that median sits near a bucket edge.
+    p50_bucket = bucket_of(round(p50_us(entry) * 1000))
+    assert abs(p50_bucket - bucket_of(round(measured_us * 1000))) <= 1
+    # Against the injected delay: never below its bucket, and at most one
+    # bucket above it (a reply 5 % late on a busy machine reads 11 % late).
+    assert 0 <= p50_bucket - bucket_of(delay_us * 1000) <= 1
     # No reply comes before its delay: the sum is at least count x delay (a
     # loaded machine only adds to it), and the slowest call is no faster.
     assert entry.sum_ns >= 0.98 * count * delay_us * 1000
