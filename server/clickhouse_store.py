@@ -16,8 +16,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from podflame.model import Batch, ProfileType
+from podflame.server.batch_writer import GroupWriter, PreparedBatch, prepare
+from podflame.server.group_commit import GroupCommit
 from podflame.server.network_queries import NetworkReader
-from podflame.server.network_store import insert_network, network_rows
 from podflame.server.queries import (
     FRAMES,
     LABEL_NAMES,
@@ -28,12 +29,9 @@ from podflame.server.queries import (
     TOTAL,
     stack_totals,
 )
-from podflame.server.rows import BatchRows, batch_rows, samples_block
 from podflame.server.schema import (
     LABEL_COLUMNS,
     PID_LABEL,
-    SAMPLE_COLUMNS,
-    STACK_COLUMNS,
     migrate,
     quote_database,
     render,
@@ -62,6 +60,13 @@ T = TypeVar("T")
 
 # The tables a batch is written to, in the order ingest writes them.
 _WRITTEN = ("stacks", "samples", "network_latency", "network_peers")
+
+# A write group's bounds: rows per insert stay far below ClickHouse's
+# min_insert_block_size_rows (about 1 million), so a group's rows of a table
+# are one block, hence one part per day, and within a minute of a busy
+# server's batches.
+MAX_GROUP_BATCHES = 128
+MAX_GROUP_ROWS = 250_000
 
 # Hashes per frames lookup: keeps a statement (and an HTTP request's
 # parameters) well below ClickHouse's size limits.
@@ -101,6 +106,13 @@ class ClickHouseStore:
         # server's worker threads take turns.
         self._lock = threading.Lock()
         self._cache = StackCache()
+        # On a cluster, batches are written one by one (see batch_writer).
+        self._writer = GroupWriter(database, self._cache, look_up_stored=cluster is None)
+        self._commits: GroupCommit[PreparedBatch, IngestResult] = GroupCommit(
+            self._write_group,
+            max_items=MAX_GROUP_BATCHES if cluster is None else 1,
+            max_weight=MAX_GROUP_ROWS,
+        )
         if cluster is not None:
             for key, value in CLUSTER_SETTINGS.items():
                 client.set_client_setting(key, value)
@@ -108,14 +120,29 @@ class ClickHouseStore:
         self._profile_types_ready = False
 
     def ingest(self, batch: Batch) -> IngestResult:
-        # Rows and their Native block are built before taking the client's lock:
-        # another thread's insert runs in ClickHouse meanwhile.
-        rows = batch_rows(batch, self._cache)
-        network = network_rows(batch)  # checked before anything is written
-        block = samples_block(rows) if rows.sample_count else b""
-        self._run(lambda c: self._write(c, rows, block, batch.batch_id))
-        self._run(lambda c: insert_network(c, self.database, network, batch.batch_id))
-        return IngestResult(stored_samples=rows.sample_count, stacks=len(rows.stacks))
+        # Rows and their Native block are built before joining a write group:
+        # another thread's write runs in ClickHouse meanwhile.
+        prepared = prepare(batch, self._cache)
+        return self._commits.submit(prepared, prepared.weight)
+
+    def _write_group(self, group: Sequence[PreparedBatch]) -> list[IngestResult | Exception]:
+        try:
+            self._run(lambda c: self._writer.write(c, group))
+        except StorageError as error:
+            if len(group) == 1 or not isinstance(error.__cause__, DatabaseError):
+                return [error] * len(group)
+            # The engine refused the group: write its batches one by one, so
+            # that a batch it cannot take fails alone. Nothing is stored twice:
+            # the writer leaves out what a table holds already.
+            return [self._write_alone(batch) for batch in group]
+        return [batch.result() for batch in group]
+
+    def _write_alone(self, batch: PreparedBatch) -> IngestResult | Exception:
+        try:
+            self._run(lambda c: self._writer.write(c, [batch]))
+        except StorageError as error:
+            return error
+        return batch.result()
 
     def stacks(self, query: ProfileQuery) -> list[StackTotal]:
         where = sample_filter(query)
@@ -200,34 +227,6 @@ class ClickHouseStore:
             rows = self._query(FRAMES.format(db=self._db), {"hashes": chunk})
             found.update(self._cache.add({int(key): frames for key, frames in rows}))
         return found
-
-    def _write(self, client: Client, rows: BatchRows, block: bytes, batch_id: str) -> None:
-        # Stacks first: a sample row must never refer to a stack not stored yet.
-        self._insert_new_stacks(client, rows.uncached)
-        if block:
-            client.raw_insert(
-                f"{self._db}.samples",
-                SAMPLE_COLUMNS,
-                block,
-                settings={"insert_deduplication_token": batch_id},
-                fmt="Native",
-            )
-
-    def _insert_new_stacks(self, client: Client, stacks: dict[int, list[str]]) -> None:
-        # Most stacks of a batch were stored before, and the cache knows most of
-        # those; of the rest, sending only the new ones keeps the stacks table
-        # (and its merges) small.
-        if not stacks:
-            return
-        known = client.query(
-            f"SELECT DISTINCT hash FROM {self._db}.stacks WHERE hash IN {{hashes:Array(UInt64)}}",
-            parameters={"hashes": list(stacks)},
-        ).result_columns
-        seen = set(known[0]) if known else set()
-        new = [[key, frames] for key, frames in stacks.items() if key not in seen]
-        if new:
-            client.insert("stacks", new, column_names=list(STACK_COLUMNS), database=self.database)
-        self._cache.add(stacks)
 
     def _select(
         self, query: ProfileQuery | LabelSelection, sql: str, parameters: dict[str, Any]

@@ -1,8 +1,7 @@
 """Write side of the network tables: a batch's latency histograms and connect() outcomes.
 
-Rows are built (and checked) before anything is written, then inserted with
-the batch's id as deduplication token, like samples: a retried batch is
-stored once in each table.
+Rows are built (and checked) before anything is written; server/batch_writer.py
+writes them, many batches to one insert, each batch once.
 """
 
 from collections.abc import Mapping
@@ -17,7 +16,7 @@ from podflame.model.network import Connection, LatencyHistogram
 from podflame.server.schema import LABEL_COLUMNS, PID_LABEL
 from podflame.server.store import InvalidBatchError
 
-_PROCESS_COLUMNS = ("timestamp", *LABEL_COLUMNS, "pid", "labels")
+_PROCESS_COLUMNS = ("timestamp", "batch_key", *LABEL_COLUMNS, "pid", "labels")
 LATENCY_COLUMNS = (
     *_PROCESS_COLUMNS,
     "syscall",
@@ -60,23 +59,37 @@ class NetworkRows:
     latency: dict[str, list[Any]] = field(default_factory=lambda: _columns(LATENCY_COLUMNS))
     peers: dict[str, list[Any]] = field(default_factory=lambda: _columns(PEER_COLUMNS))
 
+    def __len__(self) -> int:
+        return len(self.latency["timestamp"]) + len(self.peers["timestamp"])
 
-def network_rows(batch: Batch) -> NetworkRows:
+    def table(self, name: str) -> dict[str, list[Any]]:
+        """The columns of `name`, network_latency or network_peers."""
+        return {"network_latency": self.latency, "network_peers": self.peers}[name]
+
+    def extend(self, other: "NetworkRows", table: str) -> None:
+        """Append `other`'s rows of `table`."""
+        theirs = other.table(table)
+        for name, values in self.table(table).items():
+            values += theirs[name]
+
+
+def network_rows(batch: Batch, batch_key: int) -> NetworkRows:
     """The batch's network rows; raises InvalidBatchError for values the tables cannot hold."""
     rows = NetworkRows()
     if not batch.latency and not batch.connections:
         return rows
-    timestamp = _timestamp(batch.end_time_ns)
+    common = {"timestamp": _timestamp(batch.end_time_ns), "batch_key": batch_key}
     for index, histogram in enumerate(batch.latency):
-        _add(rows.latency, _latency_row(histogram, f"latency[{index}]"), timestamp)
+        _add(rows.latency, _latency_row(histogram, f"latency[{index}]"), common)
     for index, connection in enumerate(batch.connections):
-        _add(rows.peers, _peer_row(connection, f"connections[{index}]"), timestamp)
+        _add(rows.peers, _peer_row(connection, f"connections[{index}]"), common)
     return rows
 
 
 def insert_network(client: Client, database: str, rows: NetworkRows, token: str) -> None:
-    """Insert the rows; the same token again (a retried batch) stores nothing more."""
-    for table, columns in (("network_latency", rows.latency), ("network_peers", rows.peers)):
+    """Insert the rows; the same token again stores nothing more (see schema.render)."""
+    for table in ("network_latency", "network_peers"):
+        columns = rows.table(table)
         if not columns["timestamp"]:
             continue
         client.insert(
@@ -89,8 +102,8 @@ def insert_network(client: Client, database: str, rows: NetworkRows, token: str)
         )
 
 
-def _add(columns: dict[str, list[Any]], row: dict[str, Any], timestamp: datetime) -> None:
-    row["timestamp"] = timestamp
+def _add(columns: dict[str, list[Any]], row: dict[str, Any], common: dict[str, Any]) -> None:
+    row.update(common)
     for name, values in columns.items():
         values.append(row[name])
 

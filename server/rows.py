@@ -34,6 +34,12 @@ def stack_hash(frames: Sequence[str]) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
+def batch_key(batch_id: str) -> int:
+    """The 64-bit key that marks a batch's rows in every table (schema version 4)."""
+    digest = hashlib.blake2b(batch_id.encode(), digest_size=8, person=b"podflame-batch").digest()
+    return int.from_bytes(digest, "big")
+
+
 @dataclass(frozen=True)
 class SeriesLabels:
     """Per series (in batch order): its label columns, pid and other labels."""
@@ -45,6 +51,7 @@ class SeriesLabels:
 
 @dataclass(frozen=True)
 class BatchRows:
+    batch_key: int
     profile_type: str
     timestamp_ms: int
     # Distinct stacks of the batch: hash -> frames; `uncached` those the stack
@@ -78,6 +85,7 @@ def batch_rows(batch: Batch, cache: StackCache | None = None) -> BatchRows:
         stack_index += [sample.stack for sample in series.samples]
         values += [sample.value for sample in series.samples]
     return BatchRows(
+        batch_key=batch_key(batch.batch_id),
         profile_type=batch.profile_type,
         timestamp_ms=batch.end_time_ns // 10**6,
         stacks=dict(zip(hashes, batch.stacks, strict=True)),
@@ -131,6 +139,7 @@ def samples_block(rows: BatchRows) -> bytes:
     _add_extra_labels(block, rows.series.extra, rows.counts)
     block.add_array("stack_hash", "UInt64", rows.stack_hash)
     block.add_array("value", "Int64", rows.value)
+    block.add_array("batch_key", "UInt64", np.full(rows_count, rows.batch_key, dtype=np.uint64))
     if block.names != SAMPLE_COLUMNS:
         raise AssertionError(f"samples block columns {block.names} != {SAMPLE_COLUMNS}")
     return block.encode()

@@ -29,6 +29,7 @@ SAMPLE_COLUMNS = (
     "labels",
     "stack_hash",
     "value",
+    "batch_key",
 )
 STACK_COLUMNS = ("hash", "frames")
 
@@ -66,9 +67,8 @@ _LABEL_COLUMNS_DDL = ",\n    ".join(f"{name} LowCardinality(String)" for name in
 # Codecs keep a merged row near 4.5 bytes (measured, docs/api.md): rows of one
 # batch share a timestamp (Delta makes it zeros), values are a few multiples of
 # the sampling period, and a pod's hot stacks repeat batch after batch.
-# There is no batch_id column: the insert's deduplication token (within the
-# window below) already stores a retried batch once, and a random id per row
-# would cost more than all other columns together.
+# Version 1 had no batch column: the insert's deduplication token (within the
+# window below) stored a retried batch once. Version 4 adds batch_key, see there.
 _SAMPLES_V1 = f"""
 CREATE TABLE IF NOT EXISTS {{db}}.samples (
     profile_type LowCardinality(String),
@@ -176,6 +176,23 @@ SETTINGS materialize_ttl_after_modify = 0
 """
 
 
+# Version 4: every row names its batch (batch_key, a 64-bit hash of batch_id),
+# so batches can be written many to one insert (server/group_commit.py) and a
+# retried batch is still stored once: before writing, the writer looks for its
+# key in each table (the bloom filter skips the granules without it). The rows
+# of a batch lie next to each other in the sort key, so the column compresses
+# to little (docs/operations.md has the figure). Rows from before have key 0.
+BATCH_KEY_TABLES = ("samples", "network_latency", "network_peers")
+_BATCH_KEY_V4 = tuple(
+    statement
+    for table in BATCH_KEY_TABLES
+    for statement in (
+        f"ALTER TABLE {{db}}.{table} ADD COLUMN IF NOT EXISTS batch_key UInt64 CODEC(ZSTD(1))",
+        f"ALTER TABLE {{db}}.{table} ADD INDEX IF NOT EXISTS batch_bloom batch_key"
+        " TYPE bloom_filter(0.01) GRANULARITY 1",
+    )
+)
+
 # The tables whose rows expire after the retention.
 RETENTION_TABLES = ("samples", "network_latency", "network_peers")
 
@@ -184,6 +201,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (_STACKS_V1, _SAMPLES_V1),
     (_NETWORK_LATENCY_V2, _NETWORK_PEERS_V2),
     (_HOURLY_LATENCY_V3, _MATERIALIZE_HOURLY_V3),
+    _BATCH_KEY_V4,
 )
 
 

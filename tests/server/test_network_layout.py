@@ -1,8 +1,9 @@
 """The network_latency table's layout: bytes per histogram after merges, granules read.
 
 Rows are generated inside ClickHouse as ingest writes them: 500 pods x 13
-system calls per 10 s batch, each histogram 8 to 40 adjacent non-empty buckets
-with random counts (random counts compress worse than real, bell-shaped ones).
+system calls per 10 s batch (one batch per node: batch_key), each histogram 8
+to 40 adjacent non-empty buckets with random counts (random counts compress
+worse than real, bell-shaped ones).
 """
 
 import re
@@ -32,7 +33,8 @@ SELECT fromUnixTimestamp64Milli(toInt64({{{{start:Int64}}}} + batch * {BATCH_MS}
     'call-' || toString(call),
     arraySum(counts), cityHash64(number, 'e') % 3, cityHash64(number, 'a') % 10,
     arraySum(counts) * 1000, 1000000 + cityHash64(number, 'm') % 1000000,
-    arrayMap(i -> toUInt16(first + i), range(width)), counts
+    arrayMap(i -> toUInt16(first + i), range(width)), counts,
+    cityHash64(pod % 20, batch)  -- batch_key: one batch per node and interval
 FROM (
     SELECT number, number % {PODS} AS pod, intDiv(number, {PODS}) % {SYSCALLS} AS call,
         intDiv(number, {PODS * SYSCALLS}) AS batch,

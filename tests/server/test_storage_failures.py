@@ -1,8 +1,8 @@
-"""Real storage failures in chDB: tables detached through the store's own client.
+"""Real storage failures in chDB: tables detached, or refusing rows by a constraint.
 
 Ingest answers 503 with Retry-After, queries 503 JSON (never 500); a batch
-that failed part-way (one table written, the next one detached) is completed
-by the agent's retry with the same batch_id, nothing stored twice.
+that failed part-way (one table written, the next one refusing it) is
+completed by the agent's retry with the same batch_id, nothing stored twice.
 """
 
 import gzip
@@ -47,6 +47,19 @@ def detached(client: Client, store: ClickHouseStore, *tables: str) -> Iterator[N
             client.command(f"ATTACH TABLE {store.database}.{table}")
 
 
+@contextmanager
+def refusing(client: Client, store: ClickHouseStore, table: str, check: str) -> Iterator[None]:
+    """`table` refuses any insert with a row failing `check` until the block ends.
+
+    Reads still work, so the failure comes in the middle of a batch's writes.
+    """
+    client.command(f"ALTER TABLE {store.database}.{table} ADD CONSTRAINT refuse CHECK {check}")
+    try:
+        yield
+    finally:
+        client.command(f"ALTER TABLE {store.database}.{table} DROP CONSTRAINT refuse")
+
+
 def assert_unavailable(response: httpx.Response) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
@@ -86,11 +99,27 @@ def test_ingest_is_503_while_a_table_is_gone_and_the_retry_stores_it_once(
 
 
 @pytest.mark.parametrize("failing", NETWORK_TABLES)
+def test_a_table_gone_fails_the_batch_before_anything_is_written(
+    api: TestClient, store: ClickHouseStore, chdb_client: Client, failing: str
+) -> None:
+    # The writer first asks every table it will write what it holds already.
+    body = network_batch()
+    with detached(chdb_client, store, failing):
+        assert_unavailable(api.post("/api/v1/ingest", json=body))
+    for table in ("samples", *NETWORK_TABLES):
+        if table != failing:
+            assert rows(chdb_client, store, table) == 0, table
+    assert api.post("/api/v1/ingest", json=body).status_code == 200
+    for table in ("samples", *NETWORK_TABLES):
+        assert rows(chdb_client, store, table) == 1, table
+
+
+@pytest.mark.parametrize("failing", NETWORK_TABLES)
 def test_a_batch_failed_between_tables_is_completed_by_its_retry(
     api: TestClient, store: ClickHouseStore, chdb_client: Client, failing: str
 ) -> None:
     body = network_batch()
-    with detached(chdb_client, store, failing):
+    with refusing(chdb_client, store, failing, "pid != 42"):
         assert_unavailable(api.post("/api/v1/ingest", json=body))
     # What a query may see until the retry: the tables written before the
     # failing one (samples, then network_latency, then network_peers).
