@@ -21,7 +21,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from podflame.model import Batch
-from podflame.server.network_store import NetworkRows, insert_network, network_rows
+from podflame.server.network_store import NetworkInserter, NetworkRows, network_rows
 from podflame.server.rows import BatchRows, batch_rows, samples_block
 from podflame.server.schema import BATCH_KEY_TABLES, SAMPLE_COLUMNS, STACK_COLUMNS
 from podflame.server.stack_cache import StackCache
@@ -75,6 +75,7 @@ class GroupWriter:
         self._db = f"`{database}`"
         self._cache = cache
         self._look_up_stored = look_up_stored
+        self._network = NetworkInserter(database)
 
     def write(self, client: Client, group: Sequence[PreparedBatch]) -> None:
         unique: dict[int, PreparedBatch] = {}
@@ -104,7 +105,7 @@ class GroupWriter:
                 rows = NetworkRows()
                 for batch in batches_missing:
                     rows.extend(batch.network, table)
-                insert_network(client, self._database, rows, _token(batches_missing))
+                self._network.insert(client, rows, _token(batches_missing))
 
     def _stored(self, client: Client, batches: list[PreparedBatch]) -> dict[str, set[int]]:
         """Per table, the keys of the batches it holds already."""

@@ -4,11 +4,12 @@ Rows are built (and checked) before anything is written; server/batch_writer.py
 writes them, many batches to one insert, each batch once.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.driver.client import Client
 
 from podflame.model import Batch
@@ -86,20 +87,38 @@ def network_rows(batch: Batch, batch_key: int) -> NetworkRows:
     return rows
 
 
-def insert_network(client: Client, database: str, rows: NetworkRows, token: str) -> None:
-    """Insert the rows; the same token again stores nothing more (see schema.render)."""
-    for table in ("network_latency", "network_peers"):
-        columns = rows.table(table)
-        if not columns["timestamp"]:
-            continue
-        client.insert(
-            table,
-            list(columns.values()),
-            column_names=list(columns),
-            database=database,
-            column_oriented=True,
-            settings={"insert_deduplication_token": token},
-        )
+class NetworkInserter:
+    """Inserts network rows. Learns each table's column types once: clickhouse-connect
+    otherwise asks for them (DESCRIBE TABLE) before every insert."""
+
+    def __init__(self, database: str) -> None:
+        self._database = database
+        self._types: dict[str, Sequence[ClickHouseType]] = {}
+
+    def insert(self, client: Client, rows: NetworkRows, token: str) -> None:
+        """Insert the rows; the same token again stores nothing more (see schema.render)."""
+        for table in ("network_latency", "network_peers"):
+            columns = rows.table(table)
+            if not columns["timestamp"]:
+                continue
+            client.insert(
+                table,
+                list(columns.values()),
+                column_names=list(columns),
+                database=self._database,
+                column_types=self._column_types(client, table, list(columns)),
+                column_oriented=True,
+                settings={"insert_deduplication_token": token},
+            )
+
+    def _column_types(
+        self, client: Client, table: str, names: list[str]
+    ) -> Sequence[ClickHouseType]:
+        types = self._types.get(table)
+        if types is None:
+            context = client.create_insert_context(table, names, database=self._database)
+            types = self._types[table] = context.column_types
+        return types
 
 
 def _add(columns: dict[str, list[Any]], row: dict[str, Any], common: dict[str, Any]) -> None:
