@@ -467,7 +467,9 @@ def report(result: LoadResult) -> list[str]:
         f"| Server RSS start / peak / end | {rss[0] * mb:.0f} / {max(rss) * mb:.0f} /"
         f" {rss[-1] * mb:.0f} MiB |",
         f"| Server RSS trend over the second half | {trend:+.1f} % |",
-        f"| Server CPU | {result.server_cpu_seconds / result.elapsed:.2f} CPU |",
+        f"| Server CPU | {result.server_cpu_seconds / result.elapsed:.2f} CPU,"
+        f" {1000 * result.server_cpu_seconds / max(len(tally.latencies), 1):.1f} ms"
+        " per batch answered |",
         f"| Generator CPU (its own, same machine) |"
         f" {result.generator_cpu_seconds / result.elapsed:.2f} CPU |",
         f"| Stored: sample rows / expected | {stored_rows:,} / {tally.rows:,} |",

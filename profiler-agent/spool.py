@@ -17,7 +17,7 @@ import os
 import re
 import threading
 import zlib
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -61,42 +61,62 @@ class PendingQueue(Protocol):
     def size_bytes(self) -> int: ...
 
 
-class MemoryQueue:
-    """At most `max_batches` batches in memory; the oldest go first."""
+class _BoundedQueue:
+    """What both queues share: batches by key, oldest first, the one in flight kept.
 
-    def __init__(self, max_batches: int) -> None:
-        self.max_batches = max_batches
-        self._items: deque[Pending] = deque()
+    Each entry is (size, body): the body when held in memory, None when it lies
+    in a file. Subclasses say when the bound is reached and how to read and
+    discard what is not in memory.
+    """
+
+    def __init__(self) -> None:
+        self._index: OrderedDict[int, tuple[int, bytes | None]] = OrderedDict()
+        self._bytes = 0
         self._next = 0
         self._in_flight: int | None = None
         self._lock = threading.Lock()
 
-    def push(self, body: bytes) -> int:
-        with self._lock:
-            dropped = 0
-            while len(self._items) >= self.max_batches and self._drop_oldest():
-                dropped += 1
-            self._items.append(Pending(self._next, body))
-            self._next += 1
-            return dropped
+    def _full(self, size: int) -> bool:
+        raise NotImplementedError
 
-    def _drop_oldest(self) -> bool:
-        for item in self._items:
-            if item.key != self._in_flight:
-                self._items.remove(item)
-                return True
-        return False
+    def _read(self, key: int) -> bytes | None:
+        """A body not held in memory, or None when it cannot be read (then forgotten)."""
+        raise NotImplementedError
+
+    def _discard(self, key: int) -> None:
+        """Remove what is kept outside memory for `key`."""
+
+    def _add(self, size: int, held: bytes | None) -> int:
+        key, self._next = self._next, self._next + 1
+        self._index[key] = (size, held)
+        self._bytes += size
+        return key
+
+    def _make_room(self, size: int) -> int:
+        dropped = 0
+        while self._full(size):
+            victim = next((key for key in self._index if key != self._in_flight), None)
+            if victim is None:
+                break
+            self._forget(victim)
+            dropped += 1
+        return dropped
 
     def oldest(self) -> Pending | None:
         with self._lock:
-            if not self._items:
-                return None
-            self._in_flight = self._items[0].key
-            return self._items[0]
+            while self._index:
+                key, (_, held) = next(iter(self._index.items()))
+                body = held if held is not None else self._read(key)
+                if body is not None:
+                    self._in_flight = key
+                    return Pending(key, body)
+                self._forget(key)
+            return None
 
     def done(self, key: int) -> None:
         with self._lock:
-            self._items = deque(item for item in self._items if item.key != key)
+            if key in self._index:
+                self._forget(key)
             if self._in_flight == key:
                 self._in_flight = None
 
@@ -105,12 +125,35 @@ class MemoryQueue:
             if self._in_flight == key:
                 self._in_flight = None
 
+    def _forget(self, key: int) -> None:
+        size, held = self._index.pop(key)
+        self._bytes -= size
+        if held is None:
+            self._discard(key)
+
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._index)
 
     @property
     def size_bytes(self) -> int:
-        return sum(len(item.body) for item in self._items)
+        return self._bytes
+
+
+class MemoryQueue(_BoundedQueue):
+    """At most `max_batches` batches in memory; the oldest go first."""
+
+    def __init__(self, max_batches: int) -> None:
+        super().__init__()
+        self.max_batches = max_batches
+
+    def push(self, body: bytes) -> int:
+        with self._lock:
+            dropped = self._make_room(len(body))
+            self._add(len(body), body)
+            return dropped
+
+    def _full(self, size: int) -> bool:
+        return len(self._index) >= self.max_batches
 
 
 @dataclass
@@ -122,7 +165,7 @@ class SpoolStats:
     batches_dropped_at_start: int = 0  # over --spool-max-bytes already when the agent started
 
 
-class DiskSpool:
+class DiskSpool(_BoundedQueue):
     """Batches as files in `directory`, at most `max_bytes` of them.
 
     A batch the disk refuses (full, read-only) is kept in memory in its place,
@@ -130,14 +173,10 @@ class DiskSpool:
     """
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
+        super().__init__()
         self.directory = directory
         self.max_bytes = max_bytes
         self.stats = SpoolStats()
-        # key -> size, and the body for a batch only held in memory.
-        self._index: OrderedDict[int, tuple[int, bytes | None]] = OrderedDict()
-        self._bytes = 0
-        self._in_flight: int | None = None
-        self._lock = threading.Lock()
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._scan()
         self._next = max(self._index, default=-1) + 1
@@ -173,10 +212,11 @@ class DiskSpool:
             if len(body) > self.max_bytes:
                 log.error("spool: a %d-byte batch exceeds --spool-max-bytes; dropped", len(body))
                 return 1
-            key, self._next = self._next, self._next + 1
             dropped = self._make_room(len(body))
-            self._index[key] = (len(body), self._write(key, body))
-            self._bytes += len(body)
+            key = self._add(len(body), None)
+            held = self._write(key, body)
+            if held is not None:
+                self._index[key] = (len(body), held)
             return dropped
 
     def _write(self, key: int, body: bytes) -> bytes | None:
@@ -199,26 +239,8 @@ class DiskSpool:
             return body
         return None
 
-    def _make_room(self, size: int) -> int:
-        dropped = 0
-        while self._bytes + size > self.max_bytes:
-            victim = next((key for key in self._index if key != self._in_flight), None)
-            if victim is None:
-                break
-            self._forget(victim)
-            dropped += 1
-        return dropped
-
-    def oldest(self) -> Pending | None:
-        with self._lock:
-            while self._index:
-                key, (_, held) = next(iter(self._index.items()))
-                body = held if held is not None else self._read(key)
-                if body is not None:
-                    self._in_flight = key
-                    return Pending(key, body)
-                self._forget(key)
-            return None
+    def _full(self, size: int) -> bool:
+        return self._bytes + size > self.max_bytes
 
     def _read(self, key: int) -> bytes | None:
         path = self._path(key)
@@ -234,33 +256,11 @@ class DiskSpool:
         log.error("spool: skipping %s: %s", path, reason)
         return None
 
-    def done(self, key: int) -> None:
-        with self._lock:
-            if key in self._index:
-                self._forget(key)
-            if self._in_flight == key:
-                self._in_flight = None
-
-    def release(self, key: int) -> None:
-        with self._lock:
-            if self._in_flight == key:
-                self._in_flight = None
-
-    def _forget(self, key: int) -> None:
-        size, held = self._index.pop(key)
-        self._bytes -= size
-        if held is None:
-            _unlink(self._path(key))
+    def _discard(self, key: int) -> None:
+        _unlink(self._path(key))
 
     def _path(self, key: int) -> Path:
         return self.directory / f"{key:020d}{SUFFIX}"
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    @property
-    def size_bytes(self) -> int:
-        return self._bytes
 
 
 def _whole_gzip(body: bytes) -> bool:
