@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import load, memory, network, overhead, symbols
+from benchmarks import load, memory, network, overhead, spool, symbols
 from benchmarks import server as server_bench
 from benchmarks import ui as ui_bench
 from benchmarks.common import PODFLAME, free_port
@@ -108,6 +108,7 @@ def main() -> int:
         # A directory of its own: the server benchmark opens its chDB path after stopping.
         with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:
             sections.append(["## Server", "", *server_bench.run(Path(tmp), args.server_rows), ""])
+    sections.append(["## Agent spool and shutdown", "", *spool.section(args.repeats), ""])
     if args.load_agents:
         figures = load.section(args.load_agents, args.load_seconds)
         sections.append(["## Load", "", *figures, ""])
