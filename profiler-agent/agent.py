@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from podflame.agent.batch import BatchBuilder
+from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, LabelProvider
 from podflame.agent.metrics import Sample
@@ -46,7 +47,8 @@ Poll = Callable[[int], list[ProcessGeneration]]
 @dataclass
 class NetworkSide:
     """The network tracer's half: its own process table (the kernel side numbers
-    process generations apart from the CPU sampler's) and net_wait batches."""
+    process generations apart from the CPU sampler's, but the captures are
+    shared with the CPU table) and net_wait batches."""
 
     tracer: NetworkTracer
     builder: NetworkBatchBuilder
@@ -208,6 +210,7 @@ class Agent:
     def cache_sizes(self) -> dict[str, int]:
         """Entries of every cache the agent holds, by name (gauges at /metrics)."""
         sizes = {f"processes_{name}": len(t) for name, t in self._process_tables().items()}
+        sizes["process_captures"] = len(self.processes.captures)
         sizes.update(self.symbolizer.cache_sizes())
         if isinstance(self.processes.cgroups, CgroupResolver):
             sizes["cgroups"] = len(self.processes.cgroups)
@@ -219,6 +222,7 @@ class Agent:
     def _stage_stats(self) -> dict[str, Any]:
         stages: dict[str, Any] = {
             "symbolizer": self.symbolizer.stats,
+            "captures": self.processes.captures.stats,
             "shipper": self.shipper.stats,
         }
         if isinstance(self.shipper.queue, DiskSpool):
@@ -264,7 +268,7 @@ def _network_counters(drain: NetworkDrain) -> dict[str, int]:
 
 
 def build_network(
-    symbolizer: Symbolizer, labels: LabelProvider, cgroups: CgroupResolver, peers: PeerResolver
+    symbolizer: Symbolizer, labels: LabelProvider, captures: ProcessCaptures, peers: PeerResolver
 ) -> NetworkSide | None:
     """Start the network tracer; without it the agent still profiles CPU."""
     tracer = NetworkTracer()
@@ -274,7 +278,7 @@ def build_network(
         log.error("network tracing is off: %s", error)
         tracer.close()
         return None
-    processes = ProcessTable(symbolizer, cgroups=cgroups)
+    processes = ProcessTable(captures)
     stacks = BatchBuilder(
         symbolizer=symbolizer,
         processes=processes,
@@ -304,7 +308,9 @@ def build_agent(settings: AgentSettings) -> Agent:
         max_bytes=settings.symbol_cache_bytes, cache_dir=settings.symbol_cache_dir
     )
     cgroups = CgroupResolver()
-    processes: ProcessTable = ProcessTable(symbolizer, cgroups=cgroups)
+    # One capture per process for both tables (see captures.py).
+    captures = ProcessCaptures(symbolizer, cgroups=cgroups)
+    processes = ProcessTable(captures)
     kubernetes = _start_kubernetes(settings)
     providers: list[LabelProvider] = [HostLabels(node=settings.node_name), CgroupLabels(cgroups)]
     if kubernetes is not None:
@@ -321,7 +327,7 @@ def build_agent(settings: AgentSettings) -> Agent:
     peers: PeerResolver = PodPeers(kubernetes) if kubernetes is not None else NoPeers()
     # The network programs compile first: CPU samples of processes are announced
     # only once the agent runs, so sampling starts last, just before it does.
-    network = build_network(symbolizer, labels, cgroups, peers) if settings.network else None
+    network = build_network(symbolizer, labels, captures, peers) if settings.network else None
     try:
         sampler.start()
     except BaseException:
