@@ -214,6 +214,7 @@ class Agent:
         sizes.update(self.symbolizer.cache_sizes())
         if isinstance(self.processes.cgroups, CgroupResolver):
             sizes["cgroups"] = len(self.processes.cgroups)
+            sizes["cgroup_texts"] = self.processes.cgroups.texts
         sizes["shallow_stack_pids"] = len(self.stats.shallow)
         if self.kubernetes is not None:
             sizes.update(self.kubernetes.cache_sizes())

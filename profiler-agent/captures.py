@@ -28,12 +28,18 @@ from podflame.symbolizer import ProcessImage
 # churn, most of them of processes gone by then (those are never kept). Past
 # the cap the least recently used capture goes first.
 MAX_CAPTURES = 4096
+# The stat is read again after a capture: if the pid was reused or the process
+# exec'd meanwhile, what was read may belong to two processes or images, and
+# it is read again (once more at most).
+READ_ATTEMPTS = 2
 
 
 class CgroupSource(Protocol):
     """Reads which cgroup (so which container) a live process is in."""
 
-    def read(self, pid: int, start_ticks: int | None) -> CgroupIdentity | None: ...
+    def read(
+        self, pid: int, start_ticks: int | None, *, verify: bool = True
+    ) -> CgroupIdentity | None: ...
 
 
 class ImageSource(Protocol):
@@ -88,22 +94,26 @@ class ProcessCaptures:
 
     def capture(self, pid: int) -> Capture:
         """Process `pid` as it is now, read from /proc unless an earlier capture matches."""
-        stat = read_stat(pid, self.proc)
-        if stat is None:
-            self.stats.gone += 1
-            return GONE
-        key = (pid, stat)
-        known = self._entries.get(key)
-        if known is not None:
-            self._entries.move_to_end(key)
-            self.stats.shared += 1
-            return known
-        self.stats.read += 1
-        capture = self._read(pid, stat)
-        if stat.identifies_image:
-            self._entries[key] = capture
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        capture = GONE
+        for _ in range(READ_ATTEMPTS):
+            stat = read_stat(pid, self.proc)
+            if stat is None:
+                self.stats.gone += 1
+                return GONE
+            key = (pid, stat)
+            known = self._entries.get(key)
+            if known is not None:
+                self._entries.move_to_end(key)
+                self.stats.shared += 1
+                return known
+            self.stats.read += 1
+            capture = self._read(pid, stat)
+            if read_stat(pid, self.proc) in (stat, None):
+                if stat.identifies_image:
+                    self._remember(key, capture)
+                return capture
+        # Changed at every attempt (a chain of execs): what was read may mix
+        # two images, as any capture of a process that changes while read.
         return capture
 
     def _read(self, pid: int, stat: ProcessStat) -> Capture:
@@ -114,6 +124,12 @@ class ProcessCaptures:
         image = self.images.image(pid, eager=eager)
         # Read per process image, not taken from a cache of cgroups: a process
         # is moved into its container's cgroup before it execs the container's
-        # program.
-        cgroup = self.cgroups.read(pid, stat.start_ticks) if self.cgroups is not None else None
+        # program. Checked by the caller's second read of the stat.
+        cgroups = self.cgroups
+        cgroup = None if cgroups is None else cgroups.read(pid, stat.start_ticks, verify=False)
         return Capture(comm=stat.comm, start_ticks=stat.start_ticks, image=image, cgroup=cgroup)
+
+    def _remember(self, key: _Key, capture: Capture) -> None:
+        self._entries[key] = capture
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

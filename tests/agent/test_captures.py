@@ -137,3 +137,14 @@ def test_captures_past_the_cap_evict_the_least_recently_used() -> None:
         assert shared.capture(a.pid) is first_a
         shared.capture(b.pid)  # evicted: read again
     assert (shared.stats.read, shared.stats.shared) == (4, 2)
+
+
+def test_processes_in_one_cgroup_share_one_parsed_identity() -> None:
+    resolver = CgroupResolver(max_texts=4)
+    shared = ProcessCaptures(Symbolizer(), cgroups=resolver)
+    with running("sleep", "60") as a, running("sleep", "60") as b:
+        for process in (a, b):
+            wait_for_comm(process.pid, "sleep")
+        first, second = shared.capture(a.pid), shared.capture(b.pid)
+    assert first.cgroup is not None and second.cgroup is first.cgroup
+    assert (shared.stats.read, resolver.texts, len(resolver)) == (2, 1, 2)
