@@ -82,8 +82,7 @@ class Agent:
         for announcer in announcers:
             announcer.start()
         try:
-            while not stop.wait(self.interval):
-                self.tick()
+            self._drain_every_interval(stop)
         finally:
             stop.set()
             stopped = time.monotonic()
@@ -96,6 +95,17 @@ class Agent:
         finally:
             self._close_sources()  # while the sender thread sends the last batches
             self.shipper.close(stopped + self.shutdown_timeout)
+
+    def _drain_every_interval(self, stop: threading.Event) -> None:
+        """Drain on a fixed schedule: every `interval` from the start, not `interval`
+        after the last drain ended. Under load a drain takes seconds, and records of
+        ended processes are dropped only at drains: waiting a whole interval after
+        each would space drains out and let the process tables grow. A drain that
+        ends past the next one's time starts the next at once."""
+        deadline = time.monotonic() + self.interval
+        while not stop.wait(max(0.0, deadline - time.monotonic())):
+            self.tick()
+            deadline = max(deadline + self.interval, time.monotonic())
 
     def _close_sources(self) -> None:
         self.sampler.close()
