@@ -146,6 +146,9 @@ class Agent:
             batch.counters = self.counters(drain)
         with self._timed("ship"):
             self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
+        # Counted once its batch is queued: a scrape never sees a drain whose
+        # batch is not yet pending (drains now follow each other at once when late).
+        self.stats.drains += 1
         if self.network:
             self._tick_network(self.network)
 
@@ -164,7 +167,6 @@ class Agent:
             self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
 
     def _account(self, drain: Drain, batch: Batch) -> None:
-        self.stats.drains += 1
         self.stats.samples += drain.total_samples
         self.stats.collided += drain.overflowed
         for reason, count in drain.drops.items():
