@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from podflame.agent.batch import BatchBuilder
+from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, LabelProvider
 from podflame.agent.metrics import Sample
@@ -46,7 +47,8 @@ Poll = Callable[[int], list[ProcessGeneration]]
 @dataclass
 class NetworkSide:
     """The network tracer's half: its own process table (the kernel side numbers
-    process generations apart from the CPU sampler's) and net_wait batches."""
+    process generations apart from the CPU sampler's, but the captures are
+    shared with the CPU table) and net_wait batches."""
 
     tracer: NetworkTracer
     builder: NetworkBatchBuilder
@@ -80,8 +82,7 @@ class Agent:
         for announcer in announcers:
             announcer.start()
         try:
-            while not stop.wait(self.interval):
-                self.tick()
+            self._drain_every_interval(stop)
         finally:
             stop.set()
             stopped = time.monotonic()
@@ -94,6 +95,17 @@ class Agent:
         finally:
             self._close_sources()  # while the sender thread sends the last batches
             self.shipper.close(stopped + self.shutdown_timeout)
+
+    def _drain_every_interval(self, stop: threading.Event) -> None:
+        """Drain on a fixed schedule: every `interval` from the start, not `interval`
+        after the last drain ended. Under load a drain takes seconds, and records of
+        ended processes are dropped only at drains: waiting a whole interval after
+        each would space drains out and let the process tables grow. A drain that
+        ends past the next one's time starts the next at once."""
+        deadline = time.monotonic() + self.interval
+        while not stop.wait(max(0.0, deadline - time.monotonic())):
+            self.tick()
+            deadline = max(deadline + self.interval, time.monotonic())
 
     def _close_sources(self) -> None:
         self.sampler.close()
@@ -134,6 +146,9 @@ class Agent:
             batch.counters = self.counters(drain)
         with self._timed("ship"):
             self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
+        # Counted once its batch is queued: a scrape never sees a drain whose
+        # batch is not yet pending (drains now follow each other at once when late).
+        self.stats.drains += 1
         if self.network:
             self._tick_network(self.network)
 
@@ -152,7 +167,6 @@ class Agent:
             self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
 
     def _account(self, drain: Drain, batch: Batch) -> None:
-        self.stats.drains += 1
         self.stats.samples += drain.total_samples
         self.stats.collided += drain.overflowed
         for reason, count in drain.drops.items():
@@ -208,9 +222,11 @@ class Agent:
     def cache_sizes(self) -> dict[str, int]:
         """Entries of every cache the agent holds, by name (gauges at /metrics)."""
         sizes = {f"processes_{name}": len(t) for name, t in self._process_tables().items()}
+        sizes["process_captures"] = len(self.processes.captures)
         sizes.update(self.symbolizer.cache_sizes())
         if isinstance(self.processes.cgroups, CgroupResolver):
             sizes["cgroups"] = len(self.processes.cgroups)
+            sizes["cgroup_texts"] = self.processes.cgroups.texts
         sizes["shallow_stack_pids"] = len(self.stats.shallow)
         if self.kubernetes is not None:
             sizes.update(self.kubernetes.cache_sizes())
@@ -219,6 +235,7 @@ class Agent:
     def _stage_stats(self) -> dict[str, Any]:
         stages: dict[str, Any] = {
             "symbolizer": self.symbolizer.stats,
+            "captures": self.processes.captures.stats,
             "shipper": self.shipper.stats,
         }
         if isinstance(self.shipper.queue, DiskSpool):
@@ -264,7 +281,7 @@ def _network_counters(drain: NetworkDrain) -> dict[str, int]:
 
 
 def build_network(
-    symbolizer: Symbolizer, labels: LabelProvider, cgroups: CgroupResolver, peers: PeerResolver
+    symbolizer: Symbolizer, labels: LabelProvider, captures: ProcessCaptures, peers: PeerResolver
 ) -> NetworkSide | None:
     """Start the network tracer; without it the agent still profiles CPU."""
     tracer = NetworkTracer()
@@ -274,7 +291,7 @@ def build_network(
         log.error("network tracing is off: %s", error)
         tracer.close()
         return None
-    processes = ProcessTable(symbolizer, cgroups=cgroups)
+    processes = ProcessTable(captures)
     stacks = BatchBuilder(
         symbolizer=symbolizer,
         processes=processes,
@@ -304,7 +321,9 @@ def build_agent(settings: AgentSettings) -> Agent:
         max_bytes=settings.symbol_cache_bytes, cache_dir=settings.symbol_cache_dir
     )
     cgroups = CgroupResolver()
-    processes: ProcessTable = ProcessTable(symbolizer, cgroups=cgroups)
+    # One capture per process for both tables (see captures.py).
+    captures = ProcessCaptures(symbolizer, cgroups=cgroups)
+    processes = ProcessTable(captures)
     kubernetes = _start_kubernetes(settings)
     providers: list[LabelProvider] = [HostLabels(node=settings.node_name), CgroupLabels(cgroups)]
     if kubernetes is not None:
@@ -321,7 +340,7 @@ def build_agent(settings: AgentSettings) -> Agent:
     peers: PeerResolver = PodPeers(kubernetes) if kubernetes is not None else NoPeers()
     # The network programs compile first: CPU samples of processes are announced
     # only once the agent runs, so sampling starts last, just before it does.
-    network = build_network(symbolizer, labels, cgroups, peers) if settings.network else None
+    network = build_network(symbolizer, labels, captures, peers) if settings.network else None
     try:
         sampler.start()
     except BaseException:

@@ -130,17 +130,34 @@ class CgroupResolver:
     Thread-safe: the agent's threads and the network tracer share one.
     """
 
-    def __init__(self, proc: Path = Path("/proc"), max_entries: int = 16384) -> None:
+    def __init__(
+        self, proc: Path = Path("/proc"), max_entries: int = 16384, max_texts: int = 1024
+    ) -> None:
         self._proc = proc
         self._max_entries = max_entries
         self._cache: OrderedDict[tuple[int, int], CgroupIdentity | None] = OrderedDict()
+        # Identities per /proc/PID/cgroup text: the processes of one container
+        # (and the thousands of children of one job) share it, and parsing it
+        # cost as much as reading it.
+        self._max_texts = max_texts
+        self._parsed: OrderedDict[str, CgroupIdentity | None] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._cache)
 
-    def read(self, pid: int, start_ticks: int | None) -> CgroupIdentity | None:
-        """Read the process's cgroup now (it may have moved since), and remember it."""
+    @property
+    def texts(self) -> int:
+        """Distinct cgroup file texts remembered as parsed."""
+        return len(self._parsed)
+
+    def read(
+        self, pid: int, start_ticks: int | None, *, verify: bool = True
+    ) -> CgroupIdentity | None:
+        """Read the process's cgroup now (it may have moved since), and remember it.
+
+        `verify=False`: the caller checks itself, after this, that the pid still
+        is the process that started at `start_ticks`."""
         if start_ticks is None:
             return None
         try:
@@ -148,10 +165,22 @@ class CgroupResolver:
         except OSError:
             return None
         # The pid may have been reused while the file was read.
-        if read_start_ticks(pid, self._proc) != start_ticks:
+        if verify and read_start_ticks(pid, self._proc) != start_ticks:
             return None
-        identity = parse_cgroup_file(text)
+        identity = self._parse(text)
         self._remember((pid, start_ticks), identity)
+        return identity
+
+    def _parse(self, text: str) -> CgroupIdentity | None:
+        with self._lock:
+            if text in self._parsed:
+                self._parsed.move_to_end(text)
+                return self._parsed[text]
+        identity = parse_cgroup_file(text)
+        with self._lock:
+            self._parsed[text] = identity
+            while len(self._parsed) > self._max_texts:
+                self._parsed.popitem(last=False)
         return identity
 
     def resolve(self, pid: int, start_ticks: int | None) -> CgroupIdentity | None:

@@ -6,15 +6,17 @@ and opened binaries) are captured then, so that a process which exits before
 the next drain still gets its symbols and labels. Records are keyed by
 (pid, generation): after exec or pid reuse the kernel side starts a new
 generation, so nothing carries over from one program to another.
+
+The CPU sampler and the network tracer each keep a table (each BPF program
+numbers its own generations); both take their captures from one
+ProcessCaptures, so a process announced by both is read from /proc once.
 """
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
+from podflame.agent.captures import CgroupSource, ProcessCaptures
 from podflame.agent.cgroups import CgroupIdentity
-from podflame.agent.procfs import read_comm, read_start_ticks
+from podflame.agent.procfs import read_start_ticks
 from podflame.agent.sampler import ProcessGeneration
 from podflame.symbolizer import ProcessImage
 
@@ -27,24 +29,10 @@ IDLE_DRAINS = 6
 MAX_RECORDS = 65536
 
 
-class CgroupSource(Protocol):
-    """Reads which cgroup (so which container) a live process is in."""
-
-    def read(self, pid: int, start_ticks: int | None) -> CgroupIdentity | None: ...
-
-
-class ImageSource(Protocol):
-    """Captures a live process's memory image (the symbolizer's side of the seam)."""
-
-    def image(
-        self, pid: int, previous: ProcessImage | None = None, *, eager: bool = False
-    ) -> ProcessImage | None: ...
-
-
 @dataclass
 class ProcessRecord:
     process: ProcessGeneration
-    comm: str | None  # /proc/PID/comm when captured; None if the process was gone
+    comm: str | None  # /proc/PID/stat's name when captured; None if the process was gone
     start_ticks: int | None  # /proc/PID/stat field 22
     image: ProcessImage | None
     cgroup: CgroupIdentity | None = None  # read with the rest, so exited processes keep it
@@ -58,19 +46,11 @@ class ProcessRecord:
 class ProcessTable:
     """Records of recently sampled processes, bounded by what the last drains saw."""
 
-    def __init__(
-        self,
-        images: ImageSource,
-        proc: Path = Path("/proc"),
-        cgroups: CgroupSource | None = None,
-        max_records: int = MAX_RECORDS,
-    ) -> None:
-        self._images = images
+    def __init__(self, captures: ProcessCaptures, max_records: int = MAX_RECORDS) -> None:
+        self.captures = captures
         self._max_records = max_records
         self.evicted = 0  # records dropped by the cap, not for being idle or ended
         self.gone_at_capture = 0  # announced processes that had exited before capture
-        self._cgroups = cgroups
-        self._proc = proc
         self._records: dict[ProcessGeneration, ProcessRecord] = {}
         self._newest: dict[int, ProcessGeneration] = {}  # pid -> its latest generation
 
@@ -79,15 +59,22 @@ class ProcessTable:
 
     @property
     def cgroups(self) -> CgroupSource | None:
-        return self._cgroups
+        return self.captures.cgroups
 
     def pids(self) -> set[int]:
         return {process.pid for process in self._records}
 
     def announce(self, process: ProcessGeneration) -> None:
         """A process was sampled for the first time: capture it now, while it lives."""
-        record = self._capture(process)
-        self.gone_at_capture += record.start_ticks is None
+        capture = self.captures.capture(process.pid)
+        self.gone_at_capture += capture.start_ticks is None
+        record = ProcessRecord(
+            process,
+            comm=capture.comm,
+            start_ticks=capture.start_ticks,
+            image=capture.image,
+            cgroup=capture.cgroup,
+        )
         self._records.pop(process, None)  # re-inserted last: the oldest stays first
         self._records[process] = record
         self._newest[process.pid] = process
@@ -108,7 +95,8 @@ class ProcessTable:
     def refresh(self, record: ProcessRecord) -> None:
         """Capture a running process's memory map again (libraries loaded since, JIT code)."""
         if self._is_running(record):
-            record.image = self._images.image(record.pid, record.image) or record.image
+            images = self.captures.images
+            record.image = images.image(record.pid, record.image) or record.image
 
     def end_drain(self, sampled: set[ProcessGeneration]) -> None:
         """Forget processes that were not sampled for a while, or have ended."""
@@ -129,21 +117,9 @@ class ProcessTable:
             del self._newest[process.pid]
 
     def _is_running(self, record: ProcessRecord) -> bool:
+        if record.start_ticks is None:
+            return False  # gone when it was announced
         if self._newest.get(record.pid) != record.process:
             return False  # exec'd into another image, or the pid was reused
-        start = read_start_ticks(record.pid, self._proc)
-        return start is not None and start == record.start_ticks
-
-    def _capture(self, process: ProcessGeneration) -> ProcessRecord:
-        pid = process.pid
-        start = read_start_ticks(pid, self._proc)
-        comm = read_comm(pid, self._proc)
-        # Everything it maps is opened now: it may exit before the drain. Not
-        # for the agent itself, which lives as long as its records and maps
-        # large libraries (LLVM, for BCC) that it rarely runs.
-        eager = pid != os.getpid()
-        image = self._images.image(pid, eager=eager) if start is not None else None
-        # Read per generation, not taken from a cache: a process is moved
-        # into its container's cgroup before it execs the container's program.
-        cgroup = self._cgroups.read(pid, start) if self._cgroups is not None else None
-        return ProcessRecord(process, comm=comm, start_ticks=start, image=image, cgroup=cgroup)
+        start = read_start_ticks(record.pid, self.captures.proc)
+        return start == record.start_ticks

@@ -56,8 +56,8 @@ class ChurnReport:
     def named_fraction(self) -> float:
         return self.named / max(1, self.named + self.unnamed)
 
-    def rss_mib(self, start: float, end: float) -> list[float]:
-        return [t.rss_kib / 1024 for t in self.ticks if start <= t.second < end]
+    def window(self, start: float, end: float) -> list[Tick]:
+        return [t for t in self.ticks if start <= t.second < end]
 
 
 def build_churn(directory: Path) -> tuple[Path, Path]:

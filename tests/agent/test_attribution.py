@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from podflame.agent.batch import BatchBuilder
+from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.kubernetes import KubernetesMetadata, PodLabels, WatchTiming, start_metadata
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, ProcessIdentity
@@ -139,7 +140,7 @@ def test_a_late_pod_labels_the_next_drain_and_an_exited_process_keeps_its_cgroup
         labels_for(api, tmp_path) as (labels, metadata),
     ):
         symbolizer = Symbolizer()
-        processes = ProcessTable(symbolizer, cgroups=CgroupResolver())
+        processes = ProcessTable(ProcessCaptures(symbolizer, cgroups=CgroupResolver()))
         builder = BatchBuilder(symbolizer, processes, labels, period_ns=10_000_000)
         process = ProcessGeneration(pid, 1)
         processes.announce(process)  # its first sample: captured while it lives

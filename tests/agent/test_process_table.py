@@ -3,6 +3,7 @@ and the counters and gauges that show it at /metrics."""
 
 from pathlib import Path
 
+from podflame.agent.captures import ProcessCaptures
 from podflame.agent.processes import ProcessTable
 from podflame.agent.sampler import ProcessGeneration
 from podflame.agent.stats import AgentStats, collect
@@ -12,7 +13,7 @@ from podflame.symbolizer import Symbolizer
 def gone_table(proc: Path, max_records: int) -> ProcessTable:
     # An empty directory as /proc: every process announced has already exited,
     # as most children do under heavy process churn.
-    return ProcessTable(Symbolizer(proc=proc), proc=proc, max_records=max_records)
+    return ProcessTable(ProcessCaptures(Symbolizer(proc=proc), proc=proc), max_records=max_records)
 
 
 def test_records_past_the_cap_evict_the_oldest_first(tmp_path: Path) -> None:
