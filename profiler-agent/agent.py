@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from podflame.agent.batch import BatchBuilder
 from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
+from podflame.agent.heap import release_free_memory
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, LabelProvider
 from podflame.agent.metrics import Sample
 from podflame.agent.netbatch import NetworkBatchBuilder
@@ -105,6 +106,8 @@ class Agent:
         deadline = time.monotonic() + self.interval
         while not stop.wait(max(0.0, deadline - time.monotonic())):
             self.tick()
+            with self._timed("release_memory"):
+                release_free_memory()
             deadline = max(deadline + self.interval, time.monotonic())
 
     def _close_sources(self) -> None:
