@@ -219,6 +219,7 @@ class Tally:
     """What the agents sent and what came back."""
 
     latencies: list[float] = field(default_factory=list)  # seconds, 200 answers
+    answered_at: list[float] = field(default_factory=list)  # monotonic time of each of them
     errors: dict[str, int] = field(default_factory=dict)
     late: int = 0  # requests started more than 1 s after their schedule
     sent: int = 0
@@ -243,6 +244,7 @@ async def _send(client: httpx.AsyncClient, body: bytes, tally: Tally) -> bool:
         tally.error(f"HTTP {response.status_code}")
         return False
     tally.latencies.append(elapsed)
+    tally.answered_at.append(time.monotonic())
     return True
 
 
@@ -462,6 +464,7 @@ def report(result: LoadResult) -> list[str]:
         f" {tally.body_bytes / max(tally.sent, 1) / 1024:.1f} KiB gzip per request) |",
         f"| Ingest latency p50 / p95 / p99 / max | {p50:.0f} / {p95:.0f} / {p99:.0f} /"
         f" {max(tally.latencies, default=0) * 1000:.0f} ms |",
+        f"| p99 per minute of the run | {_p99_per_minute(tally)} |",
         f"| Errors | {result.error_count} {dict(tally.errors) or ''} |",
         f"| Requests sent > 1 s after schedule (generator late) | {tally.late} |",
         f"| Server RSS start / peak / end | {rss[0] * mb:.0f} / {max(rss) * mb:.0f} /"
@@ -485,6 +488,21 @@ def report(result: LoadResult) -> list[str]:
         met = "yes" if _met(key, value, goal) else "**no**"
         lines.append(f"| {label} | {target} | {value:.1f} {unit} | {met} |")
     return lines
+
+
+def _p99_per_minute(tally: Tally) -> str:
+    """Where in the run the slow answers were: the p99 of each minute's answers."""
+    if not tally.answered_at:
+        return "-"
+    start = min(tally.answered_at)
+    minutes: dict[int, list[float]] = {}
+    for at, latency in zip(tally.answered_at, tally.latencies, strict=True):
+        minutes.setdefault(int((at - start) // 60), []).append(latency)
+    p99s = []
+    for _, values in sorted(minutes.items()):
+        ordered = sorted(values)
+        p99s.append(ordered[min(int(0.99 * len(ordered)), len(ordered) - 1)])
+    return ", ".join(f"{value * 1000:.0f}" for value in p99s) + " ms"
 
 
 def _met(key: str, value: float, goal: float) -> bool:
