@@ -9,6 +9,7 @@ generation, so nothing carries over from one program to another.
 """
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -39,6 +40,8 @@ class ImageSource(Protocol):
     def image(
         self, pid: int, previous: ProcessImage | None = None, *, eager: bool = False
     ) -> ProcessImage | None: ...
+
+    def read_opened(self, image: ProcessImage) -> bool: ...
 
 
 @dataclass
@@ -73,6 +76,8 @@ class ProcessTable:
         self._proc = proc
         self._records: dict[ProcessGeneration, ProcessRecord] = {}
         self._newest: dict[int, ProcessGeneration] = {}  # pid -> its latest generation
+        # Captures that opened files not read yet, oldest first (see read_opened).
+        self._unread: deque[ProcessGeneration] = deque()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -88,8 +93,12 @@ class ProcessTable:
         """A process was sampled for the first time: capture it now, while it lives."""
         record = self._capture(process)
         self.gone_at_capture += record.start_ticks is None
-        self._records.pop(process, None)  # re-inserted last: the oldest stays first
+        replaced = self._records.pop(process, None)  # re-inserted last: the oldest stays first
+        if replaced is not None and replaced.image is not None:
+            replaced.image.close()
         self._records[process] = record
+        if record.image is not None and record.image.opened:
+            self._unread.append(process)
         self._newest[process.pid] = process
         while len(self._records) > self._max_records:
             self._forget(next(iter(self._records)))
@@ -104,6 +113,21 @@ class ProcessTable:
             self.announce(process)
             return self._records[process]
         return record
+
+    def read_opened(self) -> bool:
+        """Read the symbols of one file a capture opened, oldest capture first.
+
+        Captures only open a new process's files, so that the next process is
+        captured promptly; the announcer reads them between announcements.
+        False when no file waits.
+        """
+        while self._unread:
+            record = self._records.get(self._unread[0])
+            image = record.image if record is not None else None
+            if image is not None and self._images.read_opened(image):
+                return True
+            self._unread.popleft()
+        return False
 
     def refresh(self, record: ProcessRecord) -> None:
         """Capture a running process's memory map again (libraries loaded since, JIT code)."""
@@ -124,7 +148,9 @@ class ProcessTable:
                 self._forget(process)
 
     def _forget(self, process: ProcessGeneration) -> None:
-        del self._records[process]
+        record = self._records.pop(process)
+        if record.image is not None:
+            record.image.close()
         if self._newest.get(process.pid) == process:
             del self._newest[process.pid]
 
@@ -138,7 +164,7 @@ class ProcessTable:
         pid = process.pid
         start = read_start_ticks(pid, self._proc)
         comm = read_comm(pid, self._proc)
-        # Everything it maps is opened now: it may exit before the drain. Not
+        # Everything it maps is opened now: it may exit or exec before the drain. Not
         # for the agent itself, which lives as long as its records and maps
         # large libraries (LLVM, for BCC) that it rarely runs.
         eager = pid != os.getpid()
