@@ -97,6 +97,8 @@ class Agent:
 
     def _close_sources(self) -> None:
         self.sampler.close()
+        for table in self._process_tables().values():
+            table.close()
         if self.kubernetes is not None:
             self.kubernetes.close()
         if self.network:

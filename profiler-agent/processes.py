@@ -129,6 +129,13 @@ class ProcessTable:
             self._unread.popleft()
         return False
 
+    def close(self) -> None:
+        """Close the files captures opened and nothing has read (the agent is stopping)."""
+        for record in self._records.values():
+            if record.image is not None:
+                record.image.close()
+        self._unread.clear()
+
     def refresh(self, record: ProcessRecord) -> None:
         """Capture a running process's memory map again (libraries loaded since, JIT code)."""
         if self._is_running(record):
