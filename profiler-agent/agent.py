@@ -112,6 +112,8 @@ class Agent:
 
     def _close_sources(self) -> None:
         self.sampler.close()
+        for table in self._process_tables().values():
+            table.close()
         if self.kubernetes is not None:
             self.kubernetes.close()
         if self.network:
@@ -126,8 +128,16 @@ class Agent:
         return sources
 
     def _announce_loop(self, stop: threading.Event, poll: Poll, table: ProcessTable) -> None:
+        unread = False
         while not stop.is_set():
-            self._announce(poll(ANNOUNCE_POLL_MS), table)
+            # Captures open files; their symbols are read here one file at a
+            # time, each after a look (without waiting) for new processes, so a
+            # new process is captured before the next file is read: a process
+            # that execs or exits within a second keeps its names even while
+            # the agent parses big binaries seen for the first time.
+            self._announce(poll(0 if unread else ANNOUNCE_POLL_MS), table)
+            with self.lock:
+                unread = table.read_opened()
 
     def _announce(self, processes: list[ProcessGeneration], table: ProcessTable) -> None:
         # The lock is taken per process: capturing one can take milliseconds,

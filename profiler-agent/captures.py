@@ -49,6 +49,8 @@ class ImageSource(Protocol):
         self, pid: int, previous: ProcessImage | None = None, *, eager: bool = False
     ) -> ProcessImage | None: ...
 
+    def read_opened(self, image: ProcessImage) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Capture:
@@ -117,7 +119,7 @@ class ProcessCaptures:
         return capture
 
     def _read(self, pid: int, stat: ProcessStat) -> Capture:
-        # Everything it maps is opened now: it may exit before the drain. Not
+        # Everything it maps is opened now: it may exit or exec before the drain. Not
         # for the agent itself, which lives as long as its records and maps
         # large libraries (LLVM, for BCC) that it rarely runs.
         eager = pid != os.getpid()

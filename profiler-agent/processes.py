@@ -12,6 +12,7 @@ numbers its own generations); both take their captures from one
 ProcessCaptures, so a process announced by both is read from /proc once.
 """
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from podflame.agent.captures import CgroupSource, ProcessCaptures
@@ -53,6 +54,8 @@ class ProcessTable:
         self.gone_at_capture = 0  # announced processes that had exited before capture
         self._records: dict[ProcessGeneration, ProcessRecord] = {}
         self._newest: dict[int, ProcessGeneration] = {}  # pid -> its latest generation
+        # Captures that opened files not read yet, oldest first (see read_opened).
+        self._unread: deque[ProcessGeneration] = deque()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -78,6 +81,8 @@ class ProcessTable:
         self._records.pop(process, None)  # re-inserted last: the oldest stays first
         self._records[process] = record
         self._newest[process.pid] = process
+        if record.image is not None and record.image.opened:
+            self._unread.append(process)
         while len(self._records) > self._max_records:
             self._forget(next(iter(self._records)))
             self.evicted += 1
@@ -91,6 +96,28 @@ class ProcessTable:
             self.announce(process)
             return self._records[process]
         return record
+
+    def read_opened(self) -> bool:
+        """Read the symbols of one file a capture opened, oldest capture first.
+
+        Captures only open a new process's files, so that the next process is
+        captured promptly; the announcer reads them between announcements.
+        False when no file waits.
+        """
+        while self._unread:
+            record = self._records.get(self._unread[0])
+            image = record.image if record is not None else None
+            if image is not None and self.captures.images.read_opened(image):
+                return True
+            self._unread.popleft()
+        return False
+
+    def close(self) -> None:
+        """Close the files captures opened and nothing has read (the agent is stopping)."""
+        for record in self._records.values():
+            if record.image is not None:
+                record.image.close()
+        self._unread.clear()
 
     def refresh(self, record: ProcessRecord) -> None:
         """Capture a running process's memory map again (libraries loaded since, JIT code)."""
@@ -112,6 +139,9 @@ class ProcessTable:
                 self._forget(process)
 
     def _forget(self, process: ProcessGeneration) -> None:
+        # Its image is not closed here: the other table's record of the same
+        # process may share it (ProcessCaptures). Files still unread are closed
+        # when the last reference goes, or by close().
         del self._records[process]
         if self._newest.get(process.pid) == process:
             del self._newest[process.pid]

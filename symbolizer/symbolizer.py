@@ -27,7 +27,7 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -66,6 +66,17 @@ class ProcessImage:
     # unreadable or not ELF); filled in as frames need them.
     tables: dict[Mapping, ElfSymbols | None]
     jit: PerfMap | None  # the process's perf map, if it has JIT code and one
+    # Files an eager capture opened but whose symbols are not read yet: reading
+    # a big binary's table takes far longer than opening it, so a capture only
+    # opens (see Symbolizer.image). Read by `read_opened` or when a frame first
+    # needs one, and closed then.
+    opened: dict[Mapping, BinaryIO] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Close the files still waiting to be read (the image is being dropped)."""
+        for stream in self.opened.values():
+            stream.close()
+        self.opened.clear()
 
 
 @dataclass(frozen=True)
@@ -190,8 +201,11 @@ class Symbolizer:
 
         Symbol tables are opened when a frame first needs them, while the
         process lives; `eager` opens every executable file it maps right away,
-        so that a process which exits before its samples are resolved keeps
-        its names. Tables of `previous` (the same process, captured earlier)
+        so that a process which exits (or execs) before its samples are
+        resolved keeps its names. Opening is cheap; the tables of files not
+        seen before are read later (`read_opened`), so that capturing one
+        process never waits for another's big binaries to be parsed. Tables
+        and opened files of `previous` (the same process, captured earlier)
         are reused for unchanged mappings. None when the process is gone.
         """
         try:
@@ -205,13 +219,42 @@ class Symbolizer:
         index = self._layout(mappings)
         known = previous.tables if previous is not None else {}
         tables = {m: known[m] for m in mappings if m in known}
+        opened = _carried_over(previous, mappings)
         if eager:
             for mapping in mappings:
-                if mapping.is_file and mapping not in tables:
-                    tables[mapping] = self._binary(pid, mapping)
+                if mapping.is_file and mapping not in tables and mapping not in opened:
+                    self._open_for_later(pid, mapping, tables, opened)
         has_jit = any(not (m.is_file or m.is_pseudo) for m in mappings)
         jit = self._perf_maps.get(pid, self._proc) if has_jit else None
-        return ProcessImage(pid, index, tables, jit)
+        return ProcessImage(pid, index, tables, jit, opened)
+
+    def _open_for_later(
+        self,
+        pid: int,
+        mapping: Mapping,
+        tables: dict[Mapping, ElfSymbols | None],
+        opened: dict[Mapping, BinaryIO],
+    ) -> None:
+        """The table of a file already known, else the file opened, to be read later."""
+        known = self._known_mapping(mapping)
+        if known is not None:
+            tables[mapping] = known
+            return
+        stream = self._open_binary(pid, mapping)
+        if stream is None:
+            self.stats.binaries_unreadable += 1
+            tables[mapping] = None
+        else:
+            opened[mapping] = stream
+
+    def read_opened(self, image: ProcessImage) -> bool:
+        """Read the symbols of one file `image`'s capture opened; False if none is left."""
+        if not image.opened:
+            return False
+        mapping = next(iter(image.opened))
+        stream = image.opened.pop(mapping)
+        image.tables[mapping] = self._read_binary(image.pid, mapping, stream)
+        return True
 
     def _layout(self, mappings: list[Mapping]) -> MappingIndex:
         """One index per distinct set of executable mappings.
@@ -261,8 +304,13 @@ class Symbolizer:
                 in_files.setdefault(mapping, []).append(i)
         # One vectorized lookup per mapping, however many frames hit it.
         for mapping, positions in in_files.items():
-            if mapping not in image.tables:  # not opened yet: try now
-                image.tables[mapping] = self._binary(image.pid, mapping)
+            if mapping not in image.tables:  # not read yet: read it now
+                stream = image.opened.pop(mapping, None)
+                image.tables[mapping] = (
+                    self._binary(image.pid, mapping)
+                    if stream is None
+                    else self._read_binary(image.pid, mapping, stream)
+                )
             elif image.tables[mapping] is None:
                 # Gone before its files could be opened: another process may
                 # have mapped the same file since.
@@ -321,8 +369,16 @@ class Symbolizer:
         if stream is None:
             self.stats.binaries_unreadable += 1
             return None
-        origin = _Origin(self._proc / str(pid) / "root", mapping.path)
+        return self._read_binary(pid, mapping, stream)
+
+    def _read_binary(self, pid: int, mapping: Mapping, stream: BinaryIO) -> ElfSymbols | None:
+        """The symbol table of an opened mapped file (cached; parsed on a miss); closes it."""
         with stream:
+            # Another process's capture may have read the same file since this one opened it.
+            known = self._known_mapping(mapping)
+            if known is not None:
+                return known
+            origin = _Origin(self._proc / str(pid) / "root", mapping.path)
             symbols = self._symbols_of(stream, origin)
         if symbols is not None:
             self._remember_mapping(mapping, symbols)
@@ -496,3 +552,15 @@ class Symbolizer:
         self._by_stat.move_to_end(stat_key)
         if len(self._by_stat) > 4 * self._max_binaries:
             self._by_stat.popitem(last=False)
+
+
+def _carried_over(
+    previous: ProcessImage | None, mappings: list[Mapping]
+) -> dict[Mapping, BinaryIO]:
+    """Files `previous` opened and has not read yet, for the mappings still there;
+    the others are closed."""
+    if previous is None:
+        return {}
+    kept = {m: previous.opened.pop(m) for m in mappings if m in previous.opened}
+    previous.close()
+    return kept

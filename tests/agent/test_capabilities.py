@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.agent.test_pipeline import folded
-from tests.conftest import PODFLAME, compile_c, stop
+from tests.conftest import PODFLAME, compile_c, running_server, stop
 from tests.fixtures import FIXTURES, build_burn7030
 
 pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("require_bpf")]
@@ -41,6 +41,14 @@ def confined(capabilities: list[str]) -> list[str]:
     """setpriv keeping only `capabilities` (dropping one the machine lacks is a no-op)."""
     keep = ",".join(f"+{name}" for name in capabilities)
     return ["setpriv", f"--bounding-set=-all,{keep}", "--inh-caps=-all", "--"]
+
+
+@pytest.fixture(scope="module")
+def podflame_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for the module: each test reads its own workloads' samples (by pid,
+    drained since the test started)."""
+    with running_server(tmp_path_factory.mktemp("server")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +78,7 @@ def profile(server: str, capabilities: list[str], workloads: dict[str, Path], lo
         "--metrics-port",
         "0",
     ]
+    started = time.time()
     with log.open("wb") as out:
         agent = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -87,7 +96,7 @@ def profile(server: str, capabilities: list[str], workloads: dict[str, Path], lo
         finally:
             code = stop(agent)
     assert code == 0, log.read_text()[-3000:]
-    return {name: folded(server, pid) for name, pid in pids.items()}
+    return {name: folded(server, pid, since=started) for name, pid in pids.items()}
 
 
 def frames(stacks: list[tuple[list[str], int]]) -> set[str]:

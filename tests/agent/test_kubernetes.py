@@ -338,6 +338,8 @@ def test_lookups_never_call_the_api(tmp_path: Path) -> None:
         api.add_pod(simple_pod(1))
         with watching(api, tmp_path) as metadata:
             wait_until(lambda: found(metadata, 1))
+            # The watch follows the list: on a busy machine it may not have been made yet.
+            wait_until(lambda: any(r.query.get("watch") == "true" for r in api.requests()))
             before = len(api.requests())
             for n in range(20_000):
                 metadata.index.lookup(uid(n % 50), cid(n % 50))

@@ -26,7 +26,7 @@ from tests.kube_cgroups import ContainerCgroup, container_cgroup, inner_pid
 pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("require_bpf")]
 
 NODE = "node-e2e"
-INTERVAL = 2
+INTERVAL = 1
 POD_LABELS = {"app.kubernetes.io/name": "api", "app.kubernetes.io/version": "2.1", "app": "api"}
 
 

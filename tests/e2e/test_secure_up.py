@@ -69,22 +69,36 @@ def test_up_over_https_with_tokens(tmp_path: Path) -> None:
             wait_for_sampling(up, log_path)
             burn = subprocess.run([str(workload), "1.5"], capture_output=True, check=True)
             assert burn.returncode == 0
-            time.sleep(3)  # a drain or two ship the samples
             params = {"query": '{comm="burn7030"}', "from": "now-5m"}
             headers = {"Authorization": f"Bearer {READER_TOKEN}"}
-            top = httpx.get(
-                url + "/api/v1/top",
-                params=params,
-                headers=headers,
-                verify=trusting(certificates.ca),
-                timeout=30,
-            )
+
+            def read_top() -> httpx.Response:
+                return httpx.get(
+                    url + "/api/v1/top",
+                    params=params,
+                    headers=headers,
+                    verify=trusting(certificates.ca),
+                    timeout=30,
+                )
+
+            # Until a drain or two have shipped the samples (or a minute has passed).
+            deadline = time.monotonic() + 60
+            while not shows_the_workload(top := read_top()) and time.monotonic() < deadline:
+                time.sleep(0.2)
             anonymous = httpx.get(url + "/api/v1/top", verify=trusting(certificates.ca))
         finally:
             code = stop(up)
     assert top.status_code == 200, top.text
-    names = {item["name"] for item in top.json()["functions"]}
+    names = function_names(top)
     assert {"burn_a", "burn_b", "spin"} <= names, (sorted(names), log_path.read_text()[-2000:])
     assert anonymous.status_code == 401
     assert code == 0, log_path.read_text()[-2000:]
     assert "cannot ship" not in log_path.read_text()
+
+
+def function_names(top: httpx.Response) -> set[str]:
+    return {item["name"] for item in top.json()["functions"]}
+
+
+def shows_the_workload(top: httpx.Response) -> bool:
+    return top.status_code == 200 and {"burn_a", "burn_b", "spin"} <= function_names(top)

@@ -27,7 +27,7 @@ from podflame.model.profile import PROFILE_TYPES
 from podflame.server.app import create_app
 from podflame.server.clickhouse_store import ClickHouseStore
 from tests.server.conftest import MAX_INGEST_BYTES, batch
-from tests.server.storeprint import fingerprint
+from tests.server.storeprint import StoreWatch
 from tests.server.test_pyroscope import PUSH, SDK_LABELS, push_request, python_pprof
 
 SCALES = [1, pytest.param(10, marks=pytest.mark.soak, id="soak")]
@@ -49,11 +49,12 @@ class Target:
     """The app, and the store's fingerprint around each request."""
 
     def __init__(self, api: TestClient, client: Client, database: str) -> None:
-        self.api, self.client, self.database = api, client, database
+        self.api = api
+        self.store = StoreWatch(client, database)
         self.statuses: dict[int, int] = {}
 
     def post(self, path: str, *, connect: bool = False, **request: Any) -> httpx.Response:
-        before = fingerprint(self.client, self.database)
+        self.store.before()
         response = self.api.post(path, **request)
         status = response.status_code
         self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -64,7 +65,9 @@ class Target:
                 assert isinstance(body["code"], str) and body["message"], body
             else:
                 assert isinstance(body["error"], str) and body["error"], body
-            assert fingerprint(self.client, self.database) == before, (status, body)
+            assert self.store.rejected_wrote_nothing(), (status, body)
+        else:
+            self.store.accepted()
         return response
 
     def rejected_and_accepted(self) -> None:

@@ -19,7 +19,7 @@ from podflame.server.app import create_app
 from podflame.server.clickhouse_store import ClickHouseStore
 from tests.server.conftest import MAX_INGEST_BYTES, batch
 from tests.server.network_batches import connection, histogram, net_batch
-from tests.server.storeprint import fingerprint
+from tests.server.storeprint import StoreWatch
 
 STACKS = [["main", "serve", "parse"], ["main", "serve"], ["main", "gc_[k]"]]
 LABELS = {"namespace": "shop", "pod": "api-1", "workload": "api", "comm": "api", "pid": "7"}
@@ -55,6 +55,7 @@ def test_no_server_errors(
 ) -> None:
     method, path = operation.split(" ", 1)
     api_operation = app_schema[path][method]
+    watch = StoreWatch(chdb_client, store.database)
 
     @settings(
         max_examples=40,
@@ -66,10 +67,12 @@ def test_no_server_errors(
     )
     @given(case=api_operation.as_strategy())
     def check(case: Any) -> None:
-        before = fingerprint(chdb_client, store.database)
+        watch.before()
         response = case.call()
         case.validate_response(response, checks=[not_a_server_error])
         if 400 <= response.status_code < 500:
-            assert fingerprint(chdb_client, store.database) == before, response.text
+            assert watch.rejected_wrote_nothing(), response.text
+        else:
+            watch.accepted()
 
     check()

@@ -197,6 +197,32 @@ def test_exited_process_is_named_from_the_files_another_process_mapped(
     assert symbolizer.stats.mapping_cache_hits == 3  # target, libburn.so, libc
 
 
+def test_an_eager_capture_opens_files_and_reads_their_tables_later(
+    binaries: Binaries, spawn: Spawn
+) -> None:
+    """A capture parses nothing (another process's announcement must not wait for it):
+    it opens the mapped files, whose tables are read after the process has gone, one
+    file per read_opened() call and the rest when a frame needs them."""
+    live = spawn(binaries.pie)
+    symbolizer = Symbolizer()
+    image = symbolizer.image(live.pid, eager=True)
+    assert image is not None
+    assert symbolizer.stats.binaries_loaded == 0
+    assert len(image.opened) >= 3  # target, libburn.so, libc (and the loader)
+    live.process.kill()
+    live.process.wait()
+
+    assert symbolizer.read_opened(image)
+    assert symbolizer.stats.binaries_loaded == 1
+    names = symbolizer.resolve(image, frames(live, NAMES))
+
+    assert names == [n for n in NAMES for _ in range(2)]
+    assert symbolizer.stats.binaries_loaded == 3
+    assert symbolizer.stats.binaries_unreadable == 0
+    image.close()
+    assert not image.opened
+
+
 def test_mapped_file_index_is_bounded(binaries: Binaries, spawn: Spawn) -> None:
     symbolizer = Symbolizer(max_binaries=1)
     for program in (binaries.pie, binaries.nopie):
