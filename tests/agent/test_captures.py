@@ -32,10 +32,18 @@ def running(*command: str) -> Iterator[subprocess.Popen[str]]:
 
 
 def wait_for_comm(pid: int, comm: str) -> None:
+    """Until `pid` runs `comm` and sleeps (in `read` or `sleep`): exec sets the name
+    before the new image's addresses, so a capture in between would see its stat
+    change under it and read again."""
     deadline = time.monotonic() + 10
-    while read_comm(pid) != comm:
-        assert time.monotonic() < deadline, read_comm(pid)
+    while read_comm(pid) != comm or _state(pid) != "S":
+        assert time.monotonic() < deadline, (read_comm(pid), _state(pid))
         time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
 
 
 def exec_next(process: subprocess.Popen[str], comm: str) -> None:
