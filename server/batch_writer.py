@@ -23,7 +23,12 @@ from clickhouse_connect.driver.client import Client
 from podflame.model import Batch
 from podflame.server.network_store import NetworkInserter, NetworkRows, network_rows
 from podflame.server.rows import BatchRows, batch_rows, samples_block
-from podflame.server.schema import BATCH_KEY_TABLES, SAMPLE_COLUMNS, STACK_COLUMNS
+from podflame.server.schema import (
+    BATCH_KEY_TABLES,
+    SAMPLE_COLUMNS,
+    STACK_COLUMNS,
+    quote_database,
+)
 from podflame.server.stack_cache import StackCache
 from podflame.server.store import IngestResult
 
@@ -72,7 +77,7 @@ class GroupWriter:
 
     def __init__(self, database: str, cache: StackCache, look_up_stored: bool) -> None:
         self._database = database
-        self._db = f"`{database}`"
+        self._db = quote_database(database)
         self._cache = cache
         self._look_up_stored = look_up_stored
         self._network = NetworkInserter(database)

@@ -134,15 +134,8 @@ class ClickHouseStore:
             # The engine refused the group: write its batches one by one, so
             # that a batch it cannot take fails alone. Nothing is stored twice:
             # the writer leaves out what a table holds already.
-            return [self._write_alone(batch) for batch in group]
+            return [self._write_group([batch])[0] for batch in group]
         return [batch.result() for batch in group]
-
-    def _write_alone(self, batch: PreparedBatch) -> IngestResult | Exception:
-        try:
-            self._run(lambda c: self._writer.write(c, [batch]))
-        except StorageError as error:
-            return error
-        return batch.result()
 
     def stacks(self, query: ProfileQuery) -> list[StackTotal]:
         where = sample_filter(query)
