@@ -14,8 +14,8 @@
 // yet gives it a new generation number and announces (pid, generation)
 // through a ring buffer, so the agent reads its memory map and opens its
 // binaries while it lives: a process that exits before the next drain is
-// still symbolized. Samples are keyed by (pid, generation). exec() and exit
-// forget the pid, so after exec (a new memory map) or pid reuse (a new
+// still symbolized. Samples are keyed by (pid, generation). exec() forgets
+// the pid and fork() the child's, so after exec (a new memory map) or pid reuse (a new
 // process) samples carry a new generation and are never symbolized or
 // labelled with another image's data. The generation stands in for the
 // process start time, which BPF could read only from kernel-internal structs.
@@ -158,11 +158,13 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_process_exit) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id >> 32;
-    if (pid == (u32)id) // the thread group leader: the process is gone
-        known_pids.delete(&pid);
+// A pid is forgotten when it is handed out again, not when its process exits:
+// samples taken on the exit path (after sched_process_exit) keep the process's
+// generation instead of announcing a process that is already gone. Every new
+// process starts with a fork, and this runs before the child can run.
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u32 child = args->child_pid; // a thread's id when a thread is created: never a live pid
+    known_pids.delete(&child);
     return 0;
 }
 
