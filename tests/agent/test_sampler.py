@@ -1,8 +1,8 @@
 """The BPF sampler on the real kernel: drains lose nothing and count nothing twice."""
 
 import subprocess
-from collections import Counter
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
