@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import ssl
 import struct
 import subprocess
 import sys
@@ -249,44 +250,57 @@ async def _send(client: httpx.AsyncClient, body: bytes, tally: Tally) -> bool:
 
 
 async def _agent_loop(
-    url: str, agent: Agent, template_kind: str, offset: float, until: float, tally: Tally
+    client: httpx.AsyncClient,
+    templates: tuple[Template, ...],
+    due: float,
+    until: float,
+    tally: Tally,
 ) -> None:
-    templates = agent.cpu if template_kind == "cpu" else agent.net
-    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, limits=limits, timeout=30
-    ) as client:
-        due = time.monotonic() + offset
-        turn = 0
-        while due < until:
-            await asyncio.sleep(max(due - time.monotonic(), 0))
-            if time.monotonic() - due > 1.0:
-                tally.late += 1
-            chosen = templates[turn % len(templates)]
-            end_ns = time.time_ns()
-            body = chosen.body(uuid.uuid4().hex, end_ns - int(INTERVAL_SECONDS * 1e9), end_ns)
-            tally.sent += 1
-            tally.body_bytes += len(body)
-            if await _send(client, body, tally):
-                tally.rows += chosen.rows
-                tally.latency_rows += chosen.latency_rows
-                tally.peer_rows += chosen.peer_rows
-            turn += 1
-            due += INTERVAL_SECONDS
+    turn = 0
+    while due < until:
+        await asyncio.sleep(max(due - time.monotonic(), 0))
+        if time.monotonic() - due > 1.0:
+            tally.late += 1
+        chosen = templates[turn % len(templates)]
+        end_ns = time.time_ns()
+        body = chosen.body(uuid.uuid4().hex, end_ns - int(INTERVAL_SECONDS * 1e9), end_ns)
+        tally.sent += 1
+        tally.body_bytes += len(body)
+        if await _send(client, body, tally):
+            tally.rows += chosen.rows
+            tally.latency_rows += chosen.latency_rows
+            tally.peer_rows += chosen.peer_rows
+        turn += 1
+        due += INTERVAL_SECONDS
 
 
 async def drive(url: str, agents: list[Agent], seconds: float, seed: int = 3) -> Tally:
     """Every agent's CPU and network loops, phases spread over the interval."""
     rng = random.Random(seed)
     tally = Tally()
-    until = time.monotonic() + seconds
-    loops = []
-    for agent in agents:
-        for kind in ("cpu", "net"):
-            offset = rng.uniform(0, INTERVAL_SECONDS)
-            loops.append(_agent_loop(url, agent, kind, offset, until, tally))
-    await asyncio.gather(*loops)
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    # Every client is made before the schedule starts: each costs ~30 ms of the
+    # generator's loop (an SSL context of its own unless given one), and 400 of
+    # them made on the way blocked it for 12 s, then fired ~260 overdue
+    # requests at once: a burst no spread-out fleet of agents sends.
+    shared_tls = ssl.create_default_context()
+    async with contextlib.AsyncExitStack() as stack:
+        loops = []
+        for agent in agents:
+            for templates in (agent.cpu, agent.net):
+                client = httpx.AsyncClient(
+                    base_url=url, headers=headers, limits=limits, timeout=30, verify=shared_tls
+                )
+                await stack.enter_async_context(client)
+                loops.append((client, templates, rng.uniform(0, INTERVAL_SECONDS)))
+        start = time.monotonic()
+        await asyncio.gather(
+            *(
+                _agent_loop(client, templates, start + offset, start + seconds, tally)
+                for client, templates, offset in loops
+            )
+        )
     return tally
 
 
