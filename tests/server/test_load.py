@@ -35,8 +35,12 @@ def test_twenty_agents_for_30_seconds_store_every_batch_once(tmp_path: Path) -> 
 
 
 @pytest.mark.soak
-def test_two_hundred_agents_for_five_minutes(tmp_path: Path) -> None:
-    result = run_load(tmp_path, agents=200, seconds=300)
+def test_two_hundred_agents_for_ten_minutes(tmp_path: Path) -> None:
+    # The load is 200 agents for 5 minutes; the run goes on to 10 because
+    # the server's memory is still settling at 5 (chDB's caches and merges): the
+    # trend over the second half of a 5-minute run was 7 to 9 %, of the same run
+    # taken to 15 minutes 2 to 3 % and flat (docs/operations.md, Server: load).
+    result = run_load(tmp_path, agents=200, seconds=600)
     print("\n".join(report(result)))  # the figures, with `pytest -s`
     assert_every_batch_stored_once(result)
     # Bounded memory: no growth trend over the second half (caches full by then).
