@@ -336,6 +336,14 @@ def rss_trend_percent(samples: list[tuple[float, int]]) -> float:
     return 100 * slope * (xs[-1] - xs[0]) / mean_y
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank `q`th percentile of `values`; NaN when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(int(q / 100 * len(ordered)), len(ordered) - 1)]
+
+
 @dataclass
 class LoadResult:
     agents: int
@@ -351,10 +359,7 @@ class LoadResult:
     load_average: float = field(default_factory=lambda: os.getloadavg()[0])
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.tally.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(int(q / 100 * len(ordered)), len(ordered) - 1)]
+        return percentile(self.tally.latencies, q)
 
     @property
     def error_count(self) -> int:
@@ -512,10 +517,7 @@ def _p99_per_minute(tally: Tally) -> str:
     minutes: dict[int, list[float]] = {}
     for at, latency in zip(tally.answered_at, tally.latencies, strict=True):
         minutes.setdefault(int((at - start) // 60), []).append(latency)
-    p99s = []
-    for _, values in sorted(minutes.items()):
-        ordered = sorted(values)
-        p99s.append(ordered[min(int(0.99 * len(ordered)), len(ordered) - 1)])
+    p99s = [percentile(values, 99) for _, values in sorted(minutes.items())]
     return ", ".join(f"{value * 1000:.0f}" for value in p99s) + " ms"
 
 

@@ -15,9 +15,9 @@
 // through a ring buffer, so the agent reads its memory map and opens its
 // binaries while it lives: a process that exits before the next drain is
 // still symbolized. Samples are keyed by (pid, generation). exec() forgets
-// the pid and fork() the child's, so after exec (a new memory map) or pid reuse (a new
-// process) samples carry a new generation and are never symbolized or
-// labelled with another image's data. The generation stands in for the
+// the pid and fork() the child's, so after exec (a new memory map) or pid
+// reuse (a new process) samples carry a new generation and are never
+// symbolized or labelled with another image's data. The generation stands in for the
 // process start time, which BPF could read only from kernel-internal structs.
 //
 // Stack map collisions: a stack map is a hash table without chaining, so a
