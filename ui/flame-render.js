@@ -240,6 +240,7 @@ export class FlameRenderer {
         height: ROW - 1,
         self: tree.self[node],
         total: tree.total[node],
+        delta: tree.delta ? tree.delta(node) : null, // a diff's change of share
         color: this.palette[this.colorOf(node)],
         searched: Boolean(bits & SEARCHED),
         chosen: Boolean(bits & CHOSEN),

@@ -10,7 +10,8 @@ export function registerGraph(id, view) {
 window.podflame = {
   graphs: () => [...graphs.keys()],
   // The frames the last render drew: name, depth, position and size in CSS pixels of the
-  // canvas, values, fill colour and whether a search or selection highlights them.
+  // canvas, values (and a diff's change of share), fill colour and whether a search or
+  // selection highlights them.
   frames: (id) => graphs.get(id)?.renderer.frames() ?? [],
   focus: (id) => {
     const view = graphs.get(id);

@@ -37,6 +37,7 @@ class Frame(TypedDict):
     height: float
     self: float
     total: float
+    delta: float | None  # a diff's change of share (right minus left)
     color: str
     searched: bool
     chosen: bool

@@ -2,7 +2,7 @@
 
 checkout v1 spends 70 % of its CPU time in burn_a and 30 % in burn_b, v2 the opposite:
 burn_a's share shrinks by about 40 points (green, or blue in the colour-blind-safe
-palette) and burn_b's grows as much (red, or orange); main and run stay at 100 %.
+palette) and burn_b's grows as much (red, or orange); main and run stay at (about) 100 %.
 """
 
 import re
@@ -10,7 +10,15 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.browser import frame_named, frame_point, open_page, rgb, screenshot, wait_for_panel
+from tests.e2e.browser import (
+    Frame,
+    frame_named,
+    frame_point,
+    open_page,
+    rgb,
+    screenshot,
+    wait_for_panel,
+)
 from tests.e2e.conftest import Shop
 
 pytestmark = [pytest.mark.browser, pytest.mark.bpf]
@@ -29,14 +37,35 @@ def open_diff(page: Page, shop: Shop, **extra: str) -> None:
     wait_for_panel(page, "compare")
 
 
+def diff_colour(page: Page, delta: float) -> tuple[int, int, int]:
+    """The red/green palette's colour for a change of share, from the page's own module."""
+    color: str = page.evaluate(
+        """async (delta) => {
+            const m = await import("./colors.js");
+            return m.diffPalette("rg")[m.diffColorIndex(delta)];
+        }""",
+        delta,
+    )
+    return rgb(color)
+
+
+def assert_about_unchanged(page: Page, frame: Frame) -> None:
+    """Every sample passes through `frame` on both sides, except the odd one the kernel
+    takes in execve before main ([unknown];...;__x64_sys_execve_[k]): real CPU time of
+    the pod, outside main. One such sample of about 300 moves the share by 0.33 pp,
+    which the log scale shows as a pale tint (level 3 of 10), so the colour is checked
+    against the frame's real change, and the change against a few samples' worth."""
+    assert frame["delta"] is not None and abs(frame["delta"]) < 0.01, frame
+    assert rgb(frame["color"]) == diff_colour(page, frame["delta"]), frame
+
+
 def test_diff_of_two_versions_shows_the_expected_colours(shop: Shop, page: Page) -> None:
     open_diff(page, shop, lfrom="now-15m")
     red, green, blue = colour(page, "burn_b")
     assert red > green + 80 and red > blue + 80, (red, green, blue)  # grew: strong red
     red, green, blue = colour(page, "burn_a")
     assert green > red + 50 and green > blue + 50, (red, green, blue)  # shrank: green
-    red, green, blue = colour(page, "run")
-    assert max(red, green, blue) - min(red, green, blue) < 15, (red, green, blue)  # unchanged
+    assert_about_unchanged(page, frame_named(page, "compare", "run"))
     legend = page.locator("#view-compare .legend")
     expect(legend).to_have_attribute("aria-label", re.compile("red grew, green shrank"))
     expect(legend.locator(".swatch")).to_have_count(21)
