@@ -147,3 +147,11 @@ def running_server(
 def podflame_server(tmp_path: Path) -> Iterator[str]:
     with running_server(tmp_path) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for a module's tests, when each reads only its own samples (by pid,
+    drained since the test started: pid_max may be small and pids come round)."""
+    with running_server(tmp_path_factory.mktemp("server")) as url:
+        yield url

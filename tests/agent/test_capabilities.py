@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.agent.test_pipeline import folded
-from tests.conftest import PODFLAME, compile_c, running_server, stop
+from tests.conftest import PODFLAME, compile_c, stop
 from tests.fixtures import FIXTURES, build_burn7030
 
 pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("require_bpf")]
@@ -41,14 +41,6 @@ def confined(capabilities: list[str]) -> list[str]:
     """setpriv keeping only `capabilities` (dropping one the machine lacks is a no-op)."""
     keep = ",".join(f"+{name}" for name in capabilities)
     return ["setpriv", f"--bounding-set=-all,{keep}", "--inh-caps=-all", "--"]
-
-
-@pytest.fixture(scope="module")
-def podflame_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One server for the module: each test reads its own workloads' samples (by pid,
-    drained since the test started)."""
-    with running_server(tmp_path_factory.mktemp("server")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +96,9 @@ def frames(stacks: list[tuple[list[str], int]]) -> set[str]:
 
 
 def test_with_the_needed_capabilities_everything_is_named(
-    podflame_server: str, workloads: dict[str, Path], tmp_path: Path
+    module_server: str, workloads: dict[str, Path], tmp_path: Path
 ) -> None:
-    stacks = profile(podflame_server, FULL, workloads, tmp_path / "agent.log")
+    stacks = profile(module_server, FULL, workloads, tmp_path / "agent.log")
     assert {"main", "run", "burn_a", "burn_b", "spin"} <= frames(stacks["burn"])
     kernel = {f for f in frames(stacks["syscalls"]) if f.endswith("_[k]")}
     assert kernel and "[unknown]_[k]" not in kernel, sorted(kernel)
@@ -114,7 +106,7 @@ def test_with_the_needed_capabilities_everything_is_named(
 
 
 def test_with_bpf_and_perfmon_alone_it_still_profiles(
-    podflame_server: str, workloads: dict[str, Path], tmp_path: Path
+    module_server: str, workloads: dict[str, Path], tmp_path: Path
 ) -> None:
     """CPU time is all there; the workload's own frames are module+offset, kernel ones [unknown].
 
@@ -122,7 +114,7 @@ def test_with_bpf_and_perfmon_alone_it_still_profiles(
     libc frames: the agent maps the very same file (path, device, inode) itself, and the
     symbolizer finds a table by that identity; and [vdso] is named from memory.
     """
-    stacks = profile(podflame_server, SAMPLING_ONLY, workloads, tmp_path / "agent.log")
+    stacks = profile(module_server, SAMPLING_ONLY, workloads, tmp_path / "agent.log")
     burn = stacks["burn"]
     assert sum(value for _, value in burn) > 0.5e9  # of some 1.5 s of CPU
     user = {f for f in frames(burn) if not f.endswith("_[k]")}

@@ -18,7 +18,7 @@ from podflame.agent.agent import Agent, build_agent
 from podflame.agent.pods import PodRef
 from podflame.agent.settings import AgentSettings
 from podflame.model import is_kernel_frame
-from tests.conftest import compile_c, running_server
+from tests.conftest import compile_c
 from tests.fixtures import FIXTURES, build_burn7030
 from tests.kube_apiserver import fake_kube_api, pod_json
 
@@ -42,26 +42,18 @@ def running_agent(server: str, **settings: object) -> Iterator[Agent]:
 
 
 @pytest.fixture(scope="module")
-def podflame_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One server for the module's agents: a test reads only its own processes' samples,
-    by pid and drained since it started (pid_max may be small: pids come round)."""
-    with running_server(tmp_path_factory.mktemp("server")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def quiet_agent(podflame_server: str, require_bpf: None) -> Iterator[Agent]:
+def quiet_agent(module_server: str, require_bpf: None) -> Iterator[Agent]:
     """An agent whose loop does not drain while the module runs: a test drains it with
     drain_and_ship(), so it knows what ran (or exited) before that drain."""
-    with running_agent(podflame_server, interval=600) as agent:  # the most allowed
+    with running_agent(module_server, interval=600) as agent:  # the most allowed
         yield agent
 
 
 @pytest.fixture(scope="module")
-def frequent_agent(podflame_server: str, require_bpf: None) -> Iterator[Agent]:
+def frequent_agent(module_server: str, require_bpf: None) -> Iterator[Agent]:
     """An agent draining every half second, shared by the tests that need drains while
     their process runs."""
-    with running_agent(podflame_server, interval=0.5) as agent:
+    with running_agent(module_server, interval=0.5) as agent:
         yield agent
 
 
@@ -99,7 +91,7 @@ def folded(server: str, pid: int, since: float | None = None) -> list[tuple[list
 
 
 def test_process_exiting_before_the_drain_keeps_its_names(
-    podflame_server: str, quiet_agent: Agent, tmp_path: Path
+    module_server: str, quiet_agent: Agent, tmp_path: Path
 ) -> None:
     binary = build_burn7030(tmp_path / "burn7030")
     started = time.time()
@@ -107,13 +99,13 @@ def test_process_exiting_before_the_drain_keeps_its_names(
     assert workload.wait(30) == 0  # exited and reaped before the agent drains
     assert not Path(f"/proc/{workload.pid}").exists()
     drain_and_ship(quiet_agent)
-    stacks = folded(podflame_server, workload.pid, since=started)
+    stacks = folded(module_server, workload.pid, since=started)
     names = {frame for stack, _ in stacks for frame in stack}
     assert {"main", "run", "burn_a", "burn_b", "spin"} <= names, stacks[:5]
 
 
 def test_exec_starts_a_new_image_under_the_same_pid(
-    podflame_server: str, quiet_agent: Agent, tmp_path: Path
+    module_server: str, quiet_agent: Agent, tmp_path: Path
 ) -> None:
     exec_after = compile_c(FIXTURES / "exec_after.c", tmp_path / "exec_after")
     burn = build_burn7030(tmp_path / "burn7030")
@@ -121,7 +113,7 @@ def test_exec_starts_a_new_image_under_the_same_pid(
     process = subprocess.Popen([str(exec_after), "1.0", str(burn), "1.0"], stdout=subprocess.PIPE)
     process.communicate(timeout=30)
     drain_and_ship(quiet_agent)
-    stacks = folded(podflame_server, process.pid, since=started)
+    stacks = folded(module_server, process.pid, since=started)
     before = [stack for stack, _ in stacks if "before_exec" in stack]
     after = [stack for stack, _ in stacks if "burn_a" in stack]
     assert before and after, stacks[:10]
@@ -133,14 +125,14 @@ def test_exec_starts_a_new_image_under_the_same_pid(
 
 
 def test_kernel_frames_sit_below_user_frames(
-    podflame_server: str, quiet_agent: Agent, tmp_path: Path
+    module_server: str, quiet_agent: Agent, tmp_path: Path
 ) -> None:
     binary = compile_c(FIXTURES / "syscall_loop.c", tmp_path / "syscall_loop")
     started = time.time()
     process = subprocess.Popen([str(binary), "1.5"])
     process.wait(30)
     drain_and_ship(quiet_agent)
-    stacks = folded(podflame_server, process.pid, since=started)
+    stacks = folded(module_server, process.pid, since=started)
     in_kernel = [(stack, value) for stack, value in stacks if stack[-1].endswith("_[k]")]
     kernel_time = sum(value for _, value in in_kernel)
     assert kernel_time > sum(value for _, value in stacks) / 2, "reading /dev/zero is kernel time"
@@ -155,13 +147,13 @@ def test_kernel_frames_sit_below_user_frames(
     assert below_main > 0.9 * kernel_time
 
 
-def test_kernel_stacks_can_be_turned_off(podflame_server: str, tmp_path: Path) -> None:
+def test_kernel_stacks_can_be_turned_off(module_server: str, tmp_path: Path) -> None:
     binary = compile_c(FIXTURES / "syscall_loop.c", tmp_path / "syscall_loop")
     started = time.time()
-    with running_agent(podflame_server, kernel_stacks=False):
+    with running_agent(module_server, kernel_stacks=False):
         process = subprocess.Popen([str(binary), "1.5"])
         process.wait(30)
-    stacks = [stack for stack, _ in folded(podflame_server, process.pid, since=started)]
+    stacks = [stack for stack, _ in folded(module_server, process.pid, since=started)]
     assert stacks
     assert not [frame for stack in stacks for frame in stack if frame.endswith("_[k]")]
 
@@ -207,7 +199,7 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 def test_library_loaded_after_the_first_sample_is_named(
-    podflame_server: str, frequent_agent: Agent, tmp_path: Path
+    module_server: str, frequent_agent: Agent, tmp_path: Path
 ) -> None:
     library = compile_c(
         FIXTURES / "symbolizer" / "libburn.c", tmp_path / "libburn.so", "-shared", "-fPIC"
@@ -219,25 +211,25 @@ def test_library_loaded_after_the_first_sample_is_named(
     process = subprocess.Popen([str(program), str(library), "1.0", "3.0"])
     assert process.wait(30) == 0
     wait_for_drains(frequent_agent, 1)  # a drain after it exited: the refresh came before
-    stacks = folded(podflame_server, process.pid, since=started)
+    stacks = folded(module_server, process.pid, since=started)
     names = {frame for stack, _ in stacks for frame in stack}
     assert {"before_dlopen", "lib_burn"} <= names, sorted(names)
 
 
-def test_kubernetes_metadata_is_wired_in(podflame_server: str, tmp_path: Path) -> None:
+def test_kubernetes_metadata_is_wired_in(module_server: str, tmp_path: Path) -> None:
     """build_agent starts the pod watch: pod_by_ip for the network tracer, counters at /metrics."""
     pod = pod_json("db-0", "00000000-0000-4000-8000-000000000001", "node-p", [], ips=["10.9.0.7"])
     with fake_kube_api() as api:
         api.add_pod(pod)
         kubeconfig = api.kubeconfig(tmp_path / "kubeconfig")
-        with running_agent(podflame_server, kubeconfig=kubeconfig, node_name="node-p") as agent:
+        with running_agent(module_server, kubeconfig=kubeconfig, node_name="node-p") as agent:
             assert agent.kubernetes is not None
             deadline = time.monotonic() + 30
             while agent.kubernetes.pod_by_ip("10.9.0.7") is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             found = agent.kubernetes.pod_by_ip("10.9.0.7")
             values = parse_metrics(render_metrics(agent))
-        with running_agent(podflame_server, kubernetes=False) as agent:
+        with running_agent(module_server, kubernetes=False) as agent:
             assert agent.kubernetes is None
     assert found == PodRef("default", "db-0", "Pod", "db-0")
     assert values["podflame_agent_kubernetes_lists_total"] == 1
