@@ -304,20 +304,25 @@ class Symbolizer:
                 in_files.setdefault(mapping, []).append(i)
         # One vectorized lookup per mapping, however many frames hit it.
         for mapping, positions in in_files.items():
-            if mapping not in image.tables:  # not read yet: read it now
-                stream = image.opened.pop(mapping, None)
-                image.tables[mapping] = (
-                    self._binary(image.pid, mapping)
-                    if stream is None
-                    else self._read_binary(image.pid, mapping, stream)
-                )
-            elif image.tables[mapping] is None:
-                # Gone before its files could be opened: another process may
-                # have mapped the same file since.
-                image.tables[mapping] = self._known_mapping(mapping)
             found = [addresses[i] for i in positions]
-            self._file_frames(image.tables[mapping], mapping, found, positions, names)
+            self._file_frames(self._table_for(image, mapping), mapping, found, positions, names)
         return [UNKNOWN if name is None else name for name in names]
+
+    def _table_for(self, image: ProcessImage, mapping: Mapping) -> ElfSymbols | None:
+        """The symbol table of one of `image`'s file mappings, read when first needed:
+        from the file its capture opened, else opened now (while the process lives)."""
+        if mapping not in image.tables:
+            stream = image.opened.pop(mapping, None)
+            image.tables[mapping] = (
+                self._binary(image.pid, mapping)
+                if stream is None
+                else self._read_binary(image.pid, mapping, stream)
+            )
+        elif image.tables[mapping] is None:
+            # Gone before its files could be opened: another process may
+            # have mapped the same file since.
+            image.tables[mapping] = self._known_mapping(mapping)
+        return image.tables[mapping]
 
     def _file_frames(
         self,
