@@ -20,6 +20,11 @@
 // symbolized or labelled with another image's data. The generation stands in for the
 // process start time, which BPF could read only from kernel-internal structs.
 //
+// Parents: fork() records the child's parent (and the parent's generation, if it
+// was sampled before), exec() drops it. An announcement carries it, so a forked
+// child that has not exec'd and exits before the agent captures it is
+// symbolized with its parent's image: the memory it was forked with.
+//
 // Stack map collisions: a stack map is a hash table without chaining, so a
 // new stack whose hash bucket holds another stack gets -EEXIST. Such a sample
 // is not lost: its stacks are copied whole into the `overflow` ring buffer
@@ -72,6 +77,14 @@ BPF_HASH(counts_0, struct sample_key, u64, COUNT_MAP_ENTRIES);
 BPF_HASH(counts_1, struct sample_key, u64, COUNT_MAP_ENTRIES);
 BPF_PERCPU_ARRAY(drops, u64, DROP_REASONS);
 BPF_TABLE("lru_hash", u32, u32, known_pids, KNOWN_PIDS); // pid -> generation
+
+struct parent {
+    u32 pid;        // the forking process (thread group id)
+    u32 generation; // its generation at the fork; 0 if it had not been sampled
+};
+// child pid -> its parent, from fork until exec. A thread's creation adds an
+// entry under the thread's id, which is never looked up as a process's pid.
+BPF_TABLE("lru_hash", u32, struct parent, parents, KNOWN_PIDS);
 BPF_RINGBUF_OUTPUT(new_processes, 16); // pages: room for thousands of pids
 
 static __always_inline void count_drop(u32 reason) {
@@ -83,6 +96,7 @@ static __always_inline void count_drop(u32 reason) {
 struct new_process {
     u32 pid;
     u32 generation;
+    struct parent parent; // pid 0: none known (exec'd, or forked before the agent started)
 };
 
 #define MAX_STACK_DEPTH 127 // as the kernel's PERF_MAX_STACK_DEPTH
@@ -138,6 +152,9 @@ static __always_inline u32 generation_of(u32 pid) {
     // clock does that without a shared counter (BCC's default BPF target
     // cannot use the value an atomic add returns). Odd, so never 0.
     struct new_process event = {.pid = pid};
+    struct parent *parent = parents.lookup(&pid);
+    if (parent)
+        event.parent = *parent;
     event.generation = (u32)bpf_ktime_get_ns() | 1;
     // Only the CPU whose insert succeeds announces: one event per generation.
     if (known_pids.insert(&pid, &event.generation) != 0) {
@@ -155,6 +172,7 @@ static __always_inline u32 generation_of(u32 pid) {
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     u32 pid = bpf_get_current_pid_tgid() >> 32;
     known_pids.delete(&pid);
+    parents.delete(&pid); // a new image: the parent's no longer describes it
     return 0;
 }
 
@@ -165,6 +183,12 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
 TRACEPOINT_PROBE(sched, sched_process_fork) {
     u32 child = args->child_pid; // a thread's id when a thread is created: never a live pid
     known_pids.delete(&child);
+    // The tracepoint runs in the parent: the current thread group is the parent process.
+    struct parent parent = {.pid = bpf_get_current_pid_tgid() >> 32};
+    u32 *generation = known_pids.lookup(&parent.pid);
+    if (generation)
+        parent.generation = *generation;
+    parents.update(&child, &parent);
     return 0;
 }
 

@@ -23,7 +23,7 @@ from podflame.agent.netbatch import NetworkBatchBuilder
 from podflame.agent.network import NetworkDrain, NetworkTracer
 from podflame.agent.peers import NoPeers, PeerResolver, PodPeers
 from podflame.agent.processes import ProcessTable
-from podflame.agent.sampler import CpuSampler, Drain, ProcessGeneration
+from podflame.agent.sampler import Announcement, CpuSampler, Drain
 from podflame.agent.settings import AgentSettings
 from podflame.agent.shipper import Shipper
 from podflame.agent.spool import DiskSpool, MemoryQueue, PendingQueue
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 ANNOUNCE_POLL_MS = 500
 
 
-Poll = Callable[[int], list[ProcessGeneration]]
+Poll = Callable[[int], list[Announcement]]
 
 
 @dataclass
@@ -139,15 +139,15 @@ class Agent:
             with self.lock:
                 unread = table.read_opened()
 
-    def _announce(self, processes: list[ProcessGeneration], table: ProcessTable) -> None:
+    def _announce(self, announcements: list[Announcement], table: ProcessTable) -> None:
         # The lock is taken per process: capturing one can take milliseconds,
         # and the other announcement loop must not wait for a whole burst.
         source = "cpu" if table is self.processes else "network"
-        for done, process in enumerate(processes):
+        for done, announcement in enumerate(announcements):
             with self.lock:
-                table.announce(process)
+                table.announce(announcement.process, announcement.parent)
                 self.stats.new_processes += 1
-                self.stats.announce_backlog[source] = len(processes) - done - 1
+                self.stats.announce_backlog[source] = len(announcements) - done - 1
 
     def tick(self) -> None:
         with self._timed("drain"):
@@ -208,7 +208,7 @@ class Agent:
         # are len() of dicts, which the other threads change atomically.
         sizes = self.cache_sizes()
         tables = self._process_tables()
-        counts = {name: (t.gone_at_capture, t.evicted) for name, t in tables.items()}
+        counts = {name: t.counts() for name, t in tables.items()}
         queue = self.shipper.queue
         return [
             *collect(self.stats, self._stage_stats(), len(self.processes), sizes, counts),

@@ -31,7 +31,7 @@ from podflame.agent.bpfmaps import (
     switch_slot,
 )
 from podflame.agent.netprobes import FEATURES, Feature, Plan, plan_features
-from podflame.agent.sampler import ProcessGeneration, SampleCount, call_sites
+from podflame.agent.sampler import Announcement, ProcessGeneration, SampleCount, call_sites
 from podflame.agent.sockets import processes, socket_descriptors
 from podflame.agent.tracefs import events_root
 from podflame.bpf import source_path
@@ -176,7 +176,7 @@ class NetworkTracer:
         self._slot = 0
         self._last_drain_ns = time.time_ns()
         self._drops_seen = dict.fromkeys(DROP_REASONS, 0)
-        self._announced: list[ProcessGeneration] = []
+        self._announced: list[Announcement] = []
         self._announce_lock = threading.Lock()
 
     @property
@@ -256,7 +256,7 @@ class NetworkTracer:
             self.plan.fail(feature, f"attaching {feature.name} failed ({error})")
             log.warning("network: attaching %s failed (%s): %s", feature.name, error, feature.loses)
 
-    def poll(self, timeout_ms: int) -> list[ProcessGeneration]:
+    def poll(self, timeout_ms: int) -> list[Announcement]:
         """Read the announcement ring buffer, waiting up to `timeout_ms` for an event.
 
         Returns the processes first seen since the last call. Call from one thread only.
@@ -272,7 +272,7 @@ class NetworkTracer:
     def _on_new_process(self, _ctx: Any, data: Any, _size: int) -> None:
         event = ctypes.cast(data, ctypes.POINTER(_NewProcessEvent)).contents
         with self._announce_lock:
-            self._announced.append(ProcessGeneration(event.pid, event.generation))
+            self._announced.append(Announcement(ProcessGeneration(event.pid, event.generation)))
 
     def close(self) -> None:
         if self._bpf is not None:

@@ -12,13 +12,13 @@ numbers its own generations); both take their captures from one
 ProcessCaptures, so a process announced by both is read from /proc once.
 """
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from podflame.agent.captures import CgroupSource, ProcessCaptures
+from podflame.agent.captures import Capture, CgroupSource, ProcessCaptures
 from podflame.agent.cgroups import CgroupIdentity
 from podflame.agent.procfs import read_start_ticks
 from podflame.agent.sampler import ProcessGeneration
+from podflame.agent.stats import TableCounts
 from podflame.symbolizer import ProcessImage
 
 # A record not sampled for this many drains is dropped; if its process shows up
@@ -52,10 +52,12 @@ class ProcessTable:
         self._max_records = max_records
         self.evicted = 0  # records dropped by the cap, not for being idle or ended
         self.gone_at_capture = 0  # announced processes that had exited before capture
+        self.from_parent = 0  # of those, forked children given their parent's image
         self._records: dict[ProcessGeneration, ProcessRecord] = {}
         self._newest: dict[int, ProcessGeneration] = {}  # pid -> its latest generation
-        # Captures that opened files not read yet, oldest first (see read_opened).
-        self._unread: deque[ProcessGeneration] = deque()
+        # Captures that opened files not read yet, oldest first (see read_opened);
+        # a dict as an ordered set, so a re-announced process is queued once.
+        self._unread: dict[ProcessGeneration, None] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -67,10 +69,23 @@ class ProcessTable:
     def pids(self) -> set[int]:
         return {process.pid for process in self._records}
 
-    def announce(self, process: ProcessGeneration) -> None:
-        """A process was sampled for the first time: capture it now, while it lives."""
+    def counts(self) -> TableCounts:
+        return TableCounts(self.gone_at_capture, self.from_parent, self.evicted)
+
+    def announce(self, process: ProcessGeneration, parent: ProcessGeneration | None = None) -> None:
+        """A process was sampled for the first time: capture it now, while it lives.
+
+        `parent`: what it was forked from, if it has not exec'd since. If it is gone
+        already, it is given the parent's image, name and cgroup, as it was forked with.
+        """
         capture = self.captures.capture(process.pid)
-        self.gone_at_capture += capture.start_ticks is None
+        if capture.start_ticks is None:
+            self.gone_at_capture += 1
+            inherited = self._parent_capture(parent) if parent is not None else None
+            if inherited is not None:
+                # Still gone: never running, so dropped once its samples are drained.
+                capture = replace(inherited, start_ticks=None)
+                self.from_parent += 1
         record = ProcessRecord(
             process,
             comm=capture.comm,
@@ -82,10 +97,26 @@ class ProcessTable:
         self._records[process] = record
         self._newest[process.pid] = process
         if record.image is not None and record.image.opened:
-            self._unread.append(process)
+            self._unread.setdefault(process)
         while len(self._records) > self._max_records:
             self._forget(next(iter(self._records)))
             self.evicted += 1
+
+    def _parent_capture(self, parent: ProcessGeneration) -> Capture | None:
+        """The parent's capture as of the fork, unless the parent exec'd since."""
+        if parent.generation:
+            record = self._records.get(parent)
+            if record is None and parent.pid in self._newest:
+                return None  # it has another generation now: exec'd (or pid reused)
+        else:  # not sampled before the fork: its latest record, if any
+            newest = self._newest.get(parent.pid)
+            record = self._records.get(newest) if newest is not None else None
+        if record is None:  # not sampled lately: captured as it is now
+            capture = self.captures.capture(parent.pid)
+            return capture if capture.image is not None else None
+        if record.image is None:
+            return None
+        return Capture(record.comm, record.start_ticks, record.image, record.cgroup)
 
     def lookup(self, process: ProcessGeneration) -> ProcessRecord:
         """The record for a drained sample."""
@@ -105,11 +136,12 @@ class ProcessTable:
         False when no file waits.
         """
         while self._unread:
-            record = self._records.get(self._unread[0])
+            oldest = next(iter(self._unread))
+            record = self._records.get(oldest)
             image = record.image if record is not None else None
             if image is not None and self.captures.images.read_opened(image):
                 return True
-            self._unread.popleft()
+            del self._unread[oldest]
         return False
 
     def close(self) -> None:

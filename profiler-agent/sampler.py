@@ -42,7 +42,12 @@ MAX_STACK_DEPTH = 127  # as in the BPF program
 class _NewProcessEvent(ctypes.Structure):
     """struct new_process in the BPF program."""
 
-    _fields_ = [("pid", ctypes.c_uint32), ("generation", ctypes.c_uint32)]
+    _fields_ = [
+        ("pid", ctypes.c_uint32),
+        ("generation", ctypes.c_uint32),
+        ("parent_pid", ctypes.c_uint32),  # 0: none known
+        ("parent_generation", ctypes.c_uint32),  # 0: not sampled before the fork
+    ]
 
 
 class _OverflowSample(ctypes.Structure):
@@ -65,6 +70,17 @@ class ProcessGeneration:
 
     pid: int
     generation: int  # 0: unknown (the process could not be announced)
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A process's first sample: the agent captures the process now, while it lives."""
+
+    process: ProcessGeneration
+    # What it was forked from, if it has not exec'd since (generation 0: the parent
+    # had not been sampled before the fork). A child gone before its capture is
+    # symbolized with the parent's image: the memory it was forked with.
+    parent: ProcessGeneration | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +155,7 @@ class CpuSampler:
         self._slot = 0
         self._last_drain_ns = time.time_ns()
         self._drops_seen = dict.fromkeys(DROP_REASONS, 0)
-        self._announced: list[ProcessGeneration] = []
+        self._announced: list[Announcement] = []
         # Collided samples received from the kernel, waiting for the next drain.
         self._overflow: list[SampleCount] = []
         self._overflow_lock = threading.Lock()
@@ -175,7 +191,7 @@ class CpuSampler:
             "on" if self.kernel_stacks else "off",
         )
 
-    def poll(self, timeout_ms: int) -> list[ProcessGeneration]:
+    def poll(self, timeout_ms: int) -> list[Announcement]:
         """Read the ring buffers, waiting up to `timeout_ms` for an event.
 
         Returns the processes first sampled since the last call; collided
@@ -189,7 +205,9 @@ class CpuSampler:
 
     def _on_new_process(self, _ctx: Any, data: Any, _size: int) -> None:
         event = ctypes.cast(data, ctypes.POINTER(_NewProcessEvent)).contents
-        self._announced.append(ProcessGeneration(event.pid, event.generation))
+        parent = ProcessGeneration(event.parent_pid, event.parent_generation)
+        process = ProcessGeneration(event.pid, event.generation)
+        self._announced.append(Announcement(process, parent if parent.pid else None))
 
     def _on_overflow(self, _ctx: Any, data: Any, _size: int) -> None:
         event = ctypes.cast(data, ctypes.POINTER(_OverflowSample)).contents

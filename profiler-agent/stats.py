@@ -2,13 +2,21 @@
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from podflame.agent.metrics import Sample
 from podflame.agent.sampler import Drain
 
 # Processes with fewer samples in a drain say little about their stacks.
 SHALLOW_MIN_SAMPLES = 10
+
+
+class TableCounts(NamedTuple):
+    """A process table's counters (see ProcessTable)."""
+
+    gone_at_capture: int  # announced processes that had exited before capture
+    from_parent: int  # of those, forked children given their parent's image
+    evicted: int  # records dropped by the table's cap
 
 
 @dataclass
@@ -54,18 +62,17 @@ def collect(
     stage_stats: dict[str, Any],
     processes: int,
     cache_sizes: dict[str, int] | None = None,
-    tables: dict[str, tuple[int, int]] | None = None,
+    tables: dict[str, TableCounts] | None = None,
 ) -> list[Sample]:
     """Every metric; `stage_stats` maps a prefix to a dataclass of int counters,
-    `cache_sizes` a cache to its entries, `tables` a process table to its
-    (processes gone at capture, records evicted by the cap)."""
+    `cache_sizes` a cache to its entries, `tables` a process table to its counters."""
     return _counters(stats, stage_stats, processes) + _caches(
         stats, cache_sizes or {}, tables or {}
     )
 
 
 def _caches(
-    stats: AgentStats, sizes: dict[str, int], tables: dict[str, tuple[int, int]]
+    stats: AgentStats, sizes: dict[str, int], tables: dict[str, TableCounts]
 ) -> list[Sample]:
     p = "podflame_agent_"
     samples = [
@@ -82,14 +89,25 @@ def _caches(
         )
         for t, n in sorted(stats.announce_backlog.items())
     ]
-    for table, (gone, evicted) in sorted(tables.items()):
+    for table, (gone, from_parent, evicted) in sorted(tables.items()):
         samples.append(
             Sample(
                 p + "processes_gone_at_capture_total",
                 "counter",
                 "Announced processes that had exited before the agent captured them "
-                "(their frames are [unknown] unless another process mapped the same files).",
+                "(their frames are [unknown] unless another process mapped the same files "
+                "or they were forked children given their parent's image).",
                 gone,
+                (("table", table),),
+            )
+        )
+        samples.append(
+            Sample(
+                p + "processes_named_from_parent_total",
+                "counter",
+                "Forked children (not exec'd) gone before capture, symbolized and "
+                "labelled with their parent's capture instead.",
+                from_parent,
                 (("table", table),),
             )
         )

@@ -1,12 +1,14 @@
 """The process table's bounds: a hard cap on records, the oldest evicted first,
 and the counters and gauges that show it at /metrics."""
 
+import subprocess
+import time
 from pathlib import Path
 
 from podflame.agent.captures import ProcessCaptures
 from podflame.agent.processes import ProcessTable
 from podflame.agent.sampler import ProcessGeneration
-from podflame.agent.stats import AgentStats, collect
+from podflame.agent.stats import AgentStats, TableCounts, collect
 from podflame.symbolizer import Symbolizer
 
 
@@ -52,7 +54,7 @@ def test_cache_sizes_and_table_counters_are_exported() -> None:
         {},
         3,
         {"processes_cpu": 3, "symbol_tables": 2},
-        {"cpu": (5, 1)},
+        {"cpu": TableCounts(gone_at_capture=5, from_parent=2, evicted=1)},
     )
     found = {(s.name, s.labels): s.value for s in samples}
     assert found["podflame_agent_cache_entries", (("cache", "processes_cpu"),)] == 3
@@ -60,3 +62,72 @@ def test_cache_sizes_and_table_counters_are_exported() -> None:
     assert found["podflame_agent_announce_backlog", (("table", "cpu"),)] == 7
     assert found["podflame_agent_processes_gone_at_capture_total", (("table", "cpu"),)] == 5
     assert found["podflame_agent_processes_evicted_total", (("table", "cpu"),)] == 1
+    assert found["podflame_agent_processes_named_from_parent_total", (("table", "cpu"),)] == 2
+
+
+def test_files_a_capture_opened_are_read_one_per_call(tmp_path: Path) -> None:
+    proc = Path("/proc")
+    table = ProcessTable(ProcessCaptures(Symbolizer(proc=proc), proc=proc))
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        wait_until_exec(child.pid, "sleep")
+        process = ProcessGeneration(child.pid, 1)
+        table.announce(process)
+        table.announce(process)  # announced again (a restarted ring buffer): queued once
+        image = table.lookup(process).image
+        assert image is not None and image.opened, "an eager capture opens the files it maps"
+        waiting = len(image.opened)
+        reads = 0
+        while table.read_opened():
+            reads += 1
+        assert reads == waiting and not image.opened
+        unread = [m.path for m, symbols in image.tables.items() if symbols is None]
+        assert not unread, unread  # sleep, libc, ld.so: all ELF
+    finally:
+        child.kill()
+        child.wait()
+
+
+def wait_until_exec(pid: int, comm: str) -> None:
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}/comm").read_text().strip() != comm:
+        assert time.monotonic() < deadline, f"{pid} never became {comm}"
+        time.sleep(0.01)
+
+
+def unused_pid() -> int:
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    return next(pid for pid in range(pid_max - 1, 1, -1) if not Path(f"/proc/{pid}").exists())
+
+
+def test_a_forked_child_gone_before_capture_gets_its_parents_image() -> None:
+    proc = Path("/proc")
+    table = ProcessTable(ProcessCaptures(Symbolizer(proc=proc), proc=proc))
+    parent = subprocess.Popen(["sleep", "30"])
+    try:
+        wait_until_exec(parent.pid, "sleep")
+        gone = unused_pid()
+        # A parent never sampled is captured when its child is announced.
+        table.announce(ProcessGeneration(gone, 1), parent=ProcessGeneration(parent.pid, 0))
+        child = table.lookup(ProcessGeneration(gone, 1))
+        assert child.image is not None and child.comm == "sleep"
+        assert child.start_ticks is None  # still gone: dropped once drained
+        sampled = ProcessGeneration(parent.pid, 5)
+        table.announce(sampled)
+        table.announce(ProcessGeneration(gone, 2), parent=sampled)
+        assert table.lookup(ProcessGeneration(gone, 2)).image is table.lookup(sampled).image
+        # A parent that exec'd since the fork no longer has the child's image.
+        table.announce(ProcessGeneration(parent.pid, 7))
+        table.announce(ProcessGeneration(gone, 3), parent=ProcessGeneration(parent.pid, 6))
+        assert table.lookup(ProcessGeneration(gone, 3)).image is None
+        assert (table.gone_at_capture, table.from_parent) == (3, 2)
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_a_child_whose_parent_is_gone_too_has_no_image(tmp_path: Path) -> None:
+    table = gone_table(tmp_path, max_records=10)
+    table.announce(ProcessGeneration(200, 1), parent=ProcessGeneration(100, 0))
+    assert table.lookup(ProcessGeneration(200, 1)).image is None
+    assert (table.gone_at_capture, table.from_parent) == (1, 0)

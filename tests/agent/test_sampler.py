@@ -1,5 +1,6 @@
 """The BPF sampler on the real kernel: drains lose nothing and count nothing twice."""
 
+import os
 import subprocess
 import time
 from collections import Counter
@@ -7,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from podflame.agent.sampler import CpuSampler, MapSizes, SampleCount, call_sites, map_sizes
+from podflame.agent.sampler import (
+    CpuSampler,
+    MapSizes,
+    ProcessGeneration,
+    SampleCount,
+    call_sites,
+    map_sizes,
+)
+from tests.agent.churnlib import build_churn
 from tests.conftest import compile_c, workload_cpu_seconds
 from tests.fixtures import FIXTURES
 
@@ -106,10 +115,13 @@ def test_new_processes_are_announced_once_per_image(tmp_path: Path) -> None:
         samples = [s for s in sampler.drain().samples if s.process.pid == process.pid]
     finally:
         sampler.close()
-    mine = [p.generation for p in announced if p.pid == process.pid]
+    mine = [a.process.generation for a in announced if a.process.pid == process.pid]
     # Besides the two images, the fork child may be sampled before its exec:
     # a third generation. The exit path keeps the last image's generation.
     assert 2 <= len(mine) <= 3, mine
+    # Only that fork child (this process's, before its exec) carries a parent.
+    parents = [a.parent.pid for a in announced if a.process.pid == process.pid and a.parent]
+    assert parents in ([], [os.getpid()]), parents
     assert len(set(mine)) == len(mine), "a generation was announced twice"
     assert 0 not in mine
     assert {s.process.generation for s in samples} <= set(mine)
@@ -125,3 +137,45 @@ def _busiest_generation(samples: list[SampleCount], comm: str) -> int:
             per_generation[sample.process.generation] += sample.count
     assert per_generation, f"no samples of {comm}"
     return per_generation.most_common(1)[0][0]
+
+
+@pytest.mark.bpf
+@pytest.mark.usefixtures("require_bpf")
+def test_forked_children_are_announced_with_their_parent(tmp_path: Path) -> None:
+    """Children that only fork carry their parent; those that exec'd another binary do not."""
+    parent, child = build_churn(tmp_path)
+    sampler = CpuSampler(frequency=499, interval=1, kernel_stacks=False)
+    sampler.start()
+    try:
+        # 40 children, each burning 30 ms; every second one execs churn_child.
+        churn = subprocess.Popen(
+            [str(parent), "40", "1", "30000", "2", str(child)], stdout=subprocess.PIPE
+        )
+        announced = []
+        while churn.poll() is None:
+            announced += sampler.poll(100)
+        announced += sampler.poll(100)
+        samples = sampler.drain().samples
+    finally:
+        sampler.close()
+    forked = {s.process for s in samples if s.comm == "churn" and s.process.pid != churn.pid}
+    # The exec'd images: a sample between exec's change of name and the end of the
+    # exec (its tracepoint) still has the forked image's generation.
+    execd = busiest_generations(samples, "churn_child")
+    assert len(forked) >= 10 and len(execd) >= 10, (len(forked), len(execd))
+    parents = {a.process: a.parent for a in announced}
+    assert {parents[p].pid for p in forked if parents.get(p)} == {churn.pid}
+    assert all(parents.get(p) for p in forked), [p for p in forked if not parents.get(p)]
+    assert not any(parents.get(p) for p in execd)
+
+
+def busiest_generations(samples: list[SampleCount], comm: str) -> set[ProcessGeneration]:
+    """Per pid, the generation with most samples under `comm`."""
+    counts: Counter[ProcessGeneration] = Counter()
+    for sample in samples:
+        if sample.comm == comm:
+            counts[sample.process] += sample.count
+    busiest: dict[int, ProcessGeneration] = {}
+    for process, _ in counts.most_common():
+        busiest.setdefault(process.pid, process)
+    return set(busiest.values())
