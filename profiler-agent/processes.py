@@ -28,6 +28,11 @@ IDLE_DRAINS = 6
 # every process of the last two or three drains (500/s x 10 s intervals: about
 # 15,000); past the cap the oldest record goes first.
 MAX_RECORDS = 65536
+# A memory map read again for nothing (the same mappings and perf map: the
+# addresses that prompted it were not code, as a frame-pointer walk through
+# code built without frame pointers reads) is not read again for 1, 2, 4...
+# drains, at most this many: a library loaded meanwhile is named that much later.
+MAX_REFRESH_BACKOFF = 8
 
 
 @dataclass
@@ -38,6 +43,8 @@ class ProcessRecord:
     image: ProcessImage | None
     cgroup: CgroupIdentity | None = None  # read with the rest, so exited processes keep it
     idle_drains: int = field(default=0, compare=False)
+    refresh_backoff: int = field(default=0, compare=False)  # drains skipped after a refresh
+    refresh_at: int = field(default=0, compare=False)  # the table's drain it may refresh in
 
     @property
     def pid(self) -> int:
@@ -53,6 +60,9 @@ class ProcessTable:
         self.evicted = 0  # records dropped by the cap, not for being idle or ended
         self.gone_at_capture = 0  # announced processes that had exited before capture
         self.from_parent = 0  # of those, forked children given their parent's image
+        self.refreshed = 0  # memory maps read again (see refresh)
+        self.refreshes_skipped = 0  # not read again: the last read found nothing new
+        self._drains = 0
         self._records: dict[ProcessGeneration, ProcessRecord] = {}
         self._newest: dict[int, ProcessGeneration] = {}  # pid -> its latest generation
         # Captures that opened files not read yet, oldest first (see read_opened);
@@ -70,7 +80,13 @@ class ProcessTable:
         return {process.pid for process in self._records}
 
     def counts(self) -> TableCounts:
-        return TableCounts(self.gone_at_capture, self.from_parent, self.evicted)
+        return TableCounts(
+            self.gone_at_capture,
+            self.from_parent,
+            self.evicted,
+            self.refreshed,
+            self.refreshes_skipped,
+        )
 
     def announce(self, process: ProcessGeneration, parent: ProcessGeneration | None = None) -> None:
         """A process was sampled for the first time: capture it now, while it lives.
@@ -152,13 +168,35 @@ class ProcessTable:
         self._unread.clear()
 
     def refresh(self, record: ProcessRecord) -> None:
-        """Capture a running process's memory map again (libraries loaded since, JIT code)."""
-        if self._is_running(record):
-            images = self.captures.images
-            record.image = images.image(record.pid, record.image) or record.image
+        """Capture a running process's memory map again (libraries loaded since, JIT code).
+
+        Backs off while reading again finds nothing new (MAX_REFRESH_BACKOFF).
+        """
+        if self._drains < record.refresh_at:
+            self.refreshes_skipped += 1
+            return
+        if not self._is_running(record):
+            return
+        old = record.image
+        new = self.captures.images.image(record.pid, old)
+        self.refreshed += 1
+        if new is not None:
+            record.image = new
+        # Identical mappings share one index (Symbolizer._layout); a perf map that
+        # grew is a new object.
+        same = (
+            old is not None
+            and new is not None
+            and old.mappings is new.mappings
+            and old.jit is new.jit
+        )
+        backoff = min(max(1, 2 * record.refresh_backoff), MAX_REFRESH_BACKOFF) if same else 0
+        record.refresh_backoff = backoff
+        record.refresh_at = self._drains + 1 + backoff
 
     def end_drain(self, sampled: set[ProcessGeneration]) -> None:
         """Forget processes that were not sampled for a while, or have ended."""
+        self._drains += 1
         for process, record in list(self._records.items()):
             if process in sampled:
                 record.idle_drains = 0

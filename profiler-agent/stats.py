@@ -17,6 +17,8 @@ class TableCounts(NamedTuple):
     gone_at_capture: int  # announced processes that had exited before capture
     from_parent: int  # of those, forked children given their parent's image
     evicted: int  # records dropped by the table's cap
+    refreshed: int = 0  # memory maps read again for addresses they did not cover
+    refreshes_skipped: int = 0  # not read again: the last read found nothing new
 
 
 @dataclass
@@ -89,7 +91,7 @@ def _caches(
         )
         for t, n in sorted(stats.announce_backlog.items())
     ]
-    for table, (gone, from_parent, evicted) in sorted(tables.items()):
+    for table, (gone, from_parent, evicted, refreshed, skipped) in sorted(tables.items()):
         samples.append(
             Sample(
                 p + "processes_gone_at_capture_total",
@@ -108,6 +110,26 @@ def _caches(
                 "Forked children (not exec'd) gone before capture, symbolized and "
                 "labelled with their parent's capture instead.",
                 from_parent,
+                (("table", table),),
+            )
+        )
+        samples.append(
+            Sample(
+                p + "maps_refreshed_total",
+                "counter",
+                "Memory maps of running processes read again: a sampled address lay "
+                "outside every mapping, or in JIT code.",
+                refreshed,
+                (("table", table),),
+            )
+        )
+        samples.append(
+            Sample(
+                p + "maps_refreshes_skipped_total",
+                "counter",
+                "Memory maps not read again because the last reads found nothing new "
+                "(backing off up to MAX_REFRESH_BACKOFF drains).",
+                skipped,
                 (("table", table),),
             )
         )

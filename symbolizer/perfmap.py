@@ -305,7 +305,10 @@ def _refresh(cached: _Cached, path: Path, max_bytes: int) -> None:
     try:
         _read_changes(cached, path, max_bytes)
     except OSError:
-        cached.perf_map, cached.file_key, cached.consumed = PerfMap.empty(), None, 0
+        # Only a file that went away is forgotten: while there is none, the map
+        # stays the same object, so callers can tell that nothing changed.
+        if cached.file_key is not None:
+            cached.perf_map, cached.file_key, cached.consumed = PerfMap.empty(), None, 0
 
 
 def _read_changes(cached: _Cached, path: Path, max_bytes: int) -> None:

@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 
 from podflame.agent.captures import ProcessCaptures
-from podflame.agent.processes import ProcessTable
+from podflame.agent.processes import ProcessRecord, ProcessTable
 from podflame.agent.sampler import ProcessGeneration
 from podflame.agent.stats import AgentStats, TableCounts, collect
 from podflame.symbolizer import Symbolizer
+from tests.conftest import compile_c
+from tests.fixtures import FIXTURES
 
 
 def gone_table(proc: Path, max_records: int) -> ProcessTable:
@@ -54,7 +56,7 @@ def test_cache_sizes_and_table_counters_are_exported() -> None:
         {},
         3,
         {"processes_cpu": 3, "symbol_tables": 2},
-        {"cpu": TableCounts(gone_at_capture=5, from_parent=2, evicted=1)},
+        {"cpu": TableCounts(5, from_parent=2, evicted=1, refreshed=4, refreshes_skipped=9)},
     )
     found = {(s.name, s.labels): s.value for s in samples}
     assert found["podflame_agent_cache_entries", (("cache", "processes_cpu"),)] == 3
@@ -63,6 +65,8 @@ def test_cache_sizes_and_table_counters_are_exported() -> None:
     assert found["podflame_agent_processes_gone_at_capture_total", (("table", "cpu"),)] == 5
     assert found["podflame_agent_processes_evicted_total", (("table", "cpu"),)] == 1
     assert found["podflame_agent_processes_named_from_parent_total", (("table", "cpu"),)] == 2
+    assert found["podflame_agent_maps_refreshed_total", (("table", "cpu"),)] == 4
+    assert found["podflame_agent_maps_refreshes_skipped_total", (("table", "cpu"),)] == 9
 
 
 def test_files_a_capture_opened_are_read_one_per_call(tmp_path: Path) -> None:
@@ -89,8 +93,10 @@ def test_files_a_capture_opened_are_read_one_per_call(tmp_path: Path) -> None:
 
 
 def wait_until_exec(pid: int, comm: str) -> None:
+    """Until `pid` runs `comm` with its libraries loaded (its memory map settled)."""
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}/comm").read_text().strip() != comm:
+    proc = Path(f"/proc/{pid}")
+    while (proc / "comm").read_text().strip() != comm or "libc" not in (proc / "maps").read_text():
         assert time.monotonic() < deadline, f"{pid} never became {comm}"
         time.sleep(0.01)
 
@@ -131,3 +137,65 @@ def test_a_child_whose_parent_is_gone_too_has_no_image(tmp_path: Path) -> None:
     table.announce(ProcessGeneration(200, 1), parent=ProcessGeneration(100, 0))
     assert table.lookup(ProcessGeneration(200, 1)).image is None
     assert (table.gone_at_capture, table.from_parent) == (1, 0)
+
+
+def test_reading_a_map_again_for_nothing_backs_off() -> None:
+    """Addresses outside every mapping (a frame-pointer walk through code built
+    without them reads such garbage) must not cost a read of /proc/PID/maps at every
+    drain; a read that finds a new mapping (a library loaded) ends the back-off."""
+    proc = Path("/proc")
+    table = ProcessTable(ProcessCaptures(Symbolizer(proc=proc), proc=proc))
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        wait_until_exec(child.pid, "sleep")
+        process = ProcessGeneration(child.pid, 1)
+        table.announce(process)
+        record = table.lookup(process)
+        read_in = drains_with_reads(table, record, process, 12)
+        assert read_in == [0, 2, 5, 10], read_in  # skipping 1, 2, 4 drains, then 8
+        assert table.refreshes_skipped == 12 - len(read_in)
+        assert record.image is not None and record.image.mappings.find(0x1) is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_read_that_finds_a_new_library_ends_the_back_off(tmp_path: Path) -> None:
+    library = compile_c(
+        FIXTURES / "symbolizer" / "libburn.c", tmp_path / "libburn.so", "-shared", "-fPIC"
+    )
+    program = compile_c(FIXTURES / "dlopen_later.c", tmp_path / "dlopen_later", "-ldl")
+    proc = Path("/proc")
+    table = ProcessTable(ProcessCaptures(Symbolizer(proc=proc), proc=proc))
+    child = subprocess.Popen([str(program), str(library), "0.5", "30"])
+    try:
+        wait_until_exec(child.pid, "dlopen_later")
+        process = ProcessGeneration(child.pid, 1)
+        table.announce(process)
+        record = table.lookup(process)
+        assert drains_with_reads(table, record, process, 3) == [0, 2]  # nothing new: backs off
+        deadline = time.monotonic() + 10
+        while "libburn" not in Path(f"/proc/{child.pid}/maps").read_text():
+            assert time.monotonic() < deadline, "the library was never loaded"
+            time.sleep(0.05)
+        # The next read due (after skipping 2 drains) finds it, and the one after follows.
+        assert drains_with_reads(table, record, process, 4) == [2, 3]
+        assert record.image is not None
+        assert any(m.path.endswith("libburn.so") for m in record.image.mappings.mappings)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def drains_with_reads(
+    table: ProcessTable, record: ProcessRecord, process: ProcessGeneration, drains: int
+) -> list[int]:
+    """Offer a refresh at each of `drains` drains; the ones (counted from 0) that read."""
+    read_in = []
+    for drain in range(drains):
+        before = table.refreshed
+        table.refresh(record)
+        if table.refreshed > before:
+            read_in.append(drain)
+        table.end_drain({process})
+    return read_in
