@@ -2,6 +2,8 @@
 
 import contextlib
 import ctypes
+import errno
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,8 +37,8 @@ def release_compiler_memory() -> None:
 def read_and_clear(table: Any) -> list[tuple[Any, Any]]:
     """All (key, value) entries of an inactive hash map, which is then empty."""
     try:
-        return list(table.items_lookup_and_delete_batch())  # one syscall per chunk
-    except Exception:  # kernels without batch operations
+        return lookup_and_delete_all(table)
+    except OSError:  # kernels without batch operations
         items = list(table.items())
         table.clear()
         return items
@@ -45,12 +47,66 @@ def read_and_clear(table: Any) -> list[tuple[Any, Any]]:
 def read_and_clear_counts(table: Any) -> list[tuple[Any, int]]:
     """As read_and_clear, for maps whose values are u64 counts."""
     try:
-        # The batch call yields counts as ints.
-        return [(k, int(v)) for k, v in table.items_lookup_and_delete_batch()]
-    except Exception:
+        return [(k, int(v)) for k, v in lookup_and_delete_all(table)]  # u64 values read as int
+    except OSError:
         items = [(k, int(v.value)) for k, v in table.items()]
         table.clear()
         return items
+
+
+# Entries per batch call. BCC's own batch read allocates (and zeroes) arrays of
+# the map's max_entries at every call: megabytes per drain for the network maps.
+# These buffers are allocated once per map, kept on BCC's table object (a mapping,
+# so not a weak dictionary's key) and go with it.
+BATCH_ENTRIES = 512
+_BUFFERS = "_podflame_batch_buffers"
+
+
+def lookup_and_delete_all(table: Any) -> list[tuple[Any, Any]]:
+    """Every entry of a BCC hash map, deleted as read (BPF_MAP_LOOKUP_AND_DELETE_BATCH).
+
+    Returns copies, not views of the reused buffers. Raises OSError if the kernel
+    refuses (before 5.6 it has no batch operations).
+    """
+    from bcc import lib  # BCC's ctypes library, loaded with use_errno
+
+    keys, values = _buffers_of(table)
+    token_in, token_out, count = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
+    entries: list[tuple[Any, Any]] = []
+    first = True
+    while True:
+        count.value = len(keys)
+        result = lib.bpf_lookup_and_delete_batch(
+            table.map_fd,
+            None if first else ctypes.byref(token_in),
+            ctypes.byref(token_out),
+            keys,
+            values,
+            ctypes.byref(count),
+        )
+        error = ctypes.get_errno()
+        n = count.value
+        if n:
+            # One copy of the filled part; the elements keep the copy alive.
+            copied_keys = (table.Key * n).from_buffer_copy(keys)
+            copied_values = (table.Leaf * n).from_buffer_copy(values)
+            entries += zip(copied_keys, copied_values, strict=True)
+        if result != 0:
+            if error == errno.ENOENT:  # the whole map was read
+                return entries
+            raise OSError(error, f"BPF_MAP_LOOKUP_AND_DELETE_BATCH: {os.strerror(error)}")
+        if n == 0:  # no progress (as BCC guards against): what is left waits for the next read
+            return entries
+        token_in.value, first = token_out.value, False
+
+
+def _buffers_of(table: Any) -> "tuple[ctypes.Array[Any], ctypes.Array[Any]]":
+    buffers: tuple[ctypes.Array[Any], ctypes.Array[Any]] | None = getattr(table, _BUFFERS, None)
+    if buffers is None:
+        size = min(BATCH_ENTRIES, table.max_entries)
+        buffers = ((table.Key * size)(), (table.Leaf * size)())
+        setattr(table, _BUFFERS, buffers)
+    return buffers
 
 
 def clear_stack_map(stacks: Any) -> None:
