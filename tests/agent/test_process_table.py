@@ -3,7 +3,10 @@ and the counters and gauges that show it at /metrics."""
 
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from podflame.agent.captures import ProcessCaptures
 from podflame.agent.processes import ProcessRecord, ProcessTable
@@ -69,24 +72,18 @@ def test_cache_sizes_and_table_counters_are_exported() -> None:
     assert found["podflame_agent_maps_refreshes_skipped_total", (("table", "cpu"),)] == 9
 
 
-def test_files_a_capture_opened_are_read_one_per_call(tmp_path: Path) -> None:
+def live_table() -> ProcessTable:
     proc = Path("/proc")
-    table = ProcessTable(ProcessCaptures(Symbolizer(proc=proc), proc=proc))
+    return ProcessTable(ProcessCaptures(Symbolizer(proc=proc), proc=proc))
+
+
+@pytest.fixture
+def sleeper() -> Iterator[int]:
+    """The pid of a running `sleep`, its memory map settled."""
     child = subprocess.Popen(["sleep", "30"])
     try:
         wait_until_exec(child.pid, "sleep")
-        process = ProcessGeneration(child.pid, 1)
-        table.announce(process)
-        table.announce(process)  # announced again (a restarted ring buffer): queued once
-        image = table.lookup(process).image
-        assert image is not None and image.opened, "an eager capture opens the files it maps"
-        waiting = len(image.opened)
-        reads = 0
-        while table.read_opened():
-            reads += 1
-        assert reads == waiting and not image.opened
-        unread = [m.path for m, symbols in image.tables.items() if symbols is None]
-        assert not unread, unread  # sleep, libc, ld.so: all ELF
+        yield child.pid
     finally:
         child.kill()
         child.wait()
@@ -106,30 +103,52 @@ def unused_pid() -> int:
     return next(pid for pid in range(pid_max - 1, 1, -1) if not Path(f"/proc/{pid}").exists())
 
 
-def test_a_forked_child_gone_before_capture_gets_its_parents_image() -> None:
-    proc = Path("/proc")
-    table = ProcessTable(ProcessCaptures(Symbolizer(proc=proc), proc=proc))
-    parent = subprocess.Popen(["sleep", "30"])
-    try:
-        wait_until_exec(parent.pid, "sleep")
-        gone = unused_pid()
-        # A parent never sampled is captured when its child is announced.
-        table.announce(ProcessGeneration(gone, 1), parent=ProcessGeneration(parent.pid, 0))
-        child = table.lookup(ProcessGeneration(gone, 1))
-        assert child.image is not None and child.comm == "sleep"
-        assert child.start_ticks is None  # still gone: dropped once drained
-        sampled = ProcessGeneration(parent.pid, 5)
-        table.announce(sampled)
-        table.announce(ProcessGeneration(gone, 2), parent=sampled)
-        assert table.lookup(ProcessGeneration(gone, 2)).image is table.lookup(sampled).image
-        # A parent that exec'd since the fork no longer has the child's image.
-        table.announce(ProcessGeneration(parent.pid, 7))
-        table.announce(ProcessGeneration(gone, 3), parent=ProcessGeneration(parent.pid, 6))
-        assert table.lookup(ProcessGeneration(gone, 3)).image is None
-        assert (table.gone_at_capture, table.from_parent) == (3, 2)
-    finally:
-        parent.kill()
-        parent.wait()
+def test_files_a_capture_opened_are_read_one_per_call(sleeper: int) -> None:
+    table = live_table()
+    process = ProcessGeneration(sleeper, 1)
+    table.announce(process)
+    table.announce(process)  # announced again (a restarted ring buffer): queued once
+    image = table.lookup(process).image
+    assert image is not None and image.opened, "an eager capture opens the files it maps"
+    waiting = len(image.opened)
+    reads = 0
+    while table.read_opened():
+        reads += 1
+    assert reads == waiting and not image.opened
+    unread = [m.path for m, symbols in image.tables.items() if symbols is None]
+    assert not unread, unread  # sleep, libc, ld.so: all ELF
+
+
+def test_a_forked_child_gone_before_capture_gets_its_parents_image(sleeper: int) -> None:
+    table = live_table()
+    gone = unused_pid()
+    # A parent never sampled is captured when its child is announced.
+    table.announce(ProcessGeneration(gone, 1), parent=ProcessGeneration(sleeper, 0))
+    child = table.lookup(ProcessGeneration(gone, 1))
+    assert child.image is not None and child.comm == "sleep"
+    assert child.start_ticks is None  # still gone: dropped once drained
+    sampled = ProcessGeneration(sleeper, 5)
+    table.announce(sampled)
+    table.announce(ProcessGeneration(gone, 2), parent=sampled)
+    assert table.lookup(ProcessGeneration(gone, 2)).image is table.lookup(sampled).image
+    # A parent that exec'd since the fork no longer has the child's image.
+    table.announce(ProcessGeneration(sleeper, 7))
+    table.announce(ProcessGeneration(gone, 3), parent=ProcessGeneration(sleeper, 6))
+    assert table.lookup(ProcessGeneration(gone, 3)).image is None
+    assert (table.gone_at_capture, table.from_parent) == (3, 2)
+
+
+def test_reading_a_map_again_for_nothing_backs_off(sleeper: int) -> None:
+    """Addresses outside every mapping (a frame-pointer walk through code built
+    without frame pointers reads such garbage) must not cost a read of
+    /proc/PID/maps at every drain."""
+    table = live_table()
+    process = ProcessGeneration(sleeper, 1)
+    table.announce(process)
+    record = table.lookup(process)
+    read_in = drains_with_reads(table, record, process, 12)
+    assert read_in == [0, 2, 5, 10], read_in  # skipping 1, 2, 4 drains, then 8
+    assert table.refreshes_skipped == 12 - len(read_in)
 
 
 def test_a_child_whose_parent_is_gone_too_has_no_image(tmp_path: Path) -> None:
@@ -139,34 +158,12 @@ def test_a_child_whose_parent_is_gone_too_has_no_image(tmp_path: Path) -> None:
     assert (table.gone_at_capture, table.from_parent) == (1, 0)
 
 
-def test_reading_a_map_again_for_nothing_backs_off() -> None:
-    """Addresses outside every mapping (a frame-pointer walk through code built
-    without them reads such garbage) must not cost a read of /proc/PID/maps at every
-    drain; a read that finds a new mapping (a library loaded) ends the back-off."""
-    proc = Path("/proc")
-    table = ProcessTable(ProcessCaptures(Symbolizer(proc=proc), proc=proc))
-    child = subprocess.Popen(["sleep", "30"])
-    try:
-        wait_until_exec(child.pid, "sleep")
-        process = ProcessGeneration(child.pid, 1)
-        table.announce(process)
-        record = table.lookup(process)
-        read_in = drains_with_reads(table, record, process, 12)
-        assert read_in == [0, 2, 5, 10], read_in  # skipping 1, 2, 4 drains, then 8
-        assert table.refreshes_skipped == 12 - len(read_in)
-        assert record.image is not None and record.image.mappings.find(0x1) is None
-    finally:
-        child.kill()
-        child.wait()
-
-
 def test_a_read_that_finds_a_new_library_ends_the_back_off(tmp_path: Path) -> None:
     library = compile_c(
         FIXTURES / "symbolizer" / "libburn.c", tmp_path / "libburn.so", "-shared", "-fPIC"
     )
     program = compile_c(FIXTURES / "dlopen_later.c", tmp_path / "dlopen_later", "-ldl")
-    proc = Path("/proc")
-    table = ProcessTable(ProcessCaptures(Symbolizer(proc=proc), proc=proc))
+    table = live_table()
     child = subprocess.Popen([str(program), str(library), "0.5", "30"])
     try:
         wait_until_exec(child.pid, "dlopen_later")
