@@ -256,9 +256,15 @@ struct pending_connect {
     u8 addr[16];
 };
 
+struct parent {
+    u32 pid;        // the forking process (thread group id)
+    u32 generation; // its generation at the fork; 0 if it had not been announced
+};
+
 struct new_process {
     u32 pid;
     u32 generation;
+    struct parent parent; // pid 0: none known (exec'd, or forked before the tracer started)
 };
 
 BPF_ARRAY(config, u32, 1);
@@ -282,6 +288,9 @@ BPF_TABLE("lru_hash", struct socket_key, struct pending_connect, pending, PENDIN
 BPF_ARRAY(zero_histogram, struct histogram, 1); // never written: a new entry's value
 BPF_PERCPU_ARRAY(drops, u64, DROP_REASONS);
 BPF_TABLE("lru_hash", u32, u32, known_pids, KNOWN_PIDS); // pid -> generation
+// child pid -> its parent, from fork until exec or exit (as in cpu_profile.bpf.c):
+// a child gone before the agent captures it is symbolized with its parent's image.
+BPF_TABLE("lru_hash", u32, struct parent, parents, KNOWN_PIDS);
 BPF_RINGBUF_OUTPUT(new_processes, 16);
 
 static __always_inline void count_drop(u32 reason) {
@@ -338,6 +347,9 @@ static __always_inline u32 generation_of(u32 pid) {
     if (known)
         return *known;
     struct new_process event = {.pid = pid};
+    struct parent *parent = parents.lookup(&pid);
+    if (parent)
+        event.parent = *parent;
     event.generation = (u32)bpf_ktime_get_ns() | 1;
     if (known_pids.insert(&pid, &event.generation) != 0) {
         known = known_pids.lookup(&pid);
@@ -909,9 +921,16 @@ int exit_fcntl(struct syscall_exit *args) { return exit_dup_call(args->ret); }
 int on_newtask(void *ctx) {
     u64 flags = *(u64 *)((char *)ctx + NEWTASK_FLAGS_OFFSET);
     u32 child = *(s32 *)((char *)ctx + NEWTASK_PID_OFFSET);
-    if (flags & (CLONE_FILES | CLONE_THREAD))
+    if (flags & CLONE_THREAD)
         return 0;
     u32 parent = bpf_get_current_pid_tgid() >> 32;
+    struct parent forked_from = {.pid = parent};
+    u32 *generation = known_pids.lookup(&parent);
+    if (generation)
+        forked_from.generation = *generation;
+    parents.update(&child, &forked_from);
+    if (flags & CLONE_FILES)
+        return 0;
     struct fd_table *table = fd_tables.lookup(&parent);
     if (!table)
         return 0;
@@ -931,6 +950,7 @@ int on_exec(void *ctx) {
     u64 id = bpf_get_current_pid_tgid();
     u32 pid = id >> 32;
     known_pids.delete(&pid);
+    parents.delete(&pid); // a new image: the parent's no longer describes it
     inflight.delete(&id); // its next call takes the new image's generation
     struct fd_table *table = fd_tables.lookup(&pid);
     if (!table)
@@ -950,6 +970,7 @@ int on_exit(void *ctx) {
     if (pid != (u32)id)
         return 0; // another thread: the process lives on
     known_pids.delete(&pid);
+    parents.delete(&pid);
     fd_tables.delete(&pid); // its high words no longer match any table
     return 0;
 }

@@ -153,7 +153,14 @@ class NetworkDrain:
 
 
 class _NewProcessEvent(ctypes.Structure):
-    _fields_ = [("pid", ctypes.c_uint32), ("generation", ctypes.c_uint32)]
+    """struct new_process in the BPF program (as the CPU sampler's)."""
+
+    _fields_ = [
+        ("pid", ctypes.c_uint32),
+        ("generation", ctypes.c_uint32),
+        ("parent_pid", ctypes.c_uint32),  # 0: none known
+        ("parent_generation", ctypes.c_uint32),  # 0: not announced before the fork
+    ]
 
 
 class NetworkTracer:
@@ -271,8 +278,10 @@ class NetworkTracer:
 
     def _on_new_process(self, _ctx: Any, data: Any, _size: int) -> None:
         event = ctypes.cast(data, ctypes.POINTER(_NewProcessEvent)).contents
+        process = ProcessGeneration(event.pid, event.generation)
+        parent = ProcessGeneration(event.parent_pid, event.parent_generation)
         with self._announce_lock:
-            self._announced.append(Announcement(ProcessGeneration(event.pid, event.generation)))
+            self._announced.append(Announcement(process, parent if parent.pid else None))
 
     def close(self) -> None:
         if self._bpf is not None:

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from podflame.agent.network import NetworkTracer
+from podflame.agent.sampler import Announcement
 from podflame.model.network import bucket_of
+from tests.agent.churnlib import build_churn
 from tests.agent.netlib import (
     build,
     connections_of,
@@ -289,3 +291,29 @@ def test_a_suspended_tracer_measures_nothing_until_resumed(
     drain = drain_after(tracer)
     assert latency_of(drain, before.pid, "recvfrom") is None
     assert latency_of(drain, after.pid, "recvfrom") is not None
+
+
+def test_forked_children_are_announced_with_their_parent(
+    tracer: NetworkTracer, tmp_path: Path
+) -> None:
+    """A child that only forked carries its parent (whose image it has); one that
+    exec'd another binary does not."""
+    parent, child = build_churn(tmp_path)
+    tracer.poll(0)  # what earlier tests left
+
+    def churn(exec_every: int) -> tuple[int, list[Announcement]]:
+        # 20 children, each burning 1 ms and sending a datagram to the parent.
+        command = [str(parent), "20", "1", "1000", str(exec_every), str(child)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE)
+        announced = []
+        while process.poll() is None:
+            announced += tracer.poll(100)
+        announced += tracer.poll(100)
+        return process.pid, announced
+
+    pid, announced = churn(exec_every=0)  # no child execs
+    forked = {a.process.pid for a in announced if a.parent and a.parent.pid == pid}
+    assert len(forked) >= 15, announced  # the children's datagrams were traced
+    pid, announced = churn(exec_every=1)  # every child execs churn_child first
+    assert len(announced) >= 20, announced
+    assert not [a for a in announced if a.parent and a.parent.pid == pid], announced
