@@ -31,7 +31,13 @@ from podflame.agent.bpfmaps import (
     switch_slot,
 )
 from podflame.agent.netprobes import FEATURES, Feature, Plan, plan_features
-from podflame.agent.sampler import Announcement, ProcessGeneration, SampleCount, call_sites
+from podflame.agent.sampler import (
+    Announcement,
+    ProcessGeneration,
+    SampleCount,
+    call_sites,
+    read_announcement,
+)
 from podflame.agent.sockets import processes, socket_descriptors
 from podflame.agent.tracefs import events_root
 from podflame.bpf import source_path
@@ -152,17 +158,6 @@ class NetworkDrain:
         return sum(entry.count for entry in self.latency)
 
 
-class _NewProcessEvent(ctypes.Structure):
-    """struct new_process in the BPF program (as the CPU sampler's)."""
-
-    _fields_ = [
-        ("pid", ctypes.c_uint32),
-        ("generation", ctypes.c_uint32),
-        ("parent_pid", ctypes.c_uint32),  # 0: none known
-        ("parent_generation", ctypes.c_uint32),  # 0: not announced before the fork
-    ]
-
-
 class NetworkTracer:
     """Owns the network BPF programs: attach on start, drain periodically, detach on close."""
 
@@ -277,11 +272,9 @@ class NetworkTracer:
         return announced
 
     def _on_new_process(self, _ctx: Any, data: Any, _size: int) -> None:
-        event = ctypes.cast(data, ctypes.POINTER(_NewProcessEvent)).contents
-        process = ProcessGeneration(event.pid, event.generation)
-        parent = ProcessGeneration(event.parent_pid, event.parent_generation)
+        announcement = read_announcement(data)
         with self._announce_lock:
-            self._announced.append(Announcement(process, parent if parent.pid else None))
+            self._announced.append(announcement)
 
     def close(self) -> None:
         if self._bpf is not None:

@@ -40,7 +40,7 @@ MAX_STACK_DEPTH = 127  # as in the BPF program
 
 
 class _NewProcessEvent(ctypes.Structure):
-    """struct new_process in the BPF program."""
+    """struct new_process, the same in both BPF programs (CPU and network)."""
 
     _fields_ = [
         ("pid", ctypes.c_uint32),
@@ -81,6 +81,14 @@ class Announcement:
     # had not been sampled before the fork). A child gone before its capture is
     # symbolized with the parent's image: the memory it was forked with.
     parent: ProcessGeneration | None = None
+
+
+def read_announcement(data: Any) -> Announcement:
+    """An announcement from a `new_processes` ring buffer event (either BPF program's)."""
+    event = ctypes.cast(data, ctypes.POINTER(_NewProcessEvent)).contents
+    process = ProcessGeneration(event.pid, event.generation)
+    parent = ProcessGeneration(event.parent_pid, event.parent_generation)
+    return Announcement(process, parent if parent.pid else None)
 
 
 @dataclass(frozen=True)
@@ -204,10 +212,7 @@ class CpuSampler:
         return announced
 
     def _on_new_process(self, _ctx: Any, data: Any, _size: int) -> None:
-        event = ctypes.cast(data, ctypes.POINTER(_NewProcessEvent)).contents
-        parent = ProcessGeneration(event.parent_pid, event.parent_generation)
-        process = ProcessGeneration(event.pid, event.generation)
-        self._announced.append(Announcement(process, parent if parent.pid else None))
+        self._announced.append(read_announcement(data))
 
     def _on_overflow(self, _ctx: Any, data: Any, _size: int) -> None:
         event = ctypes.cast(data, ctypes.POINTER(_OverflowSample)).contents
