@@ -7,7 +7,9 @@ kustomization.yaml), `patches` as RFC 6902 JSON patches with a target
 deletes a resource (`$patch: delete`), and `images` (newName, newTag). Any
 other field or patch form raises, so a manifest change that needs more of
 kustomize fails the tests instead of being rendered wrongly; and, stricter
-than kustomize, so does a patch whose target matches nothing.
+than kustomize, so does a patch whose target matches nothing. Like kustomize,
+it refuses a folder that contains a kustomization already building on it (an
+overlay inside its base).
 """
 
 from collections.abc import Iterator
@@ -27,14 +29,24 @@ class UnsupportedKustomization(ValueError):
     pass
 
 
-def render(directory: Path) -> list[Resource]:
+class KustomizationCycle(ValueError):
+    pass
+
+
+def render(directory: Path, building: tuple[Path, ...] = ()) -> list[Resource]:
+    """The resources of the kustomization in `directory`; `building`: the folders
+    whose kustomizations include this one."""
+    directory = directory.resolve()
+    inside = [root for root in building if root.is_relative_to(directory)]
+    if inside:
+        raise KustomizationCycle(f"{directory} contains {inside[0]}, which builds on it")
     spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
     unsupported = set(spec) - SUPPORTED_FIELDS
     if unsupported:
         raise UnsupportedKustomization(f"{directory}: {sorted(unsupported)}")
     resources: list[Resource] = []
     for entry in spec.get("resources", []):
-        resources += load(directory / entry)
+        resources += load(directory / entry, (*building, directory))
     for patch in spec.get("patches", []):
         resources = apply_patch(resources, patch, directory)
     for image in spec.get("images", []):
@@ -46,9 +58,9 @@ def render(directory: Path) -> list[Resource]:
     return resources
 
 
-def load(path: Path) -> list[Resource]:
+def load(path: Path, building: tuple[Path, ...]) -> list[Resource]:
     if path.is_dir():
-        return render(path)
+        return render(path, building)
     return [document for document in yaml.safe_load_all(path.read_text()) if document]
 
 

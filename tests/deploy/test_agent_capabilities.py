@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import PODFLAME, compile_c, running_server, stop
 from tests.deploy.kustomize import render
-from tests.deploy.test_manifests import BASE, agent_container
+from tests.deploy.test_manifests import INSTALL, agent_container
 from tests.fixtures import FIXTURES
 
 pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("require_bpf")]
@@ -33,7 +33,7 @@ NOBODY = "65534"
 
 
 def daemonset_capabilities() -> set[str]:
-    added: list[str] = agent_container(render(BASE))["securityContext"]["capabilities"]["add"]
+    added: list[str] = agent_container(render(INSTALL))["securityContext"]["capabilities"]["add"]
     return {name.lower() for name in added}
 
 

@@ -26,8 +26,10 @@ from tests.deploy import dockerfile
 from tests.deploy.kustomize import Resource, containers, render, split_image
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = ROOT / "deploy" / "kubernetes"
-OVERLAYS = sorted(path.name for path in (BASE / "overlays").iterdir())
+# `kubectl apply -k deploy/kubernetes` installs base/; the overlays build on base/.
+INSTALL = ROOT / "deploy" / "kubernetes"
+BASE = INSTALL / "base"
+OVERLAYS = sorted(path.name for path in (INSTALL / "overlays").iterdir())
 # A recent release, pinned; and the oldest the manifests support (the
 # appArmorProfile field arrived in 1.30).
 KUBERNETES = "1.34.0"
@@ -57,7 +59,7 @@ AGENT_CAPABILITIES = {
 
 
 def build(name: str) -> list[Resource]:
-    return render(BASE if name == "base" else BASE / "overlays" / name)
+    return render(INSTALL if name == "base" else INSTALL / "overlays" / name)
 
 
 def find(resources: list[Resource], kind: str, name: str | None = None) -> Resource:
