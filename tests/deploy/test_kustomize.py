@@ -6,15 +6,18 @@ two must agree resource for resource. Everywhere, the renderer must refuse what
 kustomize refuses.
 """
 
+import base64
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from tests.deploy.install import INSTALL, OVERLAYS
 from tests.deploy.kustomize import KustomizationCycle, Resource, render
-from tests.deploy.test_manifests import INSTALL, OVERLAYS
 
 KUBECTL = shutil.which("kubectl")
 
@@ -29,20 +32,63 @@ def kubectl_kustomize(directory: Path) -> list[Resource]:
 
 
 def by_identity(resources: list[Resource]) -> dict[tuple[str, str, str], Resource]:
+    """Resources by kind, namespace and name, generated Secrets' hash suffixes replaced
+    (by `-HASH`, there and where they are named): the renderer's hash is not kustomize's."""
+    generated = {
+        r["metadata"]["name"]: re.sub(r"-[a-z0-9]{10}$", "-HASH", r["metadata"]["name"])
+        for r in resources
+        if r["kind"] == "Secret"
+    }
+
+    def unhashed(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: unhashed(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [unhashed(item) for item in node]
+        return generated.get(node, node) if isinstance(node, str) else node
+
+    def decoded(resource: Resource) -> Resource:
+        """Secret data as bytes: kustomize wraps long base64 lines."""
+        if resource["kind"] == "Secret":
+            data = resource["data"].items()
+            resource["data"] = {key: base64.b64decode(value) for key, value in data}
+        return resource
+
     return {
-        (r["kind"], r["metadata"].get("namespace", ""), r["metadata"]["name"]): r for r in resources
+        (r["kind"], r["metadata"].get("namespace", ""), r["metadata"]["name"]): decoded(r)
+        for r in map(unhashed, resources)
     }
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="no kubectl on this machine")
 @pytest.mark.parametrize("name", ["base", *OVERLAYS])
-def test_the_renderer_agrees_with_kubectl_kustomize(name: str) -> None:
-    directory = INSTALL if name == "base" else INSTALL / "overlays" / name
+def test_the_renderer_agrees_with_kubectl_kustomize(name: str, install: Path) -> None:
+    directory = install if name == "base" else install / "overlays" / name
     ours = by_identity(render(directory))
     theirs = by_identity(kubectl_kustomize(directory))
     assert ours.keys() == theirs.keys()
     for key, resource in ours.items():
         assert resource == theirs[key], key
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="no kubectl on this machine")
+def test_without_the_tokens_kubectl_kustomize_stops_naming_the_file() -> None:
+    """The repository has no tokens (they are made by scripts/make-tokens.sh)."""
+    assert not (INSTALL / "base" / "secrets" / "tokens.json").exists() or pytest.skip(
+        "this checkout has made its tokens"
+    )
+    assert KUBECTL is not None
+    result = subprocess.run(
+        [KUBECTL, "kustomize", str(INSTALL)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "secrets/tokens.json" in result.stderr
+
+
+def test_without_the_tokens_the_renderer_stops_naming_the_file(tmp_path: Path) -> None:
+    shutil.copytree(INSTALL, tmp_path / "kubernetes", ignore=shutil.ignore_patterns("secrets"))
+    with pytest.raises(FileNotFoundError, match=re.escape("secrets/tokens.json")):
+        render(tmp_path / "kubernetes")
 
 
 def write(path: Path, document: object) -> None:
