@@ -25,7 +25,7 @@ COPY scripts/install.sh scripts/kernel-headers.sh scripts/
 # merged into one folder, the agent in a virtualenv with Debian's bcc module.
 # Then the headers package itself goes: its files are in the bundle now. In
 # the pod, /usr/src is the node's, reached through the node's /usr mounted at
-# /host/usr (deploy/kubernetes/agent-daemonset.yaml says why).
+# /host/usr (deploy/kubernetes/base/agent-daemonset.yaml says why).
 RUN apt-get update \
     && bash scripts/install.sh agent-image \
     && apt-get purge -y --auto-remove 'linux-headers-*' 'linux-kbuild-*' \

@@ -36,7 +36,7 @@ from tests.deploy.kustomize import Resource, containers, split_image
 
 # A recent release, pinned; and the oldest the manifests support (the
 # appArmorProfile field arrived in 1.30).
-KUBERNETES = "1.34.0"
+KUBERNETES = "1.37.0"
 OLDEST_KUBERNETES = "1.30.0"
 DOCKERFILES = {
     "podflame-agent": (ROOT / "deploy/docker/agent.Dockerfile", "agent", AgentSettings),
