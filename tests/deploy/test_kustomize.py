@@ -108,3 +108,47 @@ def test_an_overlay_inside_its_base_is_refused(tmp_path: Path) -> None:
     write(tmp_path / "base/kustomization.yaml", {"resources": ["cm.yaml"]})
     write(tmp_path / "base/cm.yaml", config_map)
     assert render(tmp_path / "overlays/b") == [config_map]
+
+
+def test_a_generated_secret_is_named_by_its_content_and_references_follow(
+    tmp_path: Path,
+) -> None:
+    def pod(namespace: str) -> Resource:
+        container = {
+            "name": "c",
+            "image": "i",
+            "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        }
+        spec = {
+            "containers": [container],
+            "volumes": [{"name": "v", "secret": {"secretName": "s"}}],
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": namespace},
+            "spec": spec,
+        }
+
+    (tmp_path / "k").write_text("one")
+    write(tmp_path / "pods.yaml", pod("a"))
+    write(tmp_path / "other.yaml", pod("b"))
+    generator = {"name": "s", "namespace": "a", "files": ["k=k"]}
+    write(
+        tmp_path / "kustomization.yaml",
+        {"resources": ["pods.yaml", "other.yaml"], "secretGenerator": [generator]},
+    )
+    first = by_identity(render(tmp_path))
+    generated = next(r for r in render(tmp_path) if r["kind"] == "Secret")["metadata"]["name"]
+    assert re.fullmatch(r"s-[0-9a-z]{10}", generated)
+    assert first[("Secret", "a", "s-HASH")]["data"] == {"k": b"one"}
+    same_namespace = yaml.safe_dump(next(r for r in render(tmp_path) if r["kind"] == "Pod"))
+    assert same_namespace.count(generated) == 2
+    # A Secret "s" in another namespace is another Secret: not renamed.
+    assert first[("Pod", "b", "p")] == pod("b")
+    (tmp_path / "k").write_text("two")
+    renamed = next(r for r in render(tmp_path) if r["kind"] == "Secret")["metadata"]["name"]
+    assert renamed != generated
+    (tmp_path / "k").unlink()
+    with pytest.raises(FileNotFoundError):
+        render(tmp_path)
