@@ -625,3 +625,17 @@ def test_the_handshake_check_fails_for_another_host_name(build: Build) -> None:
     ca = secret(resources, "podflame-ca")["ca.crt"]
     with pytest.raises(ssl.SSLCertVerificationError):
         handshake(tls["tls.crt"], tls["tls.key"], ca, urlsplit("https://elsewhere:8420"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "deploy/kubernetes/base/secrets/tokens.json",
+        "deploy/kubernetes/base/secrets/query-token",
+        "deploy/kubernetes/overlays/tls/secrets/tls.key",
+        "deploy/kubernetes/overlays/tls/secrets/ca.key",
+    ],
+)
+def test_the_made_secrets_are_kept_out_of_git(path: str) -> None:
+    ignored = subprocess.run(["git", "-C", ROOT, "check-ignore", "--quiet", path], timeout=30)
+    assert ignored.returncode == 0, f"git would commit {path}"
