@@ -74,9 +74,8 @@ def test_the_renderer_agrees_with_kubectl_kustomize(name: str, install: Path) ->
 @pytest.mark.skipif(KUBECTL is None, reason="no kubectl on this machine")
 def test_without_the_tokens_kubectl_kustomize_stops_naming_the_file() -> None:
     """The repository has no tokens (they are made by scripts/make-tokens.sh)."""
-    assert not (INSTALL / "base" / "secrets" / "tokens.json").exists() or pytest.skip(
-        "this checkout has made its tokens"
-    )
+    if (INSTALL / "base" / "secrets" / "tokens.json").exists():
+        pytest.skip("this checkout has made its tokens")
     assert KUBECTL is not None
     result = subprocess.run(
         [KUBECTL, "kustomize", str(INSTALL)], capture_output=True, text=True, timeout=60
