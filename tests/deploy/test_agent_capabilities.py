@@ -6,8 +6,10 @@ allowPrivilegeEscalation: false does. The workload runs as another user
 (nobody), as containers' processes usually do. With the set, the agent
 samples and names the workload's functions. Without PERFMON it cannot start;
 without SYS_PTRACE it samples but cannot read the other user's memory map, so
-no function gets a name: both are needed, and this test would notice a set
-that lacked them. (A capability the test process lacks itself, such as
+no function gets a name; without DAC_READ_SEARCH it cannot read a program
+that only its own user may read (mode 0700, as the workload here is), so that
+one goes unnamed: all three are needed, and this test would notice a set that
+lacked one. (A capability the test process lacks itself, such as
 SYS_RESOURCE on this machine, cannot be handed down; this kernel does not
 need it.)
 """
@@ -23,8 +25,8 @@ import httpx
 import pytest
 
 from tests.conftest import PODFLAME, compile_c, running_server, stop
-from tests.deploy.kustomize import render
-from tests.deploy.test_manifests import BASE, agent_container
+from tests.deploy.install import Build
+from tests.deploy.test_manifests import agent_container
 from tests.fixtures import FIXTURES
 
 pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("require_bpf")]
@@ -32,18 +34,20 @@ pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("require_bpf")]
 NOBODY = "65534"
 
 
-def daemonset_capabilities() -> set[str]:
-    added: list[str] = agent_container(render(BASE))["securityContext"]["capabilities"]["add"]
+def daemonset_capabilities(build: Build) -> set[str]:
+    added: list[str] = agent_container(build("base"))["securityContext"]["capabilities"]["add"]
     return {name.lower() for name in added}
 
 
 @pytest.fixture(scope="module")
 def workload() -> Iterator[Path]:
-    """burn7030 where nobody can run it (pytest's tmp folders are root's alone)."""
+    """burn7030 where nobody can run it (pytest's tmp folders are root's alone), and
+    only nobody: a program its user alone may read, as a container's often is."""
     with tempfile.TemporaryDirectory(dir="/tmp") as folder:
         os.chmod(folder, 0o755)
         binary = compile_c(FIXTURES / "burn7030.c", Path(folder) / "burn7030")
-        os.chmod(binary, 0o755)
+        os.chown(binary, int(NOBODY), int(NOBODY))
+        os.chmod(binary, 0o700)
         yield binary
 
 
@@ -123,18 +127,33 @@ def functions_of(server: str, pid: int) -> dict[str, int]:
     return {function["name"]: function["total"] for function in top["functions"]}
 
 
-def test_daemonset_capabilities_suffice(server: str, workload: Path, tmp_path: Path) -> None:
-    code, pid = run_agent(daemonset_capabilities(), server, workload, tmp_path / "agent.log")
+def test_daemonset_capabilities_suffice(
+    server: str, workload: Path, tmp_path: Path, build: Build
+) -> None:
+    code, pid = run_agent(daemonset_capabilities(build), server, workload, tmp_path / "agent.log")
     assert code == 0, (tmp_path / "agent.log").read_text()
     assert pid is not None
     functions = functions_of(server, pid)
     assert {"main", "burn_a", "burn_b", "spin"} <= functions.keys(), sorted(functions)
 
 
-def test_without_sys_ptrace_other_users_processes_go_unnamed(
-    server: str, workload: Path, tmp_path: Path
+def test_without_dac_read_search_a_binary_only_its_user_reads_goes_unnamed(
+    server: str, workload: Path, tmp_path: Path, build: Build
 ) -> None:
-    capabilities = daemonset_capabilities() - {"sys_ptrace"}
+    """The agent runs as uid 0 without CAP_DAC_OVERRIDE: file modes apply to it."""
+    capabilities = daemonset_capabilities(build) - {"dac_read_search"}
+    code, pid = run_agent(capabilities, server, workload, tmp_path / "agent.log")
+    assert code == 0, (tmp_path / "agent.log").read_text()
+    assert pid is not None
+    functions = functions_of(server, pid)
+    assert functions, "sampled nothing"
+    assert not {"burn_a", "burn_b", "spin"} & functions.keys(), sorted(functions)
+
+
+def test_without_sys_ptrace_other_users_processes_go_unnamed(
+    server: str, workload: Path, tmp_path: Path, build: Build
+) -> None:
+    capabilities = daemonset_capabilities(build) - {"sys_ptrace"}
     code, pid = run_agent(capabilities, server, workload, tmp_path / "agent.log")
     assert code == 0, (tmp_path / "agent.log").read_text()
     assert pid is not None
@@ -144,9 +163,9 @@ def test_without_sys_ptrace_other_users_processes_go_unnamed(
 
 
 def test_without_perfmon_the_agent_cannot_start(
-    server: str, workload: Path, tmp_path: Path
+    server: str, workload: Path, tmp_path: Path, build: Build
 ) -> None:
-    capabilities = daemonset_capabilities() - {"perfmon"}
+    capabilities = daemonset_capabilities(build) - {"perfmon"}
     code, pid = run_agent(capabilities, server, workload, tmp_path / "agent.log")
     assert pid is None  # it never started sampling
     assert code != 0

@@ -76,8 +76,10 @@ def test_agent_image_runs_the_entrypoint_with_agent_flags() -> None:
     assert installed[str(Path(entrypoint).with_name("kernel-headers.sh"))] == (
         "scripts/kernel-headers.sh"
     )
-    args = build_parser().parse_args(["agent", *dockerfile.exec_form(AGENT, "CMD")])
-    assert args.metrics_host == "0.0.0.0"
+    assert dockerfile.exec_form(AGENT, "CMD") == []
+    # /metrics' address is a variable the DaemonSet can change, not an argument, which
+    # would win over it (the DaemonSet's PODFLAME_METRICS_HOST was ignored when it was).
+    assert dockerfile.environment(AGENT)["PODFLAME_METRICS_HOST"] == "0.0.0.0"
 
 
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
