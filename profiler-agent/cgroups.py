@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podflame.agent.procfs import read_start_ticks
+from podflame.symbolizer.text import decode
 
 _UUID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
 # pod<uid> (cgroupfs), kubepods[-<qos>]-pod<uid>.slice (systemd); a static
@@ -161,7 +162,7 @@ class CgroupResolver:
         if start_ticks is None:
             return None
         try:
-            text = (self._proc / str(pid) / "cgroup").read_text()
+            text = decode((self._proc / str(pid) / "cgroup").read_bytes())
         except OSError:
             return None
         # The pid may have been reused while the file was read.
