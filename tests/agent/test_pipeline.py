@@ -4,6 +4,8 @@ Covers what only shows across stages: processes that exit before the drain,
 exec (one pid, two images), kernel frames, and the /metrics endpoint.
 """
 
+import os
+import shutil
 import subprocess
 import threading
 import time
@@ -178,6 +180,48 @@ def test_metrics_endpoint_reports_the_stages(frequent_agent: Agent, tmp_path: Pa
     assert values["podflame_agent_symbolizer_frames_resolved_total"] > 0
     ratio = f'podflame_agent_shallow_stack_ratio{{pid="{workload.pid}",comm="burn7030"}}'
     assert values[ratio] < 0.05, "a frame-pointer build walks past its first frame"
+
+
+def test_a_non_utf8_executable_name_costs_nothing(
+    module_server: str, frequent_agent: Agent, tmp_path: Path
+) -> None:
+    """A stripped program whose file name is not UTF-8 once stopped the agent (issue 16):
+    its frames are now shipped with the name escaped, and the loop goes on."""
+    agent = frequent_agent
+    burn = build_burn7030(tmp_path / "burn7030")
+    odd = os.path.join(os.fsencode(tmp_path), b"pfbar_\xff\xfe")
+    shutil.copy(burn, odd)
+    # Without its build-id too: the symbol cache knows burn7030's by its build-id.
+    subprocess.run(["strip", "--remove-section=.note.gnu.build-id", odd], check=True)
+    errors = dict(agent.stats.loop_errors.counts), dict(agent.stats.process_errors.counts)
+    started = time.time()
+    odd_process = subprocess.Popen([odd, "1.5"], stdout=subprocess.DEVNULL)
+    assert odd_process.wait(30) == 0
+    wait_for_drains(agent, 2)
+    ordinary = subprocess.Popen([str(burn), "1.0"], stdout=subprocess.DEVNULL)  # started after
+    assert ordinary.wait(30) == 0
+    wait_for_drains(agent, 2)
+    assert {"burn_a", "spin"} <= {
+        f for stack, _ in folded(module_server, ordinary.pid) for f in stack
+    }
+    assert pid_of(module_server, ODD_COMM, since=started) == odd_process.pid  # its comm label
+    frames = {f for stack, _ in folded(module_server, odd_process.pid, started) for f in stack}
+    assert any(frame.startswith(ODD_COMM + "+0x") for frame in frames), frames
+    # Escaped where the text was read: nothing needed catching.
+    assert (agent.stats.loop_errors.counts, agent.stats.process_errors.counts) == errors
+
+
+# The odd program's name, b"pfbar_\xff\xfe", as the agent shows it (backslashes and all).
+ODD_COMM = r"pfbar_\xff\xfe"
+
+
+def pid_of(server: str, comm: str, since: float) -> int:
+    """The pid of the one process with this comm label (a raw string: no escapes)."""
+    params = {"query": f"{{comm=`{comm}`}}", "from": f"{since:.3f}"}
+    response = httpx.get(server + "/api/v1/labels/pid/values", params=params, timeout=30)
+    assert response.status_code == 200, response.text
+    (pid,) = response.json()["values"]
+    return int(pid)
 
 
 def render_metrics(agent: Agent) -> str:
