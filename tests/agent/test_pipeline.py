@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,9 +17,12 @@ import httpx
 import pytest
 
 from podflame.agent.agent import Agent, build_agent
+from podflame.agent.batch import StackSymbolizer
 from podflame.agent.pods import PodRef
+from podflame.agent.sampler import Announcement
 from podflame.agent.settings import AgentSettings
 from podflame.model import is_kernel_frame
+from podflame.symbolizer import ProcessImage
 from tests.conftest import compile_c
 from tests.fixtures import FIXTURES, build_burn7030
 from tests.kube_apiserver import fake_kube_api, pod_json
@@ -209,6 +212,59 @@ def test_a_non_utf8_executable_name_costs_nothing(
     assert any(frame.startswith(ODD_COMM + "+0x") for frame in frames), frames
     # Escaped where the text was read: nothing needed catching.
     assert (agent.stats.loop_errors.counts, agent.stats.process_errors.counts) == errors
+
+
+class KernelNamesFail:
+    """The real symbolizer, but naming kernel frames fails: a whole drain fails."""
+
+    def __init__(self, symbolizer: StackSymbolizer) -> None:
+        self.symbolizer = symbolizer
+
+    def kernel(self, addresses: Sequence[int]) -> list[str]:
+        raise RuntimeError("kernel symbols broke")
+
+    def resolve(self, image: ProcessImage | None, addresses: Sequence[int]) -> list[str]:
+        return self.symbolizer.resolve(image, addresses)
+
+    def is_stale(self, image: ProcessImage | None, addresses: Sequence[int]) -> bool:
+        return self.symbolizer.is_stale(image, addresses)
+
+
+def test_a_failed_drain_is_counted_and_the_next_one_ships(
+    module_server: str, quiet_agent: Agent, tmp_path: Path
+) -> None:
+    agent, symbolizer = quiet_agent, quiet_agent.builder.symbolizer
+    binary = build_burn7030(tmp_path / "burn7030")
+    failed = agent.stats.loop_errors.counts["drain"]
+    agent.builder.symbolizer = KernelNamesFail(symbolizer)
+    try:
+        first = subprocess.Popen([str(binary), "0.5"], stdout=subprocess.DEVNULL)
+        assert first.wait(30) == 0
+        agent.tick()  # raises nothing: counted
+    finally:
+        agent.builder.symbolizer = symbolizer
+    assert agent.stats.loop_errors.counts["drain"] == failed + 1
+    started = time.time()
+    second = subprocess.Popen([str(binary), "0.5"], stdout=subprocess.DEVNULL)
+    assert second.wait(30) == 0
+    drain_and_ship(agent)
+    assert "burn_a" in {f for stack, _ in folded(module_server, second.pid, started) for f in stack}
+
+
+def test_a_failing_announcement_poll_is_counted_and_the_loop_goes_on(quiet_agent: Agent) -> None:
+    agent, stop, calls = quiet_agent, threading.Event(), []
+    failed = agent.stats.loop_errors.counts["announce"]
+
+    def poll(timeout_ms: int) -> list[Announcement]:
+        calls.append(timeout_ms)
+        if len(calls) == 1:
+            raise OSError("ring buffer broke")
+        stop.set()
+        return []
+
+    agent._announce_loop(stop, poll, agent.processes)  # returns once stopped
+    assert len(calls) == 2
+    assert agent.stats.loop_errors.counts["announce"] == failed + 1
 
 
 # The odd program's name, b"pfbar_\xff\xfe", as the agent shows it (backslashes and all).
