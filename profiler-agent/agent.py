@@ -157,7 +157,7 @@ class Agent:
                 return table.read_opened()
             except Exception as error:  # that file's symbols are lost (it was taken off)
                 self.stats.process_errors.record("read_symbols", error)
-                return True  # others may wait
+                return False  # the next poll waits: an error that repeats must not spin
 
     def _announce(self, announcements: list[Announcement], table: ProcessTable) -> None:
         # The lock is taken per process: capturing one can take milliseconds,
