@@ -10,17 +10,19 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from podflame.agent.batch import BatchBuilder
 from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.kubeapi import valid_text
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, ProcessIdentity
-from podflame.agent.pods import parse_pod
+from podflame.agent.pods import PodMatch, parse_pod
 from podflame.agent.processes import ProcessTable
 from podflame.agent.procfs import read_comm, read_stat
 from podflame.agent.sampler import Drain, ProcessGeneration, SampleCount
-from podflame.model import Batch
+from podflame.model import Batch, Series, StackValue
 from podflame.symbolizer import Symbolizer
 from podflame.symbolizer.kallsyms import parse_kallsyms
 from podflame.symbolizer.procmaps import parse_maps
@@ -154,3 +156,26 @@ def test_an_error_in_one_process_costs_only_its_stacks(tmp_path: Path, stage: st
     assert [s.labels["pid"] for s in batch.series] == [str(PID + 1)]
     assert builder.errors.counts[stage] == 1
     assert sum(builder.errors.counts.values()) == 1
+
+
+# Any code point, lone surrogates included: what JSON's \uXXXX escapes can decode to.
+any_text = st.text(st.characters(categories=["Cs", "Lu", "Ll", "Nd", "Po", "So"]), max_size=20)
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(name=any_text, label=any_text, container=any_text, image=any_text)
+def test_any_pod_text_labels_a_valid_series(
+    name: str, label: str, container: str, image: str
+) -> None:
+    pod_json = {
+        "metadata": {"uid": "u1", "name": name or "p", "namespace": "ns", "labels": {"app": label}},
+        "spec": {"containers": [{"name": container, "image": image}]},
+        "status": {"containerStatuses": [{"name": container, "containerID": "containerd://c1"}]},
+    }
+    # As the API server sends it: surrogates as \uXXXX escapes.
+    raw = json.loads(json.dumps(pod_json, ensure_ascii=True))
+    pod = parse_pod(valid_text(raw), {"app": "app"})
+    assert pod is not None
+    labels = PodMatch(pod, pod.containers.get("c1")).labels()
+    series = Series(labels=labels, samples=[StackValue(stack=0, value=1)])
+    assert Series.model_validate_json(series.model_dump_json()) == series
