@@ -4,6 +4,11 @@ Threads: the drain loop (every --interval) and one announcement loop per BPF
 program (the CPU sampler, and the network tracer when it runs), which
 captures each new process as soon as the kernel side reports its first
 event. They share the symbolizer and the process tables under one lock.
+
+Nothing a process does stops a loop: an error in one process's capture,
+symbolization or labels costs that process (counted per stage, see
+failures.py), and a guard around each drain and each announcement iteration
+counts what still gets through and goes on.
 """
 
 import logging
@@ -11,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from podflame.agent.batch import BatchBuilder
@@ -40,6 +46,9 @@ log = logging.getLogger(__name__)
 # The poll returns as soon as an event arrives; the timeout only bounds how
 # long a stop request waits.
 ANNOUNCE_POLL_MS = 500
+# After an announcement iteration failed as a whole (the ring buffer's poll
+# itself, say), the loop waits this long: a failure that repeats must not spin.
+ANNOUNCE_ERROR_PAUSE = 1.0
 
 
 Poll = Callable[[int], list[Announcement]]
@@ -135,9 +144,20 @@ class Agent:
             # new process is captured before the next file is read: a process
             # that execs or exits within a second keeps its names even while
             # the agent parses big binaries seen for the first time.
-            self._announce(poll(0 if unread else ANNOUNCE_POLL_MS), table)
-            with self.lock:
-                unread = table.read_opened()
+            try:
+                self._announce(poll(0 if unread else ANNOUNCE_POLL_MS), table)
+                unread = self._read_opened(table)
+            except Exception as error:  # the loop outlives anything: counted, logged
+                self.stats.loop_errors.record("announce", error)
+                stop.wait(ANNOUNCE_ERROR_PAUSE)
+
+    def _read_opened(self, table: ProcessTable) -> bool:
+        with self.lock:
+            try:
+                return table.read_opened()
+            except Exception as error:  # that file's symbols are lost (it was taken off)
+                self.stats.process_errors.record("read_symbols", error)
+                return False  # the next poll waits: an error that repeats must not spin
 
     def _announce(self, announcements: list[Announcement], table: ProcessTable) -> None:
         # The lock is taken per process: capturing one can take milliseconds,
@@ -145,11 +165,31 @@ class Agent:
         source = "cpu" if table is self.processes else "network"
         for done, announcement in enumerate(announcements):
             with self.lock:
-                table.announce(announcement.process, announcement.parent)
+                self._announce_one(announcement, table)
                 self.stats.new_processes += 1
                 self.stats.announce_backlog[source] = len(announcements) - done - 1
 
+    def _announce_one(self, announcement: Announcement, table: ProcessTable) -> None:
+        """Capture the process; if that fails, the drain that samples it tries again."""
+        try:
+            table.announce(announcement.process, announcement.parent)
+        except Exception as error:  # anything the process's /proc files can provoke
+            self.stats.process_errors.record("capture", error, f"pid {announcement.process.pid}")
+
     def tick(self) -> None:
+        """Drain, build and queue a batch (and the network tracer's); an error that
+        fails either as a whole is counted and logged, and the next tick goes on."""
+        self._guarded("drain", self._tick_cpu)
+        if self.network:
+            self._guarded("network_drain", partial(self._tick_network, self.network))
+
+    def _guarded(self, loop: str, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception as error:  # the drain loop outlives anything: counted, logged
+            self.stats.loop_errors.record(loop, error)
+
+    def _tick_cpu(self) -> None:
         with self._timed("drain"):
             drain = self.sampler.drain()
         with self.lock, self._timed("build"):
@@ -162,8 +202,6 @@ class Agent:
         # Counted once its batch is queued: a scrape never sees a drain whose
         # batch is not yet pending (drains now follow each other at once when late).
         self.stats.drains += 1
-        if self.network:
-            self._tick_network(self.network)
 
     def _tick_network(self, network: NetworkSide) -> None:
         with self._timed("network_drain"):
@@ -294,7 +332,11 @@ def _network_counters(drain: NetworkDrain) -> dict[str, int]:
 
 
 def build_network(
-    symbolizer: Symbolizer, labels: LabelProvider, captures: ProcessCaptures, peers: PeerResolver
+    symbolizer: Symbolizer,
+    labels: LabelProvider,
+    captures: ProcessCaptures,
+    peers: PeerResolver,
+    stats: AgentStats,
 ) -> NetworkSide | None:
     """Start the network tracer; without it the agent still profiles CPU."""
     tracer = NetworkTracer()
@@ -311,6 +353,7 @@ def build_network(
         labels=labels,
         period_ns=1,  # each stack's value is the nanoseconds its calls took
         profile_type=NET_WAIT.name,
+        errors=stats.process_errors,
     )
     return NetworkSide(tracer, NetworkBatchBuilder(stacks, peers=peers), processes)
 
@@ -344,16 +387,20 @@ def build_agent(settings: AgentSettings) -> Agent:
 
         providers.append(PodLabels(kubernetes.index, cgroups))
     labels = CombinedLabels(providers)
+    stats = AgentStats()  # its process_errors are shared with the batch builders
     builder = BatchBuilder(
         symbolizer=symbolizer,
         processes=processes,
         labels=labels,
         period_ns=sampler.period_ns,
+        errors=stats.process_errors,
     )
     peers: PeerResolver = PodPeers(kubernetes) if kubernetes is not None else NoPeers()
     # The network programs compile first: CPU samples of processes are announced
     # only once the agent runs, so sampling starts last, just before it does.
-    network = build_network(symbolizer, labels, captures, peers) if settings.network else None
+    network = (
+        build_network(symbolizer, labels, captures, peers, stats) if settings.network else None
+    )
     try:
         sampler.start()
     except BaseException:
@@ -372,6 +419,7 @@ def build_agent(settings: AgentSettings) -> Agent:
         shutdown_timeout=settings.shutdown_timeout,
         kubernetes=kubernetes,
         network=network,
+        stats=stats,
     )
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podflame.agent.procfs import read_start_ticks
+from podflame.symbolizer.text import decode, display
 
 _UUID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
 # pod<uid> (cgroupfs), kubepods[-<qos>]-pod<uid>.slice (systemd); a static
@@ -47,7 +48,7 @@ _KUBEPODS_PREFIXES = ("kubepods-pod", "kubelet-kubepods-pod")
 # own, else the first v1 controller with a path.
 _VIEW_ORDER = {"": 0, "name=systemd": 1}
 _UNIT_SUFFIXES = (".service", ".scope")
-_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class CgroupResolver:
         if start_ticks is None:
             return None
         try:
-            text = (self._proc / str(pid) / "cgroup").read_text()
+            text = decode((self._proc / str(pid) / "cgroup").read_bytes())
         except OSError:
             return None
         # The pid may have been reused while the file was read.
@@ -249,5 +250,8 @@ def _qos(parts: list[str], pod_uid: str | None) -> str | None:
 def _unit(parts: list[str]) -> str | None:
     for part in reversed(parts):
         if part.endswith(_UNIT_SUFFIXES):
-            return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), part)
+            # systemd escapes bytes as \\xNN (UTF-8 ones included): undone as
+            # bytes, then decoded as every text the agent reads is.
+            raw = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), display(part).encode())
+            return decode(raw)
     return None

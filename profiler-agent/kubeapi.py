@@ -18,6 +18,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from podflame.symbolizer.text import display
+
 log = logging.getLogger(__name__)
 
 _AUTH = ["BearerToken"]
@@ -79,7 +81,7 @@ class KubeApi:
         """GET one object, e.g. /apis/apps/v1/namespaces/{namespace}/replicasets/{name}."""
         response = self._get(path, path_params, {}, timeout)
         try:
-            body: dict[str, Any] = json.loads(response.data)
+            body: dict[str, Any] = valid_text(json.loads(response.data))
         finally:
             response.release_conn()
         return body
@@ -104,3 +106,15 @@ class KubeApi:
             response.read()
             raise ApiException.from_response(http_resp=response, body=None, data=None)
         return response.response  # the urllib3 response, not read yet
+
+
+def valid_text(value: Any) -> Any:
+    """Decoded JSON with every string valid Unicode: a "\\udcff" escape decodes to a
+    lone surrogate, which no label or wire format can carry (symbolizer.text)."""
+    if isinstance(value, str):
+        return display(value)
+    if isinstance(value, dict):
+        return {display(k): valid_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [valid_text(v) for v in value]
+    return value

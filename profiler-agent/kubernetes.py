@@ -22,7 +22,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from podflame.agent.cgroups import CgroupResolver
-from podflame.agent.kubeapi import KubeApi, api_client
+from podflame.agent.kubeapi import KubeApi, api_client, valid_text
 from podflame.agent.labels import ProcessIdentity, cgroup_of
 from podflame.agent.pods import Owner, PodIndex, PodInfo, PodRef, parse_pod
 from podflame.agent.workloads import Forbidden, Unavailable, WorkloadResolver
@@ -241,7 +241,8 @@ class PodWatcher:
         self._resource_version = meta.get("resourceVersion") or self._resource_version
 
     def _resolved(self, raw: Mapping[str, Any]) -> PodInfo | None:
-        pod = parse_pod(raw, self._label_names)
+        # The edge for pod text: lists and watch events both come through here.
+        pod = parse_pod(valid_text(raw), self._label_names)
         if pod is None:
             return None
         workload = self._workloads.workload(pod)

@@ -3,17 +3,27 @@
 The agent's stages keep their own counters (dataclasses); this module only
 gathers them at scrape time. A scrape runs on the HTTP server's thread and
 reads plain ints, so it never blocks or slows the drain.
+
+Each connection has its own thread and a deadline per read and write
+(CONNECTION_TIMEOUT), and at most MAX_CONNECTIONS are served at once (more
+are closed at once): a client that sends nothing or reads slowly holds one
+thread for seconds, never the endpoint.
 """
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Seconds a connection may take per read or write; a scrape needs milliseconds.
+CONNECTION_TIMEOUT = 5.0
+MAX_CONNECTIONS = 16
 
 
 @dataclass(frozen=True)
@@ -47,10 +57,14 @@ def render(samples: Iterable[Sample]) -> str:
 class MetricsServer:
     """Serves `collect()` at /metrics on a background thread."""
 
-    def __init__(self, host: str, port: int, collect: Callable[[], Iterable[Sample]]) -> None:
-        handler = _handler(collect)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        collect: Callable[[], Iterable[Sample]],
+        timeout: float = CONNECTION_TIMEOUT,
+    ) -> None:
+        self._server = _BoundedServer((host, port), _handler(collect, timeout))
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics")
 
     @property
@@ -67,8 +81,44 @@ class MetricsServer:
         self._server.server_close()
 
 
-def _handler(collect: Callable[[], Iterable[Sample]]) -> type[BaseHTTPRequestHandler]:
+# What socketserver hands its request methods (a stream socket, for HTTP).
+_Request = socket.socket | tuple[bytes, socket.socket]
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS at once."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: _Request, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # busy: closed now, the client may retry
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: _Request, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: _Request, client_address: Any) -> None:
+        # A client that timed out or went away: not worth a traceback on stderr.
+        log.debug("metrics connection from %s failed", client_address, exc_info=True)
+
+
+def _handler(
+    collect: Callable[[], Iterable[Sample]], connection_timeout: float
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # StreamRequestHandler sets it on the socket: each read and write of the
+        # request and the answer fails past it, and the connection is closed.
+        timeout = connection_timeout
+
         def do_GET(self) -> None:
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404, "only /metrics is served here")

@@ -26,19 +26,25 @@ class NetworkBatchBuilder:
             counters,
             seen=set(labels),
         )
-        batch.latency = [_histogram(entry, labels[entry.process]) for entry in drain.latency]
+        # A process whose labels could not be read loses its entries (counted).
+        batch.latency = [
+            _histogram(entry, labels[entry.process])
+            for entry in drain.latency
+            if entry.process in labels
+        ]
         batch.connections = [
-            self._connection(entry, labels[entry.process]) for entry in drain.connections
+            self._connection(entry, labels[entry.process])
+            for entry in drain.connections
+            if entry.process in labels
         ]
         return batch
 
     def _labels(self, drain: NetworkDrain) -> dict[ProcessGeneration, dict[str, str]]:
-        """Labels of every process in the drain, looked up once each."""
+        """Labels of every process in the drain that has them, looked up once each."""
         comms = {wait.process: wait.comm for wait in drain.waits}
         processes = {e.process for e in drain.latency} | {e.process for e in drain.connections}
-        return {
-            process: self.stacks.labels_of(process, comms.get(process, "")) for process in processes
-        }
+        labels = {p: self.stacks.labels_of(p, comms.get(p, "")) for p in processes}
+        return {p: found for p, found in labels.items() if found is not None}
 
     def _connection(self, entry: ConnectOutcome, labels: dict[str, str]) -> Connection:
         return Connection(

@@ -41,6 +41,7 @@ from podflame.agent.sampler import (
 from podflame.agent.sockets import processes, socket_descriptors
 from podflame.agent.tracefs import events_root
 from podflame.bpf import source_path
+from podflame.symbolizer.text import decode
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ class NetworkTracer:
         waits = [
             SampleCount(
                 process=ProcessGeneration(key.pid, key.generation),
-                comm=key.comm.decode(errors="replace"),
+                comm=decode(key.comm),
                 user_stack=call_sites(stack_addresses(stacks, key.user_stack_id, cache)),
                 kernel_stack=(),
                 count=nanoseconds,

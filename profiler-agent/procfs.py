@@ -4,6 +4,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from podflame.symbolizer.text import decode
+
 # /proc/PID/stat is one line of 52 numbers and a name of at most 64 bytes.
 STAT_MAX_BYTES = 4096
 
@@ -33,7 +35,7 @@ class ProcessStat:
 
 def read_comm(pid: int, proc: Path = Path("/proc")) -> str | None:
     try:
-        return (proc / str(pid) / "comm").read_text().rstrip("\n")
+        return decode((proc / str(pid) / "comm").read_bytes()).rstrip("\n")
     except OSError:
         return None
 
@@ -47,13 +49,13 @@ def read_start_ticks(pid: int, proc: Path = Path("/proc")) -> int | None:
 def read_stat(pid: int, proc: Path = Path("/proc")) -> ProcessStat | None:
     # Read on every announcement (a thousand a second under churn), so with
     # os.open/os.read: a quarter of pathlib's cost when the process is gone.
-    # A name need not be UTF-8: undecodable bytes are replaced.
+    # A name need not be UTF-8: undecodable bytes are escaped (symbolizer.text).
     try:
         fd = os.open(f"{proc}/{pid}/stat", os.O_RDONLY)
     except OSError:
         return None
     try:
-        text = os.read(fd, STAT_MAX_BYTES).decode(errors="replace")
+        text = decode(os.read(fd, STAT_MAX_BYTES))
     except OSError:
         return None
     finally:

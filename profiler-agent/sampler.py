@@ -23,6 +23,7 @@ from podflame.agent.bpfmaps import (
     switch_slot,
 )
 from podflame.bpf import source_path
+from podflame.symbolizer.text import decode
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class CpuSampler:
         event = ctypes.cast(data, ctypes.POINTER(_OverflowSample)).contents
         sample = SampleCount(
             process=ProcessGeneration(event.pid, event.generation),
-            comm=event.comm.decode(errors="replace"),
+            comm=decode(event.comm),
             user_stack=_copied_stack(event.user, event.user_bytes),
             kernel_stack=_copied_stack(event.kernel, event.kernel_bytes),
             count=1,
@@ -263,7 +264,7 @@ class CpuSampler:
         for key, value in read_and_clear_counts(counts):
             yield SampleCount(
                 process=ProcessGeneration(key.pid, key.generation),
-                comm=key.comm.decode(errors="replace"),
+                comm=decode(key.comm),
                 user_stack=_stack(stacks, key.user_stack_id, cache),
                 kernel_stack=_stack(stacks, key.kernel_stack_id, cache),
                 count=value,

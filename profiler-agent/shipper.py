@@ -7,6 +7,14 @@ or absent server never delays a drain. A batch the server rejects as invalid
 429, timeout) the batch stays queued and the sender waits before the next try:
 the server's Retry-After when it gives one, otherwise an exponential backoff
 with jitter (see Backoff). The batch id lets the server store a retry once.
+
+Redirects are never followed: following one would send the ingest token to
+wherever the Location points, and a redirected 200 would count as sent. A 3xx
+is a failed send like a 5xx (counted in redirects_refused and send_failures,
+logged with its Location, the batch kept and retried with backoff), permanent
+(301, 308) or not: the agent cannot tell a moved server from a hostile
+answer, so the fix is --server, and until then the bounded queue decides
+what is kept.
 """
 
 import email.utils
@@ -50,6 +58,7 @@ class ShipperStats:
     batches_lost_at_exit: int = 0  # unacknowledged at exit, with no spool to keep them
     send_failures: int = 0
     retry_after_waits: int = 0  # waits the server asked for (Retry-After)
+    redirects_refused: int = 0  # 3xx answers: not followed, the batch is retried
 
 
 class Backoff:
@@ -96,6 +105,9 @@ class Shipper:
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
+        self._opener = urllib.request.build_opener(
+            _NoRedirects(), urllib.request.HTTPSHandler(context=self.tls)
+        )
         self.queue: PendingQueue = queue if queue is not None else MemoryQueue(max_pending)
         self.stats = ShipperStats()
         self.backoff = backoff or Backoff()
@@ -191,10 +203,12 @@ class Shipper:
     def _send(self, body: bytes, timeout: float) -> tuple[Outcome, float | None]:
         request = urllib.request.Request(self.url, data=body, method="POST", headers=self.headers)
         try:
-            with urllib.request.urlopen(request, timeout=timeout, context=self.tls):
+            with self._opener.open(request, timeout=timeout):
                 pass
         except urllib.error.HTTPError as error:
             with error:
+                if 300 <= error.code < 400:
+                    return self._redirected(error.code, error.headers.get("Location")), None
                 if 400 <= error.code < 500 and error.code not in RETRYABLE_STATUS:
                     self.stats.batches_rejected += 1
                     log.error("server rejected a batch (%d): %s", error.code, error.read()[:500])
@@ -211,12 +225,29 @@ class Shipper:
             self._server_down = False
         return Outcome.SENT, None
 
+    def _redirected(self, code: int, location: str | None) -> Outcome:
+        self.stats.redirects_refused += 1
+        log.warning(
+            "server answered HTTP %d redirecting to %s: not followed (the token stays here); "
+            "the batch stays queued: point --server at the right address",
+            code,
+            location,
+        )
+        return self._failed(f"HTTP {code} redirect")
+
     def _failed(self, reason: str) -> Outcome:
         self.stats.send_failures += 1
         if not self._server_down:  # log once per outage, not once per batch
             log.warning("cannot ship to %s (%s); keeping batches queued", self.url, reason)
             self._server_down = True
         return Outcome.RETRY
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Turns every 3xx into an HTTPError instead of a new request."""
+
+    def redirect_request(self, *_: object, **__: object) -> None:
+        return None
 
 
 def encode(batch: Batch) -> bytes:

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from podflame.symbolizer.text import decode
+
 O_CLOEXEC = 0o2000000
 
 
@@ -46,7 +48,7 @@ def socket_descriptors(pid: int, proc: Path = Path("/proc")) -> list[SocketDescr
 
 def _cloexec(fdinfo: Path) -> bool:
     try:
-        for line in fdinfo.read_text().splitlines():
+        for line in decode(fdinfo.read_bytes()).splitlines():
             if line.startswith("flags:"):
                 return bool(int(line.split()[1], 8) & O_CLOEXEC)
     except (OSError, ValueError, IndexError):

@@ -4,6 +4,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
+from podflame.agent.failures import LOOPS, PROCESS_STAGES, CaughtErrors
 from podflame.agent.metrics import Sample
 from podflame.agent.sampler import Drain
 
@@ -40,6 +41,12 @@ class AgentStats:
     announce_backlog: dict[str, int] = field(default_factory=dict)
     # Per pid the agent holds: (comm, samples, samples with at most one user frame).
     shallow: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+    # Errors that cost one process its stacks or names for an interval, per stage,
+    # and errors that cost one iteration of a loop (see failures.py).
+    process_errors: CaughtErrors = field(
+        default_factory=lambda: CaughtErrors.of("process", PROCESS_STAGES)
+    )
+    loop_errors: CaughtErrors = field(default_factory=lambda: CaughtErrors.of("loop", LOOPS))
 
     def count_shallow_stacks(self, drain: Drain, held: set[int]) -> None:
         """Add up, per process, samples and those whose user stack has at most one frame.
@@ -145,6 +152,31 @@ def _caches(
     return samples
 
 
+def _caught(stats: AgentStats) -> list[Sample]:
+    p = "podflame_agent_"
+    process = [
+        Sample(
+            p + "process_errors_total",
+            "counter",
+            "Errors that cost one process its stacks (or names) for one interval, by stage.",
+            n,
+            (("stage", stage),),
+        )
+        for stage, n in sorted(stats.process_errors.counts.items())
+    ]
+    loops = [
+        Sample(
+            p + "loop_errors_total",
+            "counter",
+            "Errors that cost one iteration of a loop (a whole drain, an announcement batch).",
+            n,
+            (("loop", loop),),
+        )
+        for loop, n in sorted(stats.loop_errors.counts.items())
+    ]
+    return process + loops
+
+
 def _counters(stats: AgentStats, stage_stats: dict[str, Any], processes: int) -> list[Sample]:
     p = "podflame_agent_"
     samples = [
@@ -195,6 +227,7 @@ def _counters(stats: AgentStats, stage_stats: dict[str, Any], processes: int) ->
         )
         for reason, n in sorted(stats.network_dropped.items())
     ]
+    samples += _caught(stats)
     samples += [
         Sample(p + "stage_seconds_total", "counter", "Time spent per stage.", s, (("stage", st),))
         for st, s in sorted(stats.seconds.items())

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from podflame.symbolizer.text import decode
+
 # tracefs is mounted at /sys/kernel/tracing on current kernels, and under
 # debugfs on older ones.
 TRACEFS_ROOTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
@@ -37,7 +39,7 @@ def tracepoint_fields(events: Path, tracepoint: str) -> list[Field] | None:
     """Fields of `category:name`, in order; None when the tracepoint does not exist."""
     category, _, name = tracepoint.partition(":")
     try:
-        text = (events / category / name / "format").read_text()
+        text = decode((events / category / name / "format").read_bytes())
     except OSError:
         return None
     return [Field(m["name"], int(m["offset"]), int(m["size"])) for m in _FIELD.finditer(text)]

@@ -20,6 +20,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .text import decode
+
 _CACHE_SIZE = 16_384
 # Longer C++ names are returned as they are: libstdc++'s demangler is
 # recursive, and real names stay far below this.
@@ -99,7 +101,7 @@ def _bind(cxa: Any, free: Any) -> _Demangler:
         try:
             if status.value != 0:
                 return None
-            return ctypes.string_at(pointer).decode("utf-8", "replace")
+            return decode(ctypes.string_at(pointer))
         finally:
             free(pointer)
 

@@ -30,6 +30,7 @@ from elftools.elf.structs import ELFStructs
 from .files import open_regular
 from .functions import Entries, select_functions
 from .symtab import MAX_ADDRESS, SMALL_BATCH, U64, Addresses, SymbolTable, as_addresses
+from .text import decode
 
 _T = TypeVar("_T")
 
@@ -287,7 +288,7 @@ class _Elf:
         fields = ("name", "type", "addr", "offset", "size", "link", "entsize")
         return [
             _SectionHeader(
-                name=_string_at(names, name).decode("utf-8", "replace"),
+                name=decode(_string_at(names, name)),
                 kind=kind,
                 addr=addr,
                 offset=offset,

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .symtab import Addresses, SymbolTable
+from .text import decode
 
 _NEWLINE, _SPACE = ord("\n"), ord(" ")
 # Text symbols only: a kernel stack never points into data. The rank breaks
@@ -104,7 +105,7 @@ def _modules_fingerprint(path: Path) -> bytes:
     A kernel without module support has no /proc/modules: that is a constant.
     """
     try:
-        text = path.read_text(errors="replace")
+        text = decode(path.read_bytes())
     except OSError:
         return b""
     digest = hashlib.blake2b(digest_size=16)

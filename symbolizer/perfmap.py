@@ -24,6 +24,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from .files import open_regular
+from .text import decode
 
 _U64 = 1 << 64
 MiB = 1 << 20
@@ -39,7 +40,7 @@ def namespaced_pid(pid: int, proc: Path = Path("/proc")) -> int | None:
     4.1 have no such line: then `pid` itself is the best guess.
     """
     try:
-        text = (proc / str(pid) / "status").read_text(errors="replace")
+        text = decode((proc / str(pid) / "status").read_bytes())
     except OSError:
         return None
     for line in text.splitlines():
@@ -139,7 +140,7 @@ def _parse_line(line: bytes) -> _Entry | None:
         return None
     if start < 0 or size < 0 or start + size > _U64:
         return None
-    return start, start + size, fields[2].rstrip(b"\r").decode("utf-8", "replace")
+    return start, start + size, decode(fields[2].rstrip(b"\r"))
 
 
 def _resolve_overlaps(entries: list[_Entry]) -> Iterable[_Entry]:

@@ -68,6 +68,8 @@ def parse_line(line: str) -> tuple[Mapping, str] | None:
     if len(fields) < 5:
         return None
     path = fields[5] if len(fields) == 6 else ""
+    if "\0" in path:  # no file name holds one: not a line the kernel wrote
+        return None
     deleted = path.endswith(_DELETED)
     if deleted:
         path = path[: -len(_DELETED)]

@@ -39,6 +39,7 @@ from .files import open_regular
 from .kallsyms import KernelSymbols
 from .perfmap import PerfMap, PerfMaps
 from .procmaps import Mapping, MappingIndex, ProcessGone, read_maps
+from .text import display
 
 UNKNOWN = "[unknown]"
 MiB = 1 << 20
@@ -48,7 +49,7 @@ _FALLBACK = re.compile(r".+\+0x[0-9a-f]+")
 
 
 def fallback_frame(module_path: str, offset: int) -> str:
-    return f"{os.path.basename(module_path)}+0x{offset:x}"
+    return f"{display(os.path.basename(module_path))}+0x{offset:x}"
 
 
 def is_symbolized(name: str) -> bool:
@@ -350,7 +351,7 @@ class Symbolizer:
         """
         if mapping.is_pseudo:
             self.stats.frames_resolved += 1
-            return mapping.path
+            return display(mapping.path)
         name = image.jit.lookup(address) if image.jit is not None else None
         if name is not None:
             self.stats.jit_frames += 1

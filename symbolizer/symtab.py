@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .text import decode
+
 U64 = npt.NDArray[np.uint64]
 Addresses = Sequence[int] | npt.NDArray[Any]
 
@@ -128,7 +130,7 @@ class SymbolTable:
 
     def _decode(self, offset: int) -> str:
         end = self.strings.find(b"\0", offset)
-        return self.strings[offset : end if end >= 0 else None].decode("utf-8", "replace")
+        return decode(self.strings[offset : end if end >= 0 else None])
 
     @property
     def nbytes(self) -> int:

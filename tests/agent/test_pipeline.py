@@ -4,10 +4,12 @@ Covers what only shows across stages: processes that exit before the drain,
 exec (one pid, two images), kernel frames, and the /metrics endpoint.
 """
 
+import os
+import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,9 +17,12 @@ import httpx
 import pytest
 
 from podflame.agent.agent import Agent, build_agent
+from podflame.agent.batch import StackSymbolizer
 from podflame.agent.pods import PodRef
+from podflame.agent.sampler import Announcement
 from podflame.agent.settings import AgentSettings
 from podflame.model import is_kernel_frame
+from podflame.symbolizer import ProcessImage
 from tests.conftest import compile_c
 from tests.fixtures import FIXTURES, build_burn7030
 from tests.kube_apiserver import fake_kube_api, pod_json
@@ -178,6 +183,101 @@ def test_metrics_endpoint_reports_the_stages(frequent_agent: Agent, tmp_path: Pa
     assert values["podflame_agent_symbolizer_frames_resolved_total"] > 0
     ratio = f'podflame_agent_shallow_stack_ratio{{pid="{workload.pid}",comm="burn7030"}}'
     assert values[ratio] < 0.05, "a frame-pointer build walks past its first frame"
+
+
+def test_a_non_utf8_executable_name_costs_nothing(
+    module_server: str, frequent_agent: Agent, tmp_path: Path
+) -> None:
+    """A stripped program whose file name is not UTF-8 once stopped the agent (issue 16):
+    its frames are now shipped with the name escaped, and the loop goes on."""
+    agent = frequent_agent
+    burn = build_burn7030(tmp_path / "burn7030")
+    odd = os.path.join(os.fsencode(tmp_path), b"pfbar_\xff\xfe")
+    shutil.copy(burn, odd)
+    # Without its build-id too: the symbol cache knows burn7030's by its build-id.
+    subprocess.run(["strip", "--remove-section=.note.gnu.build-id", odd], check=True)
+    errors = dict(agent.stats.loop_errors.counts), dict(agent.stats.process_errors.counts)
+    started = time.time()
+    odd_process = subprocess.Popen([odd, "1.5"], stdout=subprocess.DEVNULL)
+    assert odd_process.wait(30) == 0
+    wait_for_drains(agent, 2)
+    ordinary = subprocess.Popen([str(burn), "1.0"], stdout=subprocess.DEVNULL)  # started after
+    assert ordinary.wait(30) == 0
+    wait_for_drains(agent, 2)
+    assert {"burn_a", "spin"} <= {
+        f for stack, _ in folded(module_server, ordinary.pid) for f in stack
+    }
+    assert pid_of(module_server, ODD_COMM, since=started) == odd_process.pid  # its comm label
+    frames = {f for stack, _ in folded(module_server, odd_process.pid, started) for f in stack}
+    assert any(frame.startswith(ODD_COMM + "+0x") for frame in frames), frames
+    # Escaped where the text was read: nothing needed catching.
+    assert (agent.stats.loop_errors.counts, agent.stats.process_errors.counts) == errors
+
+
+class KernelNamesFail:
+    """The real symbolizer, but naming kernel frames fails: a whole drain fails."""
+
+    def __init__(self, symbolizer: StackSymbolizer) -> None:
+        self.symbolizer = symbolizer
+
+    def kernel(self, addresses: Sequence[int]) -> list[str]:
+        raise RuntimeError("kernel symbols broke")
+
+    def resolve(self, image: ProcessImage | None, addresses: Sequence[int]) -> list[str]:
+        return self.symbolizer.resolve(image, addresses)
+
+    def is_stale(self, image: ProcessImage | None, addresses: Sequence[int]) -> bool:
+        return self.symbolizer.is_stale(image, addresses)
+
+
+def test_a_failed_drain_is_counted_and_the_next_one_ships(
+    module_server: str, quiet_agent: Agent, tmp_path: Path
+) -> None:
+    agent, symbolizer = quiet_agent, quiet_agent.builder.symbolizer
+    binary = build_burn7030(tmp_path / "burn7030")
+    failed = agent.stats.loop_errors.counts["drain"]
+    agent.builder.symbolizer = KernelNamesFail(symbolizer)
+    try:
+        first = subprocess.Popen([str(binary), "0.5"], stdout=subprocess.DEVNULL)
+        assert first.wait(30) == 0
+        agent.tick()  # raises nothing: counted
+    finally:
+        agent.builder.symbolizer = symbolizer
+    assert agent.stats.loop_errors.counts["drain"] == failed + 1
+    started = time.time()
+    second = subprocess.Popen([str(binary), "0.5"], stdout=subprocess.DEVNULL)
+    assert second.wait(30) == 0
+    drain_and_ship(agent)
+    assert "burn_a" in {f for stack, _ in folded(module_server, second.pid, started) for f in stack}
+
+
+def test_a_failing_announcement_poll_is_counted_and_the_loop_goes_on(quiet_agent: Agent) -> None:
+    agent, stop, calls = quiet_agent, threading.Event(), []
+    failed = agent.stats.loop_errors.counts["announce"]
+
+    def poll(timeout_ms: int) -> list[Announcement]:
+        calls.append(timeout_ms)
+        if len(calls) == 1:
+            raise OSError("ring buffer broke")
+        stop.set()
+        return []
+
+    agent._announce_loop(stop, poll, agent.processes)  # returns once stopped
+    assert len(calls) == 2
+    assert agent.stats.loop_errors.counts["announce"] == failed + 1
+
+
+# The odd program's name, b"pfbar_\xff\xfe", as the agent shows it (backslashes and all).
+ODD_COMM = r"pfbar_\xff\xfe"
+
+
+def pid_of(server: str, comm: str, since: float) -> int:
+    """The pid of the one process with this comm label (a raw string: no escapes)."""
+    params = {"query": f"{{comm=`{comm}`}}", "from": f"{since:.3f}"}
+    response = httpx.get(server + "/api/v1/labels/pid/values", params=params, timeout=30)
+    assert response.status_code == 200, response.text
+    (pid,) = response.json()["values"]
+    return int(pid)
 
 
 def render_metrics(agent: Agent) -> str:

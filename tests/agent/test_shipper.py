@@ -1,12 +1,16 @@
 """The shipper against a real server: queue while it is away, send in order, drop rejects."""
 
 import itertools
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import pytest
 
 from podflame.agent.shipper import Shipper
 from podflame.agent.spool import DiskSpool
@@ -188,3 +192,61 @@ def test_a_replayed_batch_is_stored_once_across_restarts(tmp_path: Path) -> None
         stop(server)
     rows = rows_per_sample(tmp_path / "chdb", "comm = 'shipper-test'")
     assert sorted(rows.values()) == [1, 1], "one row per batch: each stored once"
+
+
+class _Recording(BaseHTTPRequestHandler):
+    """Answers 200 to anything, remembering each request's headers on its server."""
+
+    def _answer(self) -> None:
+        self.server.seen.append(dict(self.headers))  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _redirecting(code: int, location: str) -> type[BaseHTTPRequestHandler]:
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(code)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Redirecting
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_followed_and_the_batch_is_kept(code: int) -> None:
+    with serving(_Recording) as elsewhere:
+        location = f"http://127.0.0.1:{elsewhere.server_address[1]}/api/v1/ingest"
+        with serving(_redirecting(code, location)) as server:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            shipper = Shipper(url, max_pending=3, token="agent-token-0123456789")
+            shipper.ship(batch(3))
+        assert elsewhere.seen == []  # type: ignore[attr-defined]
+    assert (shipper.stats.batches_sent, shipper.stats.redirects_refused) == (0, 1)
+    assert shipper.stats.send_failures == 1
+    assert len(shipper.pending) == 1  # retried later, by the usual backoff

@@ -53,7 +53,7 @@ def test_malformed_lines_are_skipped_and_counted() -> None:
     assert perf_map.malformed == 6
     assert perf_map.lookup(0x1000) == "good"
     assert perf_map.lookup(0x5000) is None
-    assert perf_map.lookup(0x6000) == "caf\u00e9 \ufffd"
+    assert perf_map.lookup(0x6000) == "caf\u00e9 \\xff"  # escaped (symbolizer.text)
     assert perf_map.lookup(0x7007) == "no newline at the end"
 
 
