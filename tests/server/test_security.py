@@ -142,6 +142,23 @@ def test_tokens_file(tmp_path: Path) -> None:
             load_tokens(path)
 
 
+@pytest.mark.parametrize("namespace", ["", " ", " shop", "shop\n", "sh op", "\x00", "a" * 254])
+def test_a_tokens_file_with_an_invalid_namespace_is_refused(tmp_path: Path, namespace: str) -> None:
+    """Issue 16: `namespaces: [""]` was accepted, a token that can read nothing, silently."""
+    path = tmp_path / "tokens.json"
+    good = {"token": "x" * 16, "scopes": ["ingest"]}
+    bad = {"token": SHOP, "scopes": ["query"], "namespaces": ["shop", namespace], "name": "ops"}
+    path.write_text(json.dumps([good, bad]))
+    with pytest.raises(TokensFileError) as refused:
+        load_tokens(path)
+    message = str(refused.value)
+    assert "entry 2 ('ops'): namespaces:" in message, message
+    assert f"{namespace!r} is not a namespace name" in message, message
+    bad["namespaces"] = ["shop", "kube-system", "bank.v2", "a" * 253]
+    path.write_text(json.dumps([good, bad]))
+    assert load_tokens(path)[1].namespaces == bad["namespaces"]
+
+
 def test_settings_parse_durations(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PODFLAME_RETENTION", "2w")
     monkeypatch.setenv("PODFLAME_MAX_RANGE", "6h")
