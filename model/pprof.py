@@ -11,6 +11,8 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from podflame.model.profile import TRUNCATED_FRAME
+
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _MAX_VARINT_BYTES = 10
@@ -27,6 +29,29 @@ class PprofError(ValueError):
 
 class PprofTooLarge(PprofError):
     """The profile decompresses to more than the allowed size."""
+
+
+class PprofLimitExceeded(PprofTooLarge):
+    """The profile has more of something than a PprofLimits field allows (`limit` names it)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class PprofLimits:
+    """Most entries of each kind one profile may hold; None: no limit.
+
+    Checked while decoding, before the entries are built: a small gzip-compressed
+    profile can hold millions of them.
+    """
+
+    max_samples: int | None = None
+    max_locations: int | None = None
+    max_lines: int | None = None
+    max_functions: int | None = None
+    max_strings: int | None = None
 
 
 @dataclass(frozen=True)
@@ -234,7 +259,7 @@ class _Strings:
 # --- decoding --------------------------------------------------------------------------------
 
 
-def decode(data: bytes, limit: int) -> Profile:
+def decode(data: bytes, limit: int, limits: PprofLimits = PprofLimits()) -> Profile:
     """Decode a profile, gzip-compressed or not, of at most `limit` bytes decompressed."""
     if len(data) > limit:
         raise PprofTooLarge(f"profile larger than {limit} bytes")
@@ -245,18 +270,22 @@ def decode(data: bytes, limit: int) -> Profile:
     table: list[str] = []
     for number, _, value in _fields(raw):
         if number == 6:
+            _check_count("max_strings", limits.max_strings, len(table) + 1, "strings")
             table.append(bytes(_bytes(value, number)).decode("utf-8", "replace"))
         elif number in (1, 2, 3, 4, 5, 11):
             parts.setdefault(number, []).append(_bytes(value, number))
         elif number in (9, 10, 12, 14):
             numbers[number] = _int64(_scalar(value, number))
+    _check_count("max_samples", limits.max_samples, len(parts.get(2, [])), "samples")
+    _check_count("max_locations", limits.max_locations, len(parts.get(4, [])), "locations")
+    _check_count("max_functions", limits.max_functions, len(parts.get(5, [])), "functions")
     strings = _Strings(table)
     period_types = parts.get(11, [])
     return Profile(
         sample_types=[_value_type(part, strings) for part in parts.get(1, [])],
         samples=[_sample(part, strings) for part in parts.get(2, [])],
         mappings=[_mapping(part, strings) for part in parts.get(3, [])],
-        locations=[_location(part) for part in parts.get(4, [])],
+        locations=_locations(parts.get(4, []), limits.max_lines),
         functions=[_function(part, strings) for part in parts.get(5, [])],
         time_nanos=numbers.get(9, 0),
         duration_nanos=numbers.get(10, 0),
@@ -264,6 +293,22 @@ def decode(data: bytes, limit: int) -> Profile:
         period=numbers.get(12, 0),
         default_sample_type=strings[numbers.get(14, 0)],
     )
+
+
+def _check_count(limit: str, most: int | None, count: int, what: str) -> None:
+    if most is not None and count > most:
+        raise PprofLimitExceeded(limit, f"the profile has more than {most} {what}")
+
+
+def _locations(parts: list[memoryview], max_lines: int | None) -> list[Location]:
+    locations = []
+    lines = 0
+    for part in parts:
+        location = _location(part)
+        lines += len(location.lines)
+        _check_count("max_lines", max_lines, lines, "lines (in its locations)")
+        locations.append(location)
+    return locations
 
 
 def _ints(data: memoryview) -> dict[int, int]:
@@ -497,8 +542,14 @@ def profile_from_stacks(
     )
 
 
-def stacks_from_profile(profile: Profile, index: int) -> Iterator[tuple[Sample, tuple[str, ...]]]:
-    """Each sample with its frames root first, for sample type `index`'s value."""
+def stacks_from_profile(
+    profile: Profile, index: int, max_frames: int | None = None
+) -> Iterator[tuple[Sample, tuple[str, ...]]]:
+    """Each sample with its frames root first, for sample type `index`'s value.
+
+    A stack deeper than `max_frames` keeps its leaf end under TRUNCATED_FRAME; the
+    frames past the cut are never built (one location may expand to thousands).
+    """
     if not 0 <= index < len(profile.sample_types):
         raise PprofError(f"no sample type at index {index}")
     frames_of = _location_frames(profile)
@@ -508,14 +559,31 @@ def stacks_from_profile(profile: Profile, index: int) -> Iterator[tuple[Sample, 
                 f"sample {number} has {len(sample.values)} values"
                 f" for {len(profile.sample_types)} sample types"
             )
-        frames: list[str] = []
-        # pprof lists the leaf first; podflame stores the root first.
-        for location_id in reversed(sample.location_ids):
+        leaf_first: list[str] = []
+        for location_id in sample.location_ids:
             location_frames = frames_of.get(location_id)
             if location_frames is None:
                 raise PprofError(f"sample {number} refers to unknown location {location_id}")
-            frames.extend(location_frames)
-        yield sample, tuple(frames)
+            leaf_first.extend(reversed(location_frames))
+            if max_frames is not None and len(leaf_first) > max_frames:
+                leaf_first[max_frames - 1 :] = [TRUNCATED_FRAME]
+                break
+        # pprof lists the leaf first; podflame stores the root first.
+        yield sample, tuple(reversed(leaf_first))
+
+
+def expanded_frames(profile: Profile, max_frames: int) -> int:
+    """How many frames stacks_from_profile(profile, i, max_frames) yields over all samples,
+    counted from the locations' sizes, without building a frame."""
+    sizes = {location.id: max(len(location.lines), 1) for location in profile.locations}
+    total = 0
+    for number, sample in enumerate(profile.samples):
+        try:
+            depth = sum(sizes[location_id] for location_id in sample.location_ids)
+        except KeyError as error:
+            raise PprofError(f"sample {number} refers to unknown location {error}") from None
+        total += min(depth, max_frames)
+    return total
 
 
 def folded_totals(profile: Profile, index: int) -> dict[tuple[str, ...], int]:

@@ -18,11 +18,14 @@ from podflame.model.pprof import (
     Location,
     Mapping,
     PprofError,
+    PprofLimitExceeded,
+    PprofLimits,
     PprofTooLarge,
     Profile,
     Sample,
     ValueType,
 )
+from podflame.model.profile import TRUNCATED_FRAME, truncate_stack
 from tests.protobuf import bytes_field, varint_field
 
 LIMIT = 1 << 20
@@ -80,6 +83,57 @@ def test_stacks_are_root_first_with_inlined_frames_expanded() -> None:
         ("main", "outer", "inner"): 3,
         ("main",): 1,
     }
+
+
+def expanding_profile(lines: int = 3000, references: int = 3000) -> Profile:
+    """Issue 16's attack: one location of `lines` inlined lines, `references` times in one
+    sample: lines x references frames from about a hundred gzip-compressed bytes."""
+    return Profile(
+        sample_types=[CPU],
+        samples=[Sample([1] * references, [1])],
+        locations=[Location(1, lines=[Line(1)] * lines)],
+        functions=[Function(1, "f")],
+    )
+
+
+def test_the_frames_a_profile_expands_to_are_counted_without_expanding() -> None:
+    profile = expanding_profile()
+    assert len(gzip.compress(pprof.encode(profile), 9)) < 128
+    assert pprof.expanded_frames(profile, 10**9) == 9_000_000
+    assert pprof.expanded_frames(profile, 1024) == 1024
+    with pytest.raises(PprofError, match="unknown location"):
+        pprof.expanded_frames(Profile([CPU], [Sample([7], [1])]), 1024)
+
+
+def test_deep_stacks_keep_their_leaf_end() -> None:
+    stack = tuple(f"f{depth}" for depth in range(2000))  # root first
+    profile = pprof.profile_from_stacks([(stack, 5)], CPU)
+    ((_, frames),) = pprof.stacks_from_profile(profile, 0, max_frames=100)
+    assert frames == (TRUNCATED_FRAME, *stack[-99:])
+    assert list(frames) == truncate_stack(stack, 100)
+    ((_, whole),) = pprof.stacks_from_profile(profile, 0, max_frames=2000)
+    assert whole == stack
+    ((_, cut),) = pprof.stacks_from_profile(expanding_profile(), 0, max_frames=1024)
+    assert cut == (TRUNCATED_FRAME, *["f"] * 1023)
+
+
+@pytest.mark.parametrize(
+    ("limits", "limit"),
+    [
+        (PprofLimits(max_samples=1), "max_samples"),
+        (PprofLimits(max_locations=1), "max_locations"),
+        (PprofLimits(max_lines=2), "max_lines"),
+        (PprofLimits(max_functions=2), "max_functions"),
+        (PprofLimits(max_strings=4), "max_strings"),
+    ],
+)
+def test_decoding_stops_at_the_limits(limits: PprofLimits, limit: str) -> None:
+    data = pprof.encode(full_profile())
+    # full_profile() has 2 samples, 2 locations, 3 lines, 3 functions and 15 strings.
+    assert pprof.decode(data, LIMIT, PprofLimits(2, 2, 3, 3, 15)) == pprof.decode(data, LIMIT)
+    with pytest.raises(PprofLimitExceeded) as exceeded:
+        pprof.decode(data, LIMIT, limits)
+    assert exceeded.value.limit == limit
 
 
 def test_profile_from_stacks_has_one_location_per_frame_name() -> None:
