@@ -23,6 +23,7 @@ DEFAULT_MAX_PPROF_LOCATIONS = 1_000_000
 DEFAULT_MAX_PPROF_LINES = 2_000_000
 DEFAULT_MAX_PPROF_FUNCTIONS = 1_000_000
 DEFAULT_MAX_PPROF_STRINGS = 2_000_000
+DEFAULT_MAX_PPROF_SAMPLE_ENTRIES = 4_000_000
 DEFAULT_MAX_PROFILE_TYPES = 1000
 
 
@@ -37,6 +38,7 @@ class IngestLimits:
     max_pprof_lines: int = DEFAULT_MAX_PPROF_LINES
     max_pprof_functions: int = DEFAULT_MAX_PPROF_FUNCTIONS
     max_pprof_strings: int = DEFAULT_MAX_PPROF_STRINGS
+    max_pprof_sample_entries: int = DEFAULT_MAX_PPROF_SAMPLE_ENTRIES
     max_profile_types: int = DEFAULT_MAX_PROFILE_TYPES
 
     @classmethod
@@ -48,6 +50,8 @@ class IngestLimits:
         """Per decoded profile; its samples are bounded by the whole push's allowance."""
         return PprofLimits(
             max_samples=self.max_stacks_per_push,
+            max_sample_locations=self.max_stack_frames + 1,
+            max_sample_entries=self.max_pprof_sample_entries,
             max_locations=self.max_pprof_locations,
             max_lines=self.max_pprof_lines,
             max_functions=self.max_pprof_functions,
@@ -70,6 +74,7 @@ _PPROF_SETTINGS = {
     "max_lines": "max_pprof_lines",
     "max_functions": "max_pprof_functions",
     "max_strings": "max_pprof_strings",
+    "max_sample_entries": "max_pprof_sample_entries",
 }
 
 

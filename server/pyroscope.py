@@ -369,6 +369,8 @@ def check_storable(batch: Batch) -> None:
 
 
 def _clip(frames: tuple[str, ...]) -> tuple[str, ...]:
+    if max(map(len, frames), default=0) <= _MAX_TEXT:
+        return frames
     return tuple(frame[:_MAX_TEXT] for frame in frames)
 
 

@@ -88,6 +88,12 @@ class ServerSettings(BaseSettings):
         gt=0,
         description="Most strings in one pushed pprof profile's string table; more: 413.",
     )
+    max_pprof_sample_entries: int = Field(
+        default=limits.DEFAULT_MAX_PPROF_SAMPLE_ENTRIES,
+        gt=0,
+        description="Most location ids, values and labels the samples of one pprof profile may"
+        " hold (each costs about a microsecond to read); more: 413.",
+    )
     max_profile_types: int = Field(
         default=limits.DEFAULT_MAX_PROFILE_TYPES,
         gt=0,

@@ -125,15 +125,50 @@ def test_deep_stacks_keep_their_leaf_end() -> None:
         (PprofLimits(max_lines=2), "max_lines"),
         (PprofLimits(max_functions=2), "max_functions"),
         (PprofLimits(max_strings=4), "max_strings"),
+        (PprofLimits(max_sample_entries=8), "max_sample_entries"),
     ],
 )
 def test_decoding_stops_at_the_limits(limits: PprofLimits, limit: str) -> None:
     data = pprof.encode(full_profile())
     # full_profile() has 2 samples, 2 locations, 3 lines, 3 functions and 15 strings.
-    assert pprof.decode(data, LIMIT, PprofLimits(2, 2, 3, 3, 15)) == pprof.decode(data, LIMIT)
+    enough = PprofLimits(
+        max_samples=2,
+        max_sample_locations=2,
+        max_sample_entries=2 + 2 + 1 + 2 + 2,  # location ids, values and labels
+        max_locations=2,
+        max_lines=3,
+        max_functions=3,
+        max_strings=15,
+    )
+    assert pprof.decode(data, LIMIT, enough) == pprof.decode(data, LIMIT)
     with pytest.raises(PprofLimitExceeded) as exceeded:
         pprof.decode(data, LIMIT, limits)
     assert exceeded.value.limit == limit
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_sample_keeps_its_leaf_end_locations_unread_past_the_limit(packed: bool) -> None:
+    ids = list(range(1, 3001))  # leaf first; 200 and up take two bytes
+    encoded = (
+        bytes_field(1, b"".join(varint(i) for i in ids))
+        if packed
+        else b"".join(varint_field(1, i) for i in ids)
+    )
+    data = bytes_field(2, encoded + varint_field(2, 7))
+    (sample,) = pprof.decode(data, LIMIT, PprofLimits(max_sample_locations=300)).samples
+    assert (sample.location_ids, sample.values) == (ids[:300], [7])
+    (whole,) = pprof.decode(data, LIMIT).samples
+    assert whole.location_ids == ids
+
+
+def varint(value: int) -> bytes:
+    return varint_field(1, value)[1:]  # a field's key is one byte for field 1
+
+
+@pytest.mark.parametrize("data", [b"\x81", b"\x80" * 11 + b"\x01", b"\x01\x81"])
+def test_broken_packed_varints_raise_pprof_error(data: bytes) -> None:
+    with pytest.raises(PprofError, match="varint"):
+        pprof.decode(bytes_field(2, bytes_field(1, data)), LIMIT)
 
 
 def test_profile_from_stacks_has_one_location_per_frame_name() -> None:

@@ -389,7 +389,7 @@ def test_the_expansion_attack_is_cut_within_a_second(api: TestClient) -> None:
 
 # The push below, one limit at a time set one under what it holds: PY_STACKS' 3 samples
 # of 4 + 3 + 2 frames, in 2 sample types (6 stacks, 18 frames), 4 locations with a line
-# each, 4 functions and 10 strings.
+# each, 4 functions, 10 strings; 9 location ids and 6 values in the samples.
 @pytest.mark.parametrize(
     ("limits", "setting"),
     [
@@ -399,6 +399,7 @@ def test_the_expansion_attack_is_cut_within_a_second(api: TestClient) -> None:
         ({"max_pprof_lines": 3}, "max_pprof_lines"),
         ({"max_pprof_functions": 3}, "max_pprof_functions"),
         ({"max_pprof_strings": 9}, "max_pprof_strings"),
+        ({"max_pprof_sample_entries": 14}, "max_pprof_sample_entries"),  # 9 ids, 6 values
     ],
 )
 def test_a_push_over_a_limit_is_413_naming_it(
