@@ -7,15 +7,21 @@ the nesting depth is fixed by the schema (no generic recursion). Every
 problem raises `PprofError`, a ValueError.
 """
 
+import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+
+from podflame.model.profile import TRUNCATED_FRAME
 
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _MAX_VARINT_BYTES = 10
 _INT64_SIGN = 1 << 63
 _UINT64 = 1 << 64
+
+# One varint: up to 9 bytes with the continuation bit, then one without.
+_VARINT_PATTERN = re.compile(rb"[\x80-\xff]{0,9}[\x00-\x7f]")
 
 # Wire types of the protobuf encoding.
 _VARINT, _FIXED64, _LEN, _START_GROUP, _END_GROUP, _FIXED32 = 0, 1, 2, 3, 4, 5
@@ -27,6 +33,34 @@ class PprofError(ValueError):
 
 class PprofTooLarge(PprofError):
     """The profile decompresses to more than the allowed size."""
+
+
+class PprofLimitExceeded(PprofTooLarge):
+    """The profile has more of something than a PprofLimits field allows (`limit` names it)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class PprofLimits:
+    """Most entries of each kind one profile may hold; None: no limit.
+
+    Checked while decoding, before the entries are built: a small gzip-compressed
+    profile can hold millions of them.
+    """
+
+    max_samples: int | None = None
+    # Location ids kept per sample, leaf first: the root end of a deeper stack is dropped
+    # unread (keep one more than the deepest stack stored, so its cut shows).
+    max_sample_locations: int | None = None
+    # Location ids, values and labels read over all samples.
+    max_sample_entries: int | None = None
+    max_locations: int | None = None
+    max_lines: int | None = None
+    max_functions: int | None = None
+    max_strings: int | None = None
 
 
 @dataclass(frozen=True)
@@ -206,17 +240,57 @@ def _bytes(value: int | memoryview, number: int) -> memoryview:
     return value
 
 
-def _repeated(wire: int, value: int | memoryview, into: list[int]) -> None:
-    """A repeated integer field arrives packed (one LEN) or one value per field."""
+def _repeated(wire: int, value: int | memoryview, into: list[int], keep: int | None) -> int:
+    """A repeated integer field arrives packed (one LEN) or one value per field.
+
+    At most `keep` values are kept; the rest of a packed list is not even read. Returns
+    how many values were read.
+    """
     if isinstance(value, memoryview):
-        pos = 0
-        while pos < len(value):
-            item, pos = _varint(value, pos)
-            into.append(item)
-    else:
-        if wire != _VARINT:
-            raise PprofError("repeated integer with a fixed-size wire type")
+        room = len(value) if keep is None else max(keep - len(into), 0)
+        items = _packed_varints(bytes(value), room)
+        into.extend(items)
+        return len(items)
+    if wire != _VARINT:
+        raise PprofError("repeated integer with a fixed-size wire type")
+    if keep is None or len(into) < keep:
         into.append(value)
+    return 1
+
+
+def _packed_varints(data: bytes, most: int) -> list[int]:
+    """The first `most` varints of a packed field, found by a regular expression and each
+    distinct one decoded once: several times faster than a loop over the bytes, which
+    matters since a gzip-compressed profile can pack millions of them."""
+    if data.isascii():  # every varint is one byte: small ids, the common case
+        return list(data[:most])
+    window = data[: most * _MAX_VARINT_BYTES]  # holds the first `most`, whatever their size
+    chunks = _VARINT_PATTERN.findall(window)[:most]
+    # findall skips what does not match: the chunks must be the window's prefix, all of it
+    # when every varint was wanted.
+    taken = b"".join(chunks)
+    if taken != window[: len(taken)] or (len(chunks) < most and len(taken) != len(data)):
+        raise PprofError("truncated or overlong varint")
+    decoded = {chunk: _varint(memoryview(chunk), 0)[0] for chunk in set(chunks)}
+    return [decoded[chunk] for chunk in chunks]
+
+
+@dataclass
+class _SampleBudget:
+    """What the samples of one profile may still cost to read (PprofLimits)."""
+
+    keep_locations: int | None
+    keep_values: int
+    entries_left: int | None
+
+    def spend(self, entries: int) -> None:
+        if self.entries_left is not None:
+            self.entries_left -= entries
+            if self.entries_left < 0:
+                raise PprofLimitExceeded(
+                    "max_sample_entries",
+                    "the profile's samples hold more location ids, values and labels than allowed",
+                )
 
 
 class _Strings:
@@ -234,7 +308,7 @@ class _Strings:
 # --- decoding --------------------------------------------------------------------------------
 
 
-def decode(data: bytes, limit: int) -> Profile:
+def decode(data: bytes, limit: int, limits: PprofLimits = PprofLimits()) -> Profile:
     """Decode a profile, gzip-compressed or not, of at most `limit` bytes decompressed."""
     if len(data) > limit:
         raise PprofTooLarge(f"profile larger than {limit} bytes")
@@ -245,18 +319,26 @@ def decode(data: bytes, limit: int) -> Profile:
     table: list[str] = []
     for number, _, value in _fields(raw):
         if number == 6:
+            _check_count("max_strings", limits.max_strings, len(table) + 1, "strings")
             table.append(bytes(_bytes(value, number)).decode("utf-8", "replace"))
         elif number in (1, 2, 3, 4, 5, 11):
             parts.setdefault(number, []).append(_bytes(value, number))
         elif number in (9, 10, 12, 14):
             numbers[number] = _int64(_scalar(value, number))
+    _check_count("max_samples", limits.max_samples, len(parts.get(2, [])), "samples")
+    _check_count("max_locations", limits.max_locations, len(parts.get(4, [])), "locations")
+    _check_count("max_functions", limits.max_functions, len(parts.get(5, [])), "functions")
     strings = _Strings(table)
     period_types = parts.get(11, [])
+    # One value more than the sample types is enough to tell the sample is wrong.
+    budget = _SampleBudget(
+        limits.max_sample_locations, len(parts.get(1, [])) + 1, limits.max_sample_entries
+    )
     return Profile(
         sample_types=[_value_type(part, strings) for part in parts.get(1, [])],
-        samples=[_sample(part, strings) for part in parts.get(2, [])],
+        samples=[_sample(part, strings, budget) for part in parts.get(2, [])],
         mappings=[_mapping(part, strings) for part in parts.get(3, [])],
-        locations=[_location(part) for part in parts.get(4, [])],
+        locations=_locations(parts.get(4, []), limits.max_lines),
         functions=[_function(part, strings) for part in parts.get(5, [])],
         time_nanos=numbers.get(9, 0),
         duration_nanos=numbers.get(10, 0),
@@ -264,6 +346,22 @@ def decode(data: bytes, limit: int) -> Profile:
         period=numbers.get(12, 0),
         default_sample_type=strings[numbers.get(14, 0)],
     )
+
+
+def _check_count(limit: str, most: int | None, count: int, what: str) -> None:
+    if most is not None and count > most:
+        raise PprofLimitExceeded(limit, f"the profile has more than {most} {what}")
+
+
+def _locations(parts: list[memoryview], max_lines: int | None) -> list[Location]:
+    locations = []
+    lines = 0
+    for part in parts:
+        location = _location(part)
+        lines += len(location.lines)
+        _check_count("max_lines", max_lines, lines, "lines (in its locations)")
+        locations.append(location)
+    return locations
 
 
 def _ints(data: memoryview) -> dict[int, int]:
@@ -276,16 +374,17 @@ def _value_type(data: memoryview, strings: _Strings) -> ValueType:
     return ValueType(type=strings[values.get(1, 0)], unit=strings[values.get(2, 0)])
 
 
-def _sample(data: memoryview, strings: _Strings) -> Sample:
+def _sample(data: memoryview, strings: _Strings, budget: _SampleBudget) -> Sample:
     location_ids: list[int] = []
     values: list[int] = []
     labels: list[Label] = []
     for number, wire, value in _fields(data):
         if number == 1:
-            _repeated(wire, value, location_ids)
+            budget.spend(_repeated(wire, value, location_ids, budget.keep_locations))
         elif number == 2:
-            _repeated(wire, value, values)
+            budget.spend(_repeated(wire, value, values, budget.keep_values))
         elif number == 3:
+            budget.spend(1)
             labels.append(_label(_bytes(value, number), strings))
     return Sample(location_ids, [_int64(value) for value in values], labels)
 
@@ -497,8 +596,14 @@ def profile_from_stacks(
     )
 
 
-def stacks_from_profile(profile: Profile, index: int) -> Iterator[tuple[Sample, tuple[str, ...]]]:
-    """Each sample with its frames root first, for sample type `index`'s value."""
+def stacks_from_profile(
+    profile: Profile, index: int, max_frames: int | None = None
+) -> Iterator[tuple[Sample, tuple[str, ...]]]:
+    """Each sample with its frames root first, for sample type `index`'s value.
+
+    A stack deeper than `max_frames` keeps its leaf end under TRUNCATED_FRAME; the
+    frames past the cut are never built (one location may expand to thousands).
+    """
     if not 0 <= index < len(profile.sample_types):
         raise PprofError(f"no sample type at index {index}")
     frames_of = _location_frames(profile)
@@ -508,14 +613,31 @@ def stacks_from_profile(profile: Profile, index: int) -> Iterator[tuple[Sample, 
                 f"sample {number} has {len(sample.values)} values"
                 f" for {len(profile.sample_types)} sample types"
             )
-        frames: list[str] = []
-        # pprof lists the leaf first; podflame stores the root first.
-        for location_id in reversed(sample.location_ids):
+        leaf_first: list[str] = []
+        for location_id in sample.location_ids:
             location_frames = frames_of.get(location_id)
             if location_frames is None:
                 raise PprofError(f"sample {number} refers to unknown location {location_id}")
-            frames.extend(location_frames)
-        yield sample, tuple(frames)
+            leaf_first.extend(reversed(location_frames))
+            if max_frames is not None and len(leaf_first) > max_frames:
+                leaf_first[max_frames - 1 :] = [TRUNCATED_FRAME]
+                break
+        # pprof lists the leaf first; podflame stores the root first.
+        yield sample, tuple(reversed(leaf_first))
+
+
+def expanded_frames(profile: Profile, max_frames: int) -> int:
+    """How many frames stacks_from_profile(profile, i, max_frames) yields over all samples,
+    counted from the locations' sizes, without building a frame."""
+    sizes = {location.id: max(len(location.lines), 1) for location in profile.locations}
+    total = 0
+    for number, sample in enumerate(profile.samples):
+        try:
+            depth = sum(map(sizes.__getitem__, sample.location_ids))
+        except KeyError as error:
+            raise PprofError(f"sample {number} refers to unknown location {error}") from None
+        total += min(depth, max_frames)
+    return total
 
 
 def folded_totals(profile: Profile, index: int) -> dict[tuple[str, ...], int]:

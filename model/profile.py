@@ -1,7 +1,7 @@
 """Profile types and frame naming shared by every stage."""
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -16,6 +16,19 @@ def kernel_frame(name: str) -> str:
 
 def is_kernel_frame(name: str) -> bool:
     return name.endswith(KERNEL_FRAME_SUFFIX)
+
+
+# The root frame of a stack cut to its leaf end (the server's --max-stack-frames): the
+# leaf frames, where the time is spent, are kept; one fixed name, so cut stacks that
+# share their leaf end merge.
+TRUNCATED_FRAME = "[truncated]"
+
+
+def truncate_stack(frames: Sequence[str], max_frames: int) -> list[str]:
+    """`frames` (root first), or their last `max_frames - 1` under TRUNCATED_FRAME."""
+    if len(frames) <= max_frames:
+        return list(frames)
+    return [TRUNCATED_FRAME, *frames[len(frames) - max_frames + 1 :]]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from podflame.server.auth import Authenticator, BearerAuthMiddleware, TokenEntry
 from podflame.server.body import BodyLimitMiddleware
 from podflame.server.deps import QueryLimits
 from podflame.server.errors import install_error_handlers
+from podflame.server.limits import IngestLimits
 from podflame.server.openapi import add_schemas
 from podflame.server.routers import (
     diff,
@@ -43,6 +44,7 @@ def create_app(
     *,
     max_ingest_bytes: int = DEFAULT_MAX_INGEST_BYTES,
     limits: QueryLimits | None = None,
+    ingest_limits: IngestLimits | None = None,
     tokens: Sequence[TokenEntry] | None = None,
 ) -> FastAPI:
     """`tokens` None: no authentication; see auth.py for what they guard."""
@@ -52,6 +54,7 @@ def create_app(
     app.state.store = MeteredStore(store, telemetry)
     app.state.max_ingest_bytes = max_ingest_bytes
     app.state.limits = limits or QueryLimits()
+    app.state.ingest_limits = ingest_limits or IngestLimits()
     install_error_handlers(app)
     # The last added runs first: count every request, then authenticate, then cap bodies.
     app.add_middleware(BodyLimitMiddleware, limit=max_ingest_bytes)

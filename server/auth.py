@@ -17,12 +17,14 @@ namespaces from there (deps.NamespaceScope).
 
 import hashlib
 import hmac
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from podflame.server.errors import error_response
@@ -34,6 +36,10 @@ INGEST_PATHS = frozenset({"/api/v1/ingest", "/ingest", "/push.v1.PusherService/P
 # Besides INGEST_PATHS: the API and any Connect-RPC service (Pyroscope's).
 _PROTECTED_PREFIXES = ("/api/", "/querier.v1.", "/push.v1.")
 PRINCIPAL_STATE_KEY = "principal"
+# A namespace label value a token may be limited to: not empty, no spaces or control
+# characters. Kubernetes' own names are stricter (RFC 1123), but Pyroscope SDKs push
+# `namespace` labels of their own. "" or " shop" would match nothing, silently.
+_NAMESPACE_NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,253}")
 
 
 class TokenEntry(BaseModel):
@@ -47,6 +53,17 @@ class TokenEntry(BaseModel):
         default=None, min_length=1, description="Namespaces this token may read; None: all."
     )
     name: str = Field(default="", description="For logs only.")
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespace_names(cls, namespaces: list[str] | None) -> list[str] | None:
+        for namespace in namespaces or ():
+            if not _NAMESPACE_NAME.fullmatch(namespace):
+                raise ValueError(
+                    f"{namespace!r} is not a namespace name (1 to 253 characters, no"
+                    " spaces or control characters)"
+                )
+        return namespaces
 
 
 @dataclass(frozen=True)
@@ -65,14 +82,36 @@ class TokensFileError(ValueError):
 
 def load_tokens(path: Path) -> list[TokenEntry]:
     try:
-        entries = TypeAdapter(list[TokenEntry]).validate_json(path.read_bytes())
+        text = path.read_bytes()
     except OSError as error:
         raise TokensFileError(f"cannot read tokens file {path}: {error}") from None
+    try:
+        entries = TypeAdapter(list[TokenEntry]).validate_json(text)
     except ValidationError as error:
-        raise TokensFileError(f"invalid tokens file {path}: {error}") from None
+        raise TokensFileError(f"invalid tokens file {path}: {_describe(error, text)}") from None
     if len({entry.token for entry in entries}) != len(entries):
         raise TokensFileError(f"invalid tokens file {path}: a token appears twice")
     return entries
+
+
+def _describe(error: ValidationError, text: bytes) -> str:
+    """Each problem with the entry it is in: `entry 2 ("shop"): namespaces.0: ...`."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return str(error)
+    problems = []
+    for item in error.errors(include_url=False):
+        index, *where = item["loc"] or ("",)
+        if not isinstance(index, int):
+            problems.append(item["msg"])
+            continue
+        entry = document[index] if isinstance(document, list) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        label = f"entry {index + 1}" + (f" ({name!r})" if isinstance(name, str) and name else "")
+        field = ".".join(str(part) for part in where)
+        problems.append(f"{label}: {field}: {item['msg']}" if field else f"{label}: {item['msg']}")
+    return "; ".join(problems)
 
 
 class Authenticator:

@@ -9,6 +9,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _GZIP_ENCODINGS = ("gzip", "x-gzip")
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _GZIP_MAGIC = b"\x1f\x8b"
+# Clients send one member; RFC 1952 allows several (concatenated files), not thousands.
+MAX_GZIP_MEMBERS = 1024
+# Input fed to zlib at a time: doubling from the first size, so the copy zlib makes of
+# what follows a member's end is at most about the member's own size (or 4 KiB).
+_FIRST_SLICE = 4096
+_MAX_SLICE = 1024 * 1024
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -32,25 +38,43 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
-    """All gzip members of `data`, concatenated (RFC 1952); 400 for anything after them."""
+    """All gzip members of `data`, concatenated (RFC 1952); 400 for anything after them.
+
+    Linear in the body: zlib copies the input it did not use into `unused_data` when
+    a member ends, so each member is fed slices growing from _FIRST_SLICE bytes, never
+    the whole rest of the body (which made 200,000 tiny members cost minutes).
+    """
+    view = memoryview(data)
     body = bytearray()
-    rest = data
-    while True:
-        decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)
+    position = 0
+    for _ in range(MAX_GZIP_MEMBERS):
+        position = _inflate_member(view, position, body, limit)
+        if position == len(view):
+            return bytes(body)
+        if view[position : position + 2] != _GZIP_MAGIC:
+            raise HTTPException(400, "invalid gzip body: data after the end of the gzip stream")
+    raise HTTPException(400, f"invalid gzip body: more than {MAX_GZIP_MEMBERS} gzip members")
+
+
+def _inflate_member(view: memoryview, position: int, body: bytearray, limit: int) -> int:
+    """Append the member starting at `position` to `body`; return where the next one starts."""
+    decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)
+    size = _FIRST_SLICE
+    while not decompressor.eof:
+        piece = view[position : position + size]
+        if not piece:
+            raise HTTPException(400, "invalid gzip body: truncated")
         try:
             # max_length stops a small "zip bomb" from expanding past the limit.
-            body += decompressor.decompress(rest, limit + 1 - len(body))
+            body += decompressor.decompress(piece, limit + 1 - len(body))
         except zlib.error as error:
             raise HTTPException(400, f"invalid gzip body: {error}") from None
         if len(body) > limit:
             raise _too_large(limit)
-        if not decompressor.eof:
-            raise HTTPException(400, "invalid gzip body: truncated")
-        rest = decompressor.unused_data
-        if not rest:
-            return bytes(body)
-        if not rest.startswith(_GZIP_MAGIC):
-            raise HTTPException(400, "invalid gzip body: data after the end of the gzip stream")
+        # Below max_length all of `piece` was read, bar what follows the member's end.
+        position += len(piece) - len(decompressor.unused_data)
+        size = min(2 * size, _MAX_SLICE)
+    return position
 
 
 def _too_large(limit: int) -> HTTPException:

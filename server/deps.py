@@ -10,6 +10,7 @@ from fastapi import Depends, Query, Request
 
 from podflame.server.auth import PRINCIPAL_STATE_KEY, Principal
 from podflame.server.errors import ParameterError
+from podflame.server.limits import IngestLimits
 from podflame.server.profile_types import require_profile_type
 from podflame.server.selector import Matcher, Op, parse_selector
 from podflame.server.settings import DEFAULT_MAX_NODES
@@ -71,6 +72,11 @@ def get_store(request: Request) -> ProfileStore:
 def get_max_ingest_bytes(request: Request) -> int:
     limit: int = request.app.state.max_ingest_bytes
     return limit
+
+
+def get_ingest_limits(request: Request) -> IngestLimits:
+    limits: IngestLimits = request.app.state.ingest_limits
+    return limits
 
 
 def get_limits(request: Request) -> QueryLimits:
@@ -146,6 +152,8 @@ def max_nodes(
 
 Store = Annotated[ProfileStore, Depends(get_store)]
 MaxIngestBytes = Annotated[int, Depends(get_max_ingest_bytes)]
+# What one ingest request may expand to (stacks, frames, pprof entries, profile types).
+Expansion = Annotated[IngestLimits, Depends(get_ingest_limits)]
 Limits = Annotated[QueryLimits, Depends(get_limits)]
 # For routers that parse selectors themselves (labels, diff's left and right):
 # pass each parsed selector through .restrict().

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from podflame.server.limits import IngestLimitExceeded
 from podflame.server.selector import SelectorError
 from podflame.server.store import InvalidBatchError, StorageError
 from podflame.server.timerange import TimeRangeError
@@ -39,6 +40,11 @@ class ErrorBody(BaseModel):
         default=None, description="For a bad selector: offset of the problem in `query`."
     )
     parameter: str | None = Field(default=None, description="The offending query parameter.")
+    limit: str | None = Field(
+        default=None,
+        description="For a request over an ingest limit: the server setting (max_stack_frames,"
+        " ...).",
+    )
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -93,6 +99,11 @@ async def _invalid_batch(_: Request, error: Exception) -> JSONResponse:
     return error_response(400, f"invalid batch: {error}")
 
 
+async def _ingest_limit(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, IngestLimitExceeded)
+    return error_response(413, str(error), limit=error.setting)
+
+
 async def _parameter_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ParameterError)
     return error_response(400, str(error), parameter=error.parameter)
@@ -128,5 +139,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TimeRangeError, _time_range_error)
     app.add_exception_handler(ParameterError, _parameter_error)
     app.add_exception_handler(InvalidBatchError, _invalid_batch)
+    app.add_exception_handler(IngestLimitExceeded, _ingest_limit)
     app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -11,6 +11,7 @@ from podflame.server.app import create_app
 from podflame.server.auth import TokensFileError, load_tokens
 from podflame.server.clickhouse_store import open_store
 from podflame.server.deps import QueryLimits
+from podflame.server.limits import IngestLimits
 from podflame.server.settings import ServerSettings
 from podflame.server.store import ProfileStore
 
@@ -79,7 +80,11 @@ def build_server(settings: ServerSettings) -> uvicorn.Server:
     )
     limits = QueryLimits(max_range=settings.max_range_delta, max_nodes=settings.max_nodes)
     app = create_app(
-        store, max_ingest_bytes=settings.max_ingest_bytes, limits=limits, tokens=tokens
+        store,
+        max_ingest_bytes=settings.max_ingest_bytes,
+        limits=limits,
+        ingest_limits=IngestLimits.from_settings(settings),
+        tokens=tokens,
     )
     config = uvicorn.Config(
         app,

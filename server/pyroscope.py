@@ -26,14 +26,19 @@ from podflame.model.pprof import (
     GZIP_MAGIC,
     Label,
     PprofError,
+    PprofLimitExceeded,
+    PprofLimits,
     PprofTooLarge,
     Profile,
+    expanded_frames,
     field_bytes,
     gunzip,
     message_fields,
     stacks_from_profile,
 )
 from podflame.model.pprof import decode as decode_pprof
+from podflame.model.profile import truncate_stack
+from podflame.server.limits import IngestLimits, check_expansion, pprof_limit_exceeded
 
 NAME_LABEL = "__name__"
 SERVICE_LABEL = "service_name"
@@ -83,10 +88,17 @@ class RawSeries:
 
 @dataclass
 class Converted:
-    """Batches to store, with the runtime types they need recorded first."""
+    """Batches to store, each with the runtime type (name and unit) it needs recorded first.
 
-    types: dict[str, ProfileType] = field(default_factory=dict)
-    batches: list[Batch] = field(default_factory=list)
+    The batch's profile_type is the pushed name; the registry may store it under another
+    (server/profile_types.py).
+    """
+
+    batches: list[tuple[ProfileType, Batch]] = field(default_factory=list)
+
+    @property
+    def types(self) -> list[ProfileType]:
+        return [profile_type for profile_type, _ in self.batches]
 
 
 # --- PushRequest ----------------------------------------------------------------------------
@@ -172,31 +184,58 @@ def _base64(text: str) -> bytes:
 # --- pprof to batches -----------------------------------------------------------------------
 
 
-def push_batches(series: Sequence[RawSeries], body: bytes, limit: int) -> Converted:
-    """Every profile of every series as batches; `limit` bounds all decompression together."""
+def push_batches(
+    series: Sequence[RawSeries], body: bytes, limit: int, limits: IngestLimits
+) -> Converted:
+    """Every profile of every series as batches; `limit` bounds all decompression together.
+
+    IngestLimitExceeded, before any stack is built, for a push over `limits`.
+    """
     digest = hashlib.blake2b(body, digest_size=16).digest()
     converted = Converted()
     budget = [limit]
     # Everything decoded first, so the size budget is checked before any conversion.
-    decoded = [[decode_profile(data, budget) for data in raw.profiles] for raw in series]
+    decoded = [
+        [decode_profile(data, budget, limits.pprof()) for data in raw.profiles] for raw in series
+    ]
+    check_profiles([profile for profiles in decoded for profile in profiles], limits)
     for s_index, (raw, profiles) in enumerate(zip(series, decoded, strict=True)):
         labels = dict(raw.labels)
         type_name = _type_name(labels.get(NAME_LABEL, ""))
         podflame_labels = sanitize_labels(labels.items())
         for p_index, profile in enumerate(profiles):
             seed = digest + f":{s_index}:{p_index}".encode()
-            _add_profile(converted, profile, type_name, podflame_labels, seed)
+            target = _Target(type_name, podflame_labels, seed, limits.max_stack_frames)
+            _add_profile(converted, profile, target)
     return converted
 
 
-def decode_profile(data: bytes, budget: list[int]) -> Profile:
+def check_profiles(profiles: Sequence[Profile], limits: IngestLimits) -> None:
+    """The stacks and frames the profiles become, counted without expanding a location.
+
+    Each sample type is a batch of its own, with every stack again: so counted.
+    """
+    stacks = frames = 0
+    try:
+        for profile in profiles:
+            types = len(profile.sample_types)
+            stacks += len(profile.samples) * types
+            frames += expanded_frames(profile, limits.max_stack_frames) * types
+    except PprofError as error:
+        raise PushError(f"invalid pprof: {error}") from None
+    check_expansion(limits, stacks, frames)
+
+
+def decode_profile(data: bytes, budget: list[int], limits: PprofLimits) -> Profile:
     """Decode one raw profile, taking its decompressed size off the shared budget."""
     try:
         raw = gunzip(data, budget[0]) if data[:2] == GZIP_MAGIC else data
         if len(raw) > budget[0]:
             raise PprofTooLarge("the profiles are larger than the limit once decompressed")
         budget[0] -= len(raw)
-        return decode_pprof(raw, len(raw))
+        return decode_pprof(raw, len(raw), limits)
+    except PprofLimitExceeded as error:
+        raise pprof_limit_exceeded(error) from None
     except PprofTooLarge:
         raise
     except PprofError as error:
@@ -226,28 +265,33 @@ def sanitize_labels(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return labels
 
 
-def _add_profile(
-    converted: Converted,
-    profile: Profile,
-    type_name: str,
-    labels: dict[str, str],
-    seed: bytes,
-    time_range: tuple[int, int] | None = None,
-) -> None:
+@dataclass(frozen=True)
+class _Target:
+    """Where a profile's batches go: their type, labels, batch id seed and stack depth."""
+
+    type_name: str
+    labels: dict[str, str]
+    seed: bytes
+    max_stack_frames: int
+    time_range: tuple[int, int] | None = None
+
+
+def _add_profile(converted: Converted, profile: Profile, target: _Target) -> None:
     if not profile.sample_types:
         raise PushError("invalid pprof: no sample types")
     default = _default_index(profile)
-    start_ns, end_ns = time_range or _profile_time(profile)
+    time_range = target.time_range or _profile_time(profile)
     for index, sample_type in enumerate(profile.sample_types):
-        name = type_name if index == default else f"{type_name}_{sample_type.type}"
-        name = sanitize_label_name(name)
+        type_name = target.type_name
+        name = sanitize_label_name(
+            type_name if index == default else f"{type_name}_{sample_type.type}"
+        )
         unit = sample_type.unit or "count"
-        batch = _batch(profile, index, name, labels, seed, (start_ns, end_ns))
+        batch = _batch(profile, index, name, target, time_range)
         if batch is None:
             continue
         description = f"{type_name} pushed by Pyroscope SDKs (pprof sample type {sample_type.type})"
-        converted.types.setdefault(name, ProfileType(name, unit, description))
-        converted.batches.append(batch)
+        converted.batches.append((ProfileType(name, unit, description), batch))
 
 
 def _default_index(profile: Profile) -> int:
@@ -267,18 +311,13 @@ def _profile_time(profile: Profile) -> tuple[int, int]:
 
 
 def _batch(
-    profile: Profile,
-    index: int,
-    type_name: str,
-    labels: dict[str, str],
-    seed: bytes,
-    time_range: tuple[int, int],
+    profile: Profile, index: int, type_name: str, target: _Target, time_range: tuple[int, int]
 ) -> Batch | None:
     """Sample type `index` as one batch: a series per distinct set of sample labels."""
     stack_ids: dict[tuple[str, ...], int] = {}
     series: dict[tuple[tuple[str, str], ...], dict[int, int]] = {}
     try:
-        for sample, frames in stacks_from_profile(profile, index):
+        for sample, frames in stacks_from_profile(profile, index, target.max_stack_frames):
             stack = stack_ids.setdefault(_clip(frames), len(stack_ids))
             values = series.setdefault(_sample_labels(sample.labels), {})
             values[stack] = values.get(stack, 0) + sample.values[index]
@@ -288,11 +327,11 @@ def _batch(
     for extra, values in series.items():
         samples = [{"stack": s, "value": v} for s, v in values.items() if v > 0]
         if samples:
-            wire_series.append({"labels": labels | dict(extra), "samples": samples})
+            wire_series.append({"labels": target.labels | dict(extra), "samples": samples})
     if not wire_series:
         return None
     return _validated_batch(
-        batch_id=hashlib.blake2b(seed + f":{index}".encode(), digest_size=16).hexdigest(),
+        batch_id=hashlib.blake2b(target.seed + f":{index}".encode(), digest_size=16).hexdigest(),
         profile_type=type_name,
         period=max(profile.period, 1),
         start_time_ns=time_range[0],
@@ -330,6 +369,8 @@ def check_storable(batch: Batch) -> None:
 
 
 def _clip(frames: tuple[str, ...]) -> tuple[str, ...]:
+    if max(map(len, frames), default=0) <= _MAX_TEXT:
+        return frames
     return tuple(frame[:_MAX_TEXT] for frame in frames)
 
 
@@ -390,28 +431,12 @@ def legacy_time(upload: LegacyUpload) -> tuple[int, int] | None:
     return int(start * 1e9), int(until * 1e9)
 
 
-def legacy_folded(upload: LegacyUpload, body: bytes) -> Converted:
+def legacy_folded(upload: LegacyUpload, body: bytes, limits: IngestLimits) -> Converted:
     """Folded lines `a;b;c 12`; with units=samples each count is 1/sampleRate s of CPU."""
     type_name, labels = legacy_series(upload.name)
     cpu = upload.units in ("", "samples")
     unit = "nanoseconds" if cpu else upload.units
-    totals: dict[tuple[str, ...], int] = {}
-    for number, line in enumerate(body.decode("utf-8", "replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        stack, _, count_text = line.rstrip().rpartition(" ")
-        # At most 18 digits: an Int64 value, and int() of a huge string is slow.
-        if (
-            not stack
-            or not count_text.isascii()
-            or not count_text.isdigit()
-            or len(count_text) > 18
-        ):
-            raise PushError(f"line {number}: expected 'frame;frame;... count'")
-        count = int(count_text)
-        value = round(count * 1_000_000_000 / upload.sample_rate) if cpu else count
-        frames = _clip(tuple(stack.split(";")))
-        totals[frames] = totals.get(frames, 0) + value
+    totals = _folded_totals(body, upload.sample_rate if cpu else None, limits)
     now = time.time_ns()
     start_ns, end_ns = legacy_time(upload) or (now - 10 * 1_000_000_000, now)
     seed = hashlib.blake2b(body + upload.name.encode(), digest_size=16).hexdigest()
@@ -435,17 +460,48 @@ def legacy_folded(upload: LegacyUpload, body: bytes) -> Converted:
         ],
     )
     description = f"{type_name} sent to the legacy Pyroscope /ingest"
-    converted.types[type_name] = ProfileType(type_name, unit, description)
-    converted.batches.append(batch)
+    converted.batches.append((ProfileType(type_name, unit, description), batch))
     return converted
 
 
-def legacy_pprof(upload: LegacyUpload, data: bytes, body: bytes, limit: int) -> Converted:
+def _folded_totals(
+    body: bytes, sample_rate: int | None, limits: IngestLimits
+) -> dict[tuple[str, ...], int]:
+    """Each stack's count (in ns at `sample_rate` for CPU samples); stacks cut at
+    max_stack_frames, lines and frames counted against the limits as they are read."""
+    totals: dict[tuple[str, ...], int] = {}
+    lines_read = frames_read = 0
+    for number, line in enumerate(body.decode("utf-8", "replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        stack, _, count_text = line.rstrip().rpartition(" ")
+        # At most 18 digits: an Int64 value, and int() of a huge string is slow.
+        if (
+            not stack
+            or not count_text.isascii()
+            or not count_text.isdigit()
+            or len(count_text) > 18
+        ):
+            raise PushError(f"line {number}: expected 'frame;frame;... count'")
+        frames = _clip(tuple(truncate_stack(stack.split(";"), limits.max_stack_frames)))
+        lines_read, frames_read = lines_read + 1, frames_read + len(frames)
+        check_expansion(limits, lines_read, frames_read)
+        count = int(count_text)
+        value = round(count * 1_000_000_000 / sample_rate) if sample_rate else count
+        totals[frames] = totals.get(frames, 0) + value
+    return totals
+
+
+def legacy_pprof(
+    upload: LegacyUpload, data: bytes, body: bytes, limit: int, limits: IngestLimits
+) -> Converted:
     type_name, labels = legacy_series(upload.name)
-    profile = decode_profile(data, [limit])
+    profile = decode_profile(data, [limit], limits.pprof())
+    check_profiles([profile], limits)
     seed = hashlib.blake2b(body + upload.name.encode(), digest_size=16).digest()
     converted = Converted()
-    _add_profile(converted, profile, type_name, labels, seed, legacy_time(upload))
+    target = _Target(type_name, labels, seed, limits.max_stack_frames, legacy_time(upload))
+    _add_profile(converted, profile, target)
     return converted
 
 

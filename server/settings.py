@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from podflame.server import limits
 from podflame.server.schema import check_cluster_name
 
 DEFAULT_MAX_INGEST_BYTES = 64 * 1024 * 1024
@@ -48,6 +49,56 @@ class ServerSettings(BaseSettings):
         default=DEFAULT_MAX_INGEST_BYTES,
         gt=0,
         description="Largest accepted request body, both as sent and after gzip decompression.",
+    )
+    max_stack_frames: int = Field(
+        default=limits.DEFAULT_MAX_STACK_FRAMES,
+        ge=2,
+        description="Deepest stack stored: a deeper one keeps its leaf end, under a"
+        " '[truncated]' root frame.",
+    )
+    max_stacks_per_push: int = Field(
+        default=limits.DEFAULT_MAX_STACKS_PER_PUSH,
+        gt=0,
+        description="Most stacks one ingest request may hold (pprof samples, times their"
+        " sample types); more: 413.",
+    )
+    max_frames_per_push: int = Field(
+        default=limits.DEFAULT_MAX_FRAMES_PER_PUSH,
+        gt=0,
+        description="Most frames the stacks of one ingest request may expand to (pprof"
+        " locations with their inlined lines, after --max-stack-frames); more: 413.",
+    )
+    max_pprof_locations: int = Field(
+        default=limits.DEFAULT_MAX_PPROF_LOCATIONS,
+        gt=0,
+        description="Most locations in one pushed pprof profile; more: 413.",
+    )
+    max_pprof_lines: int = Field(
+        default=limits.DEFAULT_MAX_PPROF_LINES,
+        gt=0,
+        description="Most lines (inlined frames) in all locations of one pprof profile; more: 413.",
+    )
+    max_pprof_functions: int = Field(
+        default=limits.DEFAULT_MAX_PPROF_FUNCTIONS,
+        gt=0,
+        description="Most functions in one pushed pprof profile; more: 413.",
+    )
+    max_pprof_strings: int = Field(
+        default=limits.DEFAULT_MAX_PPROF_STRINGS,
+        gt=0,
+        description="Most strings in one pushed pprof profile's string table; more: 413.",
+    )
+    max_pprof_sample_entries: int = Field(
+        default=limits.DEFAULT_MAX_PPROF_SAMPLE_ENTRIES,
+        gt=0,
+        description="Most location ids, values and labels the samples of one pprof profile may"
+        " hold (each costs about a microsecond to read); more: 413.",
+    )
+    max_profile_types: int = Field(
+        default=limits.DEFAULT_MAX_PROFILE_TYPES,
+        gt=0,
+        description="Most profile types Pyroscope pushes may record; a push of a new one"
+        " past it: 400.",
     )
     tokens_file: Path | None = Field(
         default=None,

@@ -9,9 +9,10 @@ from pydantic import BaseModel, Field, ValidationError
 
 from podflame.model import Batch
 from podflame.server.body import read_body
-from podflame.server.deps import MaxIngestBytes, Store
+from podflame.server.deps import Expansion, MaxIngestBytes, Store
 from podflame.server.errors import ERROR_RESPONSES, ErrorBody
 from podflame.server.gc_pause import pause_collector
+from podflame.server.limits import IngestLimits, bound_batch
 from podflame.server.store import ProfileStore
 
 router = APIRouter(tags=["ingest"])
@@ -38,7 +39,11 @@ class IngestResponse(BaseModel):
     openapi_extra=_BATCH_BODY,
     responses={
         **ERROR_RESPONSES,
-        413: {"model": ErrorBody, "description": "Body too large."},
+        413: {
+            "model": ErrorBody,
+            "description": "Body too large, or more stacks or frames than the server allows"
+            " (`limit` names the setting).",
+        },
         415: {"model": ErrorBody, "description": "Unsupported Content-Encoding."},
     },
 )
@@ -46,6 +51,7 @@ async def ingest(
     request: Request,
     store: Store,
     max_bytes: MaxIngestBytes,
+    limits: Expansion,
     # Declared for the documentation only; read_body() looks at the header itself.
     content_encoding: Annotated[
         str | None, Header(description="gzip to send a compressed body.")
@@ -54,13 +60,14 @@ async def ingest(
     """A retried batch (same batch_id) is stored once."""
     body = await read_body(request, max_bytes)
     # Parsing a large batch and writing it block; keep them off the event loop.
-    return await run_in_threadpool(_store, store, body)
+    return await run_in_threadpool(_store, store, body, limits)
 
 
-def _store(store: ProfileStore, body: bytes) -> IngestResponse:
+def _store(store: ProfileStore, body: bytes, limits: IngestLimits) -> IngestResponse:
     # The batch is parsed, stored and freed inside the pause (see gc_pause).
     with pause_collector():
-        result = store.ingest(parse_batch(body))
+        # IngestLimitExceeded goes to its 413 handler (errors.py).
+        result = store.ingest(bound_batch(parse_batch(body), limits))
     return IngestResponse(stored_samples=result.stored_samples, stacks=result.stacks)
 
 

@@ -7,6 +7,7 @@
 The conversion lives in podflame.server.pyroscope; this module is HTTP only.
 """
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -16,9 +17,10 @@ from fastapi.responses import JSONResponse
 from podflame.model.pprof import PprofTooLarge
 from podflame.model.profile import ProfileTypeConflict
 from podflame.server.body import read_body
-from podflame.server.deps import MaxIngestBytes, Store
+from podflame.server.deps import Expansion, MaxIngestBytes, Store
 from podflame.server.errors import ERROR_RESPONSES, RETRY_AFTER_SECONDS, ErrorBody
-from podflame.server.profile_types import check_profile_type, record_profile_type
+from podflame.server.limits import IngestLimitExceeded, IngestLimits
+from podflame.server.profile_types import record_profile_types
 from podflame.server.pyroscope import (
     Converted,
     LegacyUpload,
@@ -71,10 +73,16 @@ class _ConnectFailure(Exception):
     responses={
         200: {"description": "Stored: `{}` in JSON, an empty message in protobuf."},
         400: {"description": 'Connect error {"code": "invalid_argument", "message": ...}.'},
-        413: {"description": "Connect error resource_exhausted: body or profile too large."},
+        413: {
+            "description": "Connect error resource_exhausted: body or profile too large, or"
+            " more stacks, frames or pprof entries than the server allows (the message"
+            " names the setting)."
+        },
     },
 )
-async def push(request: Request, store: Store, max_bytes: MaxIngestBytes) -> Response:
+async def push(
+    request: Request, store: Store, max_bytes: MaxIngestBytes, limits: Expansion
+) -> Response:
     """Each pushed pprof is stored under its series' `__name__` type (e.g. process_cpu)."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     try:
@@ -86,18 +94,18 @@ async def push(request: Request, store: Store, max_bytes: MaxIngestBytes) -> Res
             body = await read_body(request, max_bytes)
         except HTTPException as error:
             raise _ConnectFailure(error.status_code, str(error.detail)) from None
-        await run_in_threadpool(_push, store, media, body, max_bytes)
+        await run_in_threadpool(_push, store, media, body, max_bytes, limits)
     except _ConnectFailure as failure:
         return _connect_error(failure.status, failure.message)
     # An empty PushResponse: `{}` in protojson, zero bytes in protobuf.
     return Response(b"{}" if media == _JSON else b"", media_type=media)
 
 
-def _push(store: ProfileStore, media: str, body: bytes, limit: int) -> None:
+def _push(store: ProfileStore, media: str, body: bytes, limit: int, limits: IngestLimits) -> None:
     try:
         series = decode_push_json(body) if media == _JSON else decode_push_proto(body)
-        _store(store, push_batches(series, body, limit))
-    except PprofTooLarge as error:
+        _store(store, push_batches(series, body, limit, limits), limits)
+    except (PprofTooLarge, IngestLimitExceeded) as error:
         raise _ConnectFailure(413, str(error)) from None
     except (PushError, ProfileTypeConflict, InvalidBatchError) as error:
         raise _ConnectFailure(400, str(error)) from None
@@ -115,12 +123,16 @@ def _connect_error(status: int, message: str) -> JSONResponse:
     "/ingest",
     summary="Pyroscope legacy ingest",
     response_class=Response,
-    responses={**ERROR_RESPONSES, 413: {"model": ErrorBody, "description": "Body too large."}},
+    responses={
+        **ERROR_RESPONSES,
+        413: {"model": ErrorBody, "description": "Body too large, or over an ingest limit."},
+    },
 )
 async def legacy_ingest(
     request: Request,
     store: Store,
     max_bytes: MaxIngestBytes,
+    limits: Expansion,
     name: Annotated[
         str, Query(min_length=1, max_length=4096, description="app[.kind]{key=value,...}")
     ],
@@ -150,42 +162,49 @@ async def legacy_ingest(
     if upload_format not in ("folded", "pprof") and not multipart:
         raise HTTPException(400, f"unsupported format {upload_format!r} (supported: folded, pprof)")
     body = await read_body(request, max_bytes)
-    await run_in_threadpool(
-        _legacy, store, upload, content_type, multipart, upload_format, body, max_bytes
-    )
+    request_body = _LegacyBody(content_type, multipart, upload_format, body)
+    await run_in_threadpool(_legacy, store, upload, request_body, max_bytes, limits)
     return Response(status_code=200)
+
+
+@dataclass(frozen=True)
+class _LegacyBody:
+    content_type: str
+    multipart: bool
+    upload_format: str
+    data: bytes
 
 
 def _legacy(
     store: ProfileStore,
     upload: LegacyUpload,
-    content_type: str,
-    multipart: bool,
-    upload_format: str,
-    body: bytes,
+    body: _LegacyBody,
     limit: int,
+    limits: IngestLimits,
 ) -> None:
+    # IngestLimitExceeded goes to its 413 handler (errors.py).
     try:
-        if multipart:
-            converted = legacy_pprof(upload, multipart_profile(content_type, body), body, limit)
-        elif upload_format == "pprof":
-            converted = legacy_pprof(upload, body, body, limit)
+        if body.multipart:
+            profile = multipart_profile(body.content_type, body.data)
+            converted = legacy_pprof(upload, profile, body.data, limit, limits)
+        elif body.upload_format == "pprof":
+            converted = legacy_pprof(upload, body.data, body.data, limit, limits)
         else:
-            converted = legacy_folded(upload, body)
-        _store(store, converted)
+            converted = legacy_folded(upload, body.data, limits)
+        _store(store, converted, limits)
     except PprofTooLarge as error:
         raise HTTPException(413, str(error)) from None
     except (PushError, ProfileTypeConflict) as error:
         raise HTTPException(400, str(error)) from None
 
 
-def _store(store: ProfileStore, converted: Converted) -> None:
-    # Every type checked before any is recorded (the batches were checked while
-    # converting): a refused upload writes nothing.
-    for profile_type in converted.types.values():
-        check_profile_type(store, profile_type)
-    # Types first: a batch of a type the registry does not know is refused.
-    for profile_type in converted.types.values():
-        record_profile_type(store, profile_type)
-    for batch in converted.batches:
+def _store(store: ProfileStore, converted: Converted, limits: IngestLimits) -> None:
+    # Every type is checked before any is recorded, and the batches were checked while
+    # converting: a refused upload writes nothing. Types first: a batch of a type the
+    # registry does not know is refused.
+    names = record_profile_types(store, converted.types, limits.max_profile_types)
+    for profile_type, batch in converted.batches:
+        name = names[profile_type.name, profile_type.unit]
+        if name != batch.profile_type:  # pushed in another unit than the name's
+            batch = batch.model_copy(update={"profile_type": name})
         store.ingest(batch)

@@ -18,11 +18,14 @@ from podflame.model.pprof import (
     Location,
     Mapping,
     PprofError,
+    PprofLimitExceeded,
+    PprofLimits,
     PprofTooLarge,
     Profile,
     Sample,
     ValueType,
 )
+from podflame.model.profile import TRUNCATED_FRAME, truncate_stack
 from tests.protobuf import bytes_field, varint_field
 
 LIMIT = 1 << 20
@@ -80,6 +83,92 @@ def test_stacks_are_root_first_with_inlined_frames_expanded() -> None:
         ("main", "outer", "inner"): 3,
         ("main",): 1,
     }
+
+
+def expanding_profile(lines: int = 3000, references: int = 3000) -> Profile:
+    """Issue 16's attack: one location of `lines` inlined lines, `references` times in one
+    sample: lines x references frames from about a hundred gzip-compressed bytes."""
+    return Profile(
+        sample_types=[CPU],
+        samples=[Sample([1] * references, [1])],
+        locations=[Location(1, lines=[Line(1)] * lines)],
+        functions=[Function(1, "f")],
+    )
+
+
+def test_the_frames_a_profile_expands_to_are_counted_without_expanding() -> None:
+    profile = expanding_profile()
+    assert len(gzip.compress(pprof.encode(profile), 9)) < 128
+    assert pprof.expanded_frames(profile, 10**9) == 9_000_000
+    assert pprof.expanded_frames(profile, 1024) == 1024
+    with pytest.raises(PprofError, match="unknown location"):
+        pprof.expanded_frames(Profile([CPU], [Sample([7], [1])]), 1024)
+
+
+def test_deep_stacks_keep_their_leaf_end() -> None:
+    stack = tuple(f"f{depth}" for depth in range(2000))  # root first
+    profile = pprof.profile_from_stacks([(stack, 5)], CPU)
+    ((_, frames),) = pprof.stacks_from_profile(profile, 0, max_frames=100)
+    assert frames == (TRUNCATED_FRAME, *stack[-99:])
+    assert list(frames) == truncate_stack(stack, 100)
+    ((_, whole),) = pprof.stacks_from_profile(profile, 0, max_frames=2000)
+    assert whole == stack
+    ((_, cut),) = pprof.stacks_from_profile(expanding_profile(), 0, max_frames=1024)
+    assert cut == (TRUNCATED_FRAME, *["f"] * 1023)
+
+
+@pytest.mark.parametrize(
+    ("limits", "limit"),
+    [
+        (PprofLimits(max_samples=1), "max_samples"),
+        (PprofLimits(max_locations=1), "max_locations"),
+        (PprofLimits(max_lines=2), "max_lines"),
+        (PprofLimits(max_functions=2), "max_functions"),
+        (PprofLimits(max_strings=4), "max_strings"),
+        (PprofLimits(max_sample_entries=8), "max_sample_entries"),
+    ],
+)
+def test_decoding_stops_at_the_limits(limits: PprofLimits, limit: str) -> None:
+    data = pprof.encode(full_profile())
+    # full_profile() has 2 samples, 2 locations, 3 lines, 3 functions and 15 strings.
+    enough = PprofLimits(
+        max_samples=2,
+        max_sample_locations=2,
+        max_sample_entries=2 + 2 + 1 + 2 + 2,  # location ids, values and labels
+        max_locations=2,
+        max_lines=3,
+        max_functions=3,
+        max_strings=15,
+    )
+    assert pprof.decode(data, LIMIT, enough) == pprof.decode(data, LIMIT)
+    with pytest.raises(PprofLimitExceeded) as exceeded:
+        pprof.decode(data, LIMIT, limits)
+    assert exceeded.value.limit == limit
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_sample_keeps_its_leaf_end_locations_unread_past_the_limit(packed: bool) -> None:
+    ids = list(range(1, 3001))  # leaf first; 200 and up take two bytes
+    encoded = (
+        bytes_field(1, b"".join(varint(i) for i in ids))
+        if packed
+        else b"".join(varint_field(1, i) for i in ids)
+    )
+    data = bytes_field(2, encoded + varint_field(2, 7))
+    (sample,) = pprof.decode(data, LIMIT, PprofLimits(max_sample_locations=300)).samples
+    assert (sample.location_ids, sample.values) == (ids[:300], [7])
+    (whole,) = pprof.decode(data, LIMIT).samples
+    assert whole.location_ids == ids
+
+
+def varint(value: int) -> bytes:
+    return varint_field(1, value)[1:]  # a field's key is one byte for field 1
+
+
+@pytest.mark.parametrize("data", [b"\x81", b"\x80" * 11 + b"\x01", b"\x01\x81"])
+def test_broken_packed_varints_raise_pprof_error(data: bytes) -> None:
+    with pytest.raises(PprofError, match="varint"):
+        pprof.decode(bytes_field(2, bytes_field(1, data)), LIMIT)
 
 
 def test_profile_from_stacks_has_one_location_per_frame_name() -> None:

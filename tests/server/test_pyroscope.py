@@ -12,7 +12,10 @@ from fastapi.testclient import TestClient
 
 from podflame.model import pprof
 from podflame.model.pprof import Function, Line, Location, Profile, Sample, ValueType
-from podflame.model.profile import PROFILE_TYPES
+from podflame.model.profile import PROFILE_TYPES, TRUNCATED_FRAME, ProfileType
+from podflame.server.app import create_app
+from podflame.server.clickhouse_store import ClickHouseStore
+from podflame.server.limits import IngestLimits
 from tests.protobuf import bytes_field
 from tests.server.conftest import MAX_INGEST_BYTES, folded
 
@@ -208,12 +211,84 @@ def test_the_profile_types_list_comes_from_the_store(api: TestClient) -> None:
     assert listed[2]["unit"] == "nanoseconds"
 
 
-def test_a_type_keeps_its_first_unit(api: TestClient) -> None:
-    assert push(api, push_request([(SDK_LABELS, [python_pprof()])])).status_code == 200
+def units_listed(api: TestClient) -> dict[str, str]:
+    return {item["name"]: item["unit"] for item in api.get("/api/v1/profile-types").json()}
+
+
+def test_a_type_pushed_in_another_unit_gets_a_type_of_its_own(api: TestClient) -> None:
+    """A name keeps its first unit; a push in another unit goes to <name>_<unit>, never
+    mixed into the first and never refused."""
+    labels = [("__name__", "custom"), ("service_name", "shop")]
+    counts = (ValueType("hits", "count"),)
     seconds = (ValueType("cpu", "seconds"),)
-    body = push_request([(SDK_LABELS, [python_pprof(sample_types=seconds)])])
-    message = connect_error(push(api, body), 400, "invalid_argument")
-    assert "nanoseconds" in message
+    for types in (counts, seconds):
+        body = push_request([(labels, [python_pprof(sample_types=types)])])
+        assert push(api, body).status_code == 200
+    assert stacks_of(api, "custom") == expected(PY_STACKS)
+    assert stacks_of(api, "custom_seconds") == expected(PY_STACKS)
+    assert {"custom": "count", "custom_seconds": "seconds"}.items() <= units_listed(api).items()
+
+
+def test_process_cpu_cannot_be_taken_in_another_unit(api: TestClient) -> None:
+    """Issue 16: an ingest token registered process_cpu in bytes first, and every SDK's
+    CPU push was refused from then on."""
+    in_bytes = push_request([(SDK_LABELS, [python_pprof(sample_types=[ValueType("x", "bytes")])])])
+    assert push(api, in_bytes).status_code == 200
+    assert push(api, push_request([(SDK_LABELS, [python_pprof()])])).status_code == 200
+    assert stacks_of(api, "process_cpu") == expected(PY_STACKS)
+    listed = units_listed(api)
+    assert (listed["process_cpu"], listed["process_cpu_bytes"]) == ("nanoseconds", "bytes")
+
+
+def test_one_push_of_a_name_in_two_units_keeps_them_apart(api: TestClient) -> None:
+    custom = [("__name__", "custom"), ("service_name", "shop")]
+    bytes_type = [ValueType("space", "bytes")]
+    body = push_request(
+        [(custom, [python_pprof()]), (custom, [python_pprof(sample_types=bytes_type)])]
+    )
+    assert push(api, body).status_code == 200
+    assert {"custom": "nanoseconds", "custom_bytes": "bytes"}.items() <= units_listed(api).items()
+    assert stacks_of(api, "custom_bytes") == expected(PY_STACKS)
+
+
+def test_types_recorded_before_are_read_as_stored(store: ClickHouseStore) -> None:
+    """The profile_types table is unchanged: rows recorded by an older server still list,
+    and pushes of their names in their units go to them."""
+    store.profile_types([ProfileType("old_type", "bytes", "recorded before")])
+    api = TestClient(create_app(store, max_ingest_bytes=MAX_INGEST_BYTES))
+    assert units_listed(api)["old_type"] == "bytes"
+    labels = [("__name__", "old_type"), ("service_name", "shop")]
+    body = push_request([(labels, [python_pprof(sample_types=[ValueType("s", "bytes")])])])
+    assert push(api, body).status_code == 200
+    assert stacks_of(api, "old_type") == expected(PY_STACKS)
+
+
+def test_a_name_recorded_in_a_wrong_unit_before_does_not_refuse_sdks(
+    store: ClickHouseStore,
+) -> None:
+    """A row left by an older server (process_cpu in bytes) keeps its unit, since its
+    samples are in it; SDK pushes go to process_cpu_nanoseconds instead of a 400."""
+    store.profile_types([ProfileType("process_cpu", "bytes", "taken first")])
+    api = TestClient(create_app(store, max_ingest_bytes=MAX_INGEST_BYTES))
+    assert push(api, push_request([(SDK_LABELS, [python_pprof()])])).status_code == 200
+    assert stacks_of(api, "process_cpu_nanoseconds") == expected(PY_STACKS)
+
+
+def test_the_number_of_runtime_types_is_capped(store: ClickHouseStore) -> None:
+    limits = IngestLimits(max_profile_types=2)
+    api = TestClient(create_app(store, max_ingest_bytes=MAX_INGEST_BYTES, ingest_limits=limits))
+    two = (ValueType("samples", "count"), CPU)  # process_cpu and process_cpu_samples
+    assert (
+        push(api, push_request([(SDK_LABELS, [python_pprof(sample_types=two)])])).status_code == 200
+    )
+    again = push_request([(SDK_LABELS, [python_pprof(sample_types=two, time_nanos=5)])])
+    assert push(api, again).status_code == 200  # types it has: no new one
+    labels = [("__name__", "third"), ("service_name", "shop")]
+    message = connect_error(
+        push(api, push_request([(labels, [python_pprof()])])), 400, "invalid_argument"
+    )
+    assert "more than 2 profile types" in message and "PODFLAME_MAX_PROFILE_TYPES" in message
+    assert "third" not in units_listed(api)
 
 
 def test_builtin_type_names_are_reserved(api: TestClient) -> None:
@@ -267,6 +342,90 @@ def test_gzip_bombs_are_413(api: TestClient) -> None:
     body = push_request([(SDK_LABELS, [inner] * 4)])
     assert len(body) < MAX_INGEST_BYTES // 10
     connect_error(push(api, body), 413, "resource_exhausted")
+
+
+# --- what a push may expand to -----------------------------------------------------------------
+
+
+def expanding_pprof(lines: int = 3000, references: int = 3000) -> bytes:
+    """Issue 16's attack: one location of 3,000 inlined lines, 3,000 times in one sample,
+    9,000,000 frames from about 150 bytes of gzip-compressed pprof."""
+    profile = Profile(
+        sample_types=[CPU],
+        samples=[Sample([1] * references, [10_000_000])],
+        locations=[Location(1, lines=[Line(1)] * lines)],
+        functions=[Function(1, "f")],
+        time_nanos=time.time_ns() - 10**10,
+        duration_nanos=10**10,
+    )
+    return gzip.compress(pprof.encode(profile), 9)
+
+
+def limited_api(store: ClickHouseStore, **limits: int) -> TestClient:
+    ingest_limits = IngestLimits(**limits)
+    return TestClient(
+        create_app(store, max_ingest_bytes=MAX_INGEST_BYTES, ingest_limits=ingest_limits)
+    )
+
+
+def test_the_expansion_attack_is_cut_within_a_second(api: TestClient) -> None:
+    """Issue 16: a push of about 200 bytes cost 13 s of CPU and stored a stack of 9,000,000
+    frames. Deep stacks keep their leaf end, under a [truncated] root frame."""
+    body = push_request(
+        [([("__name__", "process_cpu"), ("service_name", "x")], [expanding_pprof()])]
+    )
+    assert len(body) < 256
+    # A first push creates the profile types table (1.5 s in chDB): not the attack's cost.
+    warm_up = [("__name__", "other"), ("service_name", "y")]
+    assert push(api, push_request([(warm_up, [python_pprof()])])).status_code == 200
+    started = time.monotonic()
+    assert push(api, body).status_code == 200
+    assert time.monotonic() - started < 1.0
+    depth = IngestLimits().max_stack_frames
+    assert stacks_of(api, "process_cpu") == {
+        ";".join([TRUNCATED_FRAME] + ["f"] * (depth - 1)): 10_000_000
+    }
+
+
+# The push below, one limit at a time set one under what it holds: PY_STACKS' 3 samples
+# of 4 + 3 + 2 frames, in 2 sample types (6 stacks, 18 frames), 4 locations with a line
+# each, 4 functions, 10 strings; 9 location ids and 6 values in the samples.
+@pytest.mark.parametrize(
+    ("limits", "setting"),
+    [
+        ({"max_frames_per_push": 17}, "max_frames_per_push"),
+        ({"max_stacks_per_push": 5}, "max_stacks_per_push"),
+        ({"max_pprof_locations": 3}, "max_pprof_locations"),
+        ({"max_pprof_lines": 3}, "max_pprof_lines"),
+        ({"max_pprof_functions": 3}, "max_pprof_functions"),
+        ({"max_pprof_strings": 9}, "max_pprof_strings"),
+        ({"max_pprof_sample_entries": 14}, "max_pprof_sample_entries"),  # 9 ids, 6 values
+    ],
+)
+def test_a_push_over_a_limit_is_413_naming_it(
+    store: ClickHouseStore, limits: dict[str, int], setting: str
+) -> None:
+    api = limited_api(store, **limits)
+    two = (ValueType("samples", "count"), CPU)
+    body = push_request([(SDK_LABELS, [python_pprof(sample_types=two)])])
+    message = connect_error(push(api, body), 413, "resource_exhausted")
+    assert f"PODFLAME_{setting.upper()}" in message and f"--{setting.replace('_', '-')}" in message
+    assert "process_cpu" not in units_listed(api)
+    allowed = limited_api(
+        store, **{setting: limits[setting] + 1 if "pprof" not in setting else 100}
+    )
+    assert push(allowed, body).status_code == 200
+
+
+def test_legacy_uploads_are_bounded_too(store: ClickHouseStore) -> None:
+    api = limited_api(store, max_stack_frames=3, max_frames_per_push=5)
+    assert legacy(api, b"a;b;c;d;e 2\n", name="shop").status_code == 200
+    assert stacks_of(api, "process_cpu") == {f"{TRUNCATED_FRAME};d;e": 20_000_000}
+    response = legacy(api, b"a;b;c 2\nx;y;z 1\n", name="shop")
+    assert response.status_code == 413, response.text
+    assert response.json()["limit"] == "max_frames_per_push"
+    response = legacy(api, expanding_pprof(), name="shop", format="pprof")
+    assert response.status_code == 200, response.text
 
 
 # --- legacy /ingest ----------------------------------------------------------------------------

@@ -11,13 +11,15 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from podflame.model.profile import TRUNCATED_FRAME
 from podflame.server.app import create_app
 from podflame.server.auth import Authenticator, TokenEntry, TokensFileError, load_tokens
 from podflame.server.clickhouse_store import ClickHouseStore
 from podflame.server.deps import QueryLimits
+from podflame.server.limits import IngestLimits
 from podflame.server.main import build_server
 from podflame.server.settings import ServerSettings
-from tests.server.conftest import MAX_INGEST_BYTES, batch
+from tests.server.conftest import MAX_INGEST_BYTES, batch, folded
 
 ADMIN = "admin-token-0123456789"
 AGENT = "agent-token-0123456789"
@@ -142,6 +144,23 @@ def test_tokens_file(tmp_path: Path) -> None:
             load_tokens(path)
 
 
+@pytest.mark.parametrize("namespace", ["", " ", " shop", "shop\n", "sh op", "\x00", "a" * 254])
+def test_a_tokens_file_with_an_invalid_namespace_is_refused(tmp_path: Path, namespace: str) -> None:
+    """Issue 16: `namespaces: [""]` was accepted, a token that can read nothing, silently."""
+    path = tmp_path / "tokens.json"
+    good = {"token": "x" * 16, "scopes": ["ingest"]}
+    bad = {"token": SHOP, "scopes": ["query"], "namespaces": ["shop", namespace], "name": "ops"}
+    path.write_text(json.dumps([good, bad]))
+    with pytest.raises(TokensFileError) as refused:
+        load_tokens(path)
+    message = str(refused.value)
+    assert "entry 2 ('ops'): namespaces:" in message, message
+    assert f"{namespace!r} is not a namespace name" in message, message
+    bad["namespaces"] = ["shop", "kube-system", "bank.v2", "a" * 253]
+    path.write_text(json.dumps([good, bad]))
+    assert load_tokens(path)[1].namespaces == bad["namespaces"]
+
+
 def test_settings_parse_durations(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PODFLAME_RETENTION", "2w")
     monkeypatch.setenv("PODFLAME_MAX_RANGE", "6h")
@@ -170,6 +189,36 @@ def test_body_over_the_limit_is_413(api: TestClient) -> None:
     bomb = gzip.compress(b" " * (MAX_INGEST_BYTES + 1))
     headers = {"Content-Encoding": "gzip"}
     assert api.post("/api/v1/ingest", content=bomb, headers=headers).status_code == 413
+
+
+def test_agent_batches_are_bounded_in_stacks_and_frames(store: ClickHouseStore) -> None:
+    limits = IngestLimits(max_stack_frames=4, max_stacks_per_push=3, max_frames_per_push=9)
+    api = TestClient(create_app(store, max_ingest_bytes=MAX_INGEST_BYTES, ingest_limits=limits))
+    deep = [f"f{depth}" for depth in range(1000)]
+    labels = {"namespace": "shop"}
+    body = batch([deep, ["main", "work"]], [(labels, [(0, 5), (1, 2)])])
+    assert api.post("/api/v1/ingest", json=body).status_code == 200
+    assert folded(api) == {f"{TRUNCATED_FRAME};f997;f998;f999": 5, "main;work": 2}
+    # Frames are counted after the cut: 4 + 4 + 2 = 10.
+    over = batch([deep, deep[1:], ["a", "b"]], [(labels, [(0, 1)])])
+    too_many = batch([["a"]] * 4, [(labels, [(0, 1)])])
+    for document, setting in ((over, "max_frames_per_push"), (too_many, "max_stacks_per_push")):
+        response = api.post("/api/v1/ingest", json=document)
+        assert response.status_code == 413, response.text
+        assert response.json()["limit"] == setting
+        assert f"PODFLAME_{setting.upper()}" in response.json()["error"]
+    assert folded(api) == {f"{TRUNCATED_FRAME};f997;f998;f999": 5, "main;work": 2}
+
+
+def test_ingest_limits_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PODFLAME_MAX_STACK_FRAMES", "300")
+    monkeypatch.setenv("PODFLAME_MAX_PROFILE_TYPES", "7")
+    limits = IngestLimits.from_settings(ServerSettings())
+    assert (limits.max_stack_frames, limits.max_profile_types) == (300, 7)
+    assert limits.max_pprof_lines == IngestLimits().max_pprof_lines
+    monkeypatch.setenv("PODFLAME_MAX_STACK_FRAMES", "1")  # a cut keeps one frame and its mark
+    with pytest.raises(ValueError, match="max_stack_frames"):
+        ServerSettings()
 
 
 def test_time_range_over_the_limit_is_400(store: ClickHouseStore) -> None:
