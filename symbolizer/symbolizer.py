@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .debuginfo import find_debug_file, read_debuglink
+from .debuginfo import DebugFileStats, open_debug_file, read_debuglink
 from .demangle import demangle
 from .diskcache import DiskCache
 from .elf import ElfError, ElfSymbols
-from .files import open_regular
+from .files import open_in_root, open_regular
 from .kallsyms import KernelSymbols
 from .perfmap import PerfMap, PerfMaps
 from .procmaps import Mapping, MappingIndex, ProcessGone, read_maps
@@ -116,7 +116,13 @@ class SymbolizerStats:
     disk_cache_writes: int = 0
     disk_cache_errors: int = 0  # damaged cache files removed, failed writes
     debug_files: int = 0  # binaries named from a separate debug file
+    # Debuglink candidates too big to CRC-check (debuginfo.MAX_CRC_BYTES): not used.
+    debug_files_unchecked: int = 0
     jit_frames: int = 0  # frames named from a perf map
+    # Perf maps read up to the per-file cap and no further, and maps dropped to
+    # stay under the cap on the bytes behind all maps (perfmap.PerfMaps).
+    perf_maps_truncated: int = 0
+    perf_maps_evicted: int = 0
     processes_gone: int = 0  # image() calls for a pid that no longer exists
     # Tables found by the mapped file's identity, without opening the file.
     mapping_cache_hits: int = 0
@@ -164,6 +170,7 @@ class Symbolizer:
         # process churn most children are gone before they can be captured).
         self._by_mapping: OrderedDict[_MappingKey, _CacheKey] = OrderedDict()
         self._perf_maps = PerfMaps(max_processes=max_binaries)
+        self._debug_stats = DebugFileStats()
         self._layouts: OrderedDict[tuple[Mapping, ...], MappingIndex] = OrderedDict()
 
     # Kernel ------------------------------------------------------------
@@ -226,6 +233,8 @@ class Symbolizer:
                     self._open_for_later(pid, mapping, tables, opened)
         has_jit = any(not (m.is_file or m.is_pseudo) for m in mappings)
         jit = self._perf_maps.get(pid, self._proc) if has_jit else None
+        self.stats.perf_maps_truncated = self._perf_maps.stats.truncated
+        self.stats.perf_maps_evicted = self._perf_maps.stats.evicted_for_bytes
         return ProcessImage(pid, index, tables, jit, opened)
 
     def _open_for_later(
@@ -432,15 +441,16 @@ class Symbolizer:
         disk after it was mapped would otherwise give wrong names.
         """
         base = self._proc / str(pid)
-        # map_files entries are (magic) symbolic links: followed. The path under
-        # root names the file itself, and a container may have replaced it with
-        # a link, which the kernel would resolve against the agent's root.
-        candidates = [(base / "map_files" / f"{mapping.start:x}-{mapping.end:x}", True)]
-        if not mapping.deleted:
-            candidates.insert(0, (base / "root" / mapping.path.lstrip("/"), False))
-        for path, follow in candidates:
+        # map_files entries are (magic) symbolic links, followed: the kernel
+        # names the mapped file itself. The path is the container's to choose:
+        # opened with every link resolved inside the process's root.
+        map_file = base / "map_files" / f"{mapping.start:x}-{mapping.end:x}"
+        for in_root in (False,) if mapping.deleted else (True, False):
             try:
-                stream = open_regular(path, follow_symlinks=follow)
+                if in_root:
+                    stream = open_in_root(base / "root", mapping.path)
+                else:
+                    stream = open_regular(map_file)
             except OSError:
                 continue
             if os.fstat(stream.fileno()).st_ino == mapping.inode:
@@ -536,18 +546,23 @@ class Symbolizer:
     ) -> ElfSymbols | None:
         stream.seek(0)
         link = read_debuglink(stream)
-        path = find_debug_file(
+        st = os.fstat(stream.fileno())
+        debug = open_debug_file(
             origin.root,
             origin.path,
             build_id,
             link[0] if link else None,
             debuglink_crc=link[1] if link else None,
+            binary=(st.st_dev, st.st_ino),
+            stats=self._debug_stats,
         )
-        if path is None:
+        self.stats.debug_files_unchecked = self._debug_stats.too_big_to_check
+        if debug is None:
             return None
         try:
-            return ElfSymbols.from_path(path)
-        except (OSError, ElfError):
+            with debug:
+                return ElfSymbols.from_file(debug)
+        except ElfError:
             self.stats.elf_errors += 1
             return None
 

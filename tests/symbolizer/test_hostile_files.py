@@ -23,6 +23,8 @@ import pytest
 from podflame.symbolizer import Symbolizer, functions
 from podflame.symbolizer.debuginfo import crc_matches, read_debuglink
 from podflame.symbolizer.elf import ElfSymbols
+from podflame.symbolizer.files import open_in_root
+from podflame.symbolizer.perfmap import PerfMaps
 from podflame.symbolizer.symbolizer import fallback_frame
 from tests.symbolizer import elfgen
 from tests.symbolizer.elfgen import Section, Symbol
@@ -132,3 +134,86 @@ def test_debuglink_is_found_among_thousands_of_odd_sections(kind: int) -> None:
     lib = elfgen.library(link=elfgen.debuglink(b"x.debug", 7))
     lib.sections += [Section(f".s{i}", kind, bytes(64), entsize=24, link=3) for i in range(5000)]
     assert read_debuglink(io.BytesIO(lib.layout().bytes())) == ("x.debug", 7)
+
+
+# --- Paths inside a container root (openat2 RESOLVE_IN_ROOT, or the walk) -------------
+
+
+@pytest.fixture(params=[True, False], ids=["openat2", "walk"])
+def use_openat2(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def container_root(tmp_path: Path) -> tuple[Path, Path]:
+    """A container-like root, and a host directory beside it holding files it must not
+    reach: /etc/secret (also as the perf map of pid 7) and a perf map in host/tmp."""
+    root, host = tmp_path / "root", tmp_path / "host"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "inside").write_bytes(b"inside")
+    (host / "tmp").mkdir(parents=True)
+    (host / "etc").mkdir()
+    (host / "etc" / "secret").write_bytes(b"host secret")
+    (host / "tmp" / "perf-7.map").write_bytes(b"1000 10 host_function\n")
+    return root, host
+
+
+def test_a_tmp_symlinked_to_a_host_directory_is_resolved_inside(
+    tmp_path: Path, use_openat2: bool
+) -> None:
+    root, host = container_root(tmp_path)
+    (root / "tmp").symlink_to(host / "tmp")  # absolute: the host's path
+
+    with pytest.raises(OSError):
+        open_in_root(root, "/tmp/perf-7.map", use_openat2=use_openat2)
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/", "/../../../..", "../../../../../../../../..", "etc/../../../.."],
+)
+def test_absolute_and_dotdot_links_stay_inside(
+    tmp_path: Path, use_openat2: bool, target: str
+) -> None:
+    """Every way up ends at the container's root: <root>/etc/inside, never the host's."""
+    root, host = container_root(tmp_path)
+    (root / "up").symlink_to(target)
+    (host / "etc" / "inside").write_bytes(b"host")  # what leaving the root would find
+
+    for path in ("/up/etc/inside", "up/../../../etc/inside", "/../../etc/inside"):
+        with open_in_root(root, path, use_openat2=use_openat2) as stream:
+            assert stream.read() == b"inside"
+
+
+def test_links_loops_and_non_files_are_refused(tmp_path: Path, use_openat2: bool) -> None:
+    root, _ = container_root(tmp_path)
+    (root / "loop").symlink_to("loop")
+    os.mkfifo(root / "fifo")
+    (root / "etc" / "link").symlink_to("inside")  # a link inside the root is followed
+
+    for path in ("/loop", "/fifo", "/etc", "/", "", "/missing", "/etc/inside/x"):
+        with pytest.raises(OSError):
+            open_in_root(root, path, use_openat2=use_openat2)
+    with open_in_root(root, "/etc/link", use_openat2=use_openat2) as stream:
+        assert stream.read() == b"inside"
+
+
+def test_a_perf_map_behind_a_symlinked_tmp_is_not_read(tmp_path: Path) -> None:
+    """The perf map path /proc/PID/root/tmp/perf-N.map, with the container's /tmp a
+    link to a host directory holding such a file: nothing outside the root is read."""
+    proc = tmp_path / "proc"
+    process = proc / "7"
+    process.mkdir(parents=True)
+    (process / "status").write_text("Name:\tnode\nNSpid:\t7\n")
+    (process / "stat").write_text("7 (node) S " + "0 " * 18 + "4242 0\n")
+    _, host = container_root(tmp_path)
+    (process / "root").mkdir()
+    (process / "root" / "tmp").symlink_to(host / "tmp")
+    maps = PerfMaps()
+
+    assert maps.lookup(7, [0x1000], proc) == [None]
+
+    # The same file inside the root is read (the setup itself is right).
+    (process / "root" / "tmp").unlink()
+    (process / "root" / "tmp").mkdir()
+    (process / "root" / "tmp" / "perf-7.map").write_bytes(b"1000 10 container_function\n")
+    assert maps.lookup(7, [0x1000], proc) == ["container_function"]
