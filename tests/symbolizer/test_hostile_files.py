@@ -14,13 +14,14 @@ from __future__ import annotations
 import io
 import os
 import threading
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from podflame.symbolizer import Symbolizer, functions
+from podflame.symbolizer import Symbolizer, elf, functions
 from podflame.symbolizer.debuginfo import crc_matches, read_debuglink
 from podflame.symbolizer.elf import ElfSymbols
 from podflame.symbolizer.files import open_in_root
@@ -217,3 +218,85 @@ def test_a_perf_map_behind_a_symlinked_tmp_is_not_read(tmp_path: Path) -> None:
     (process / "root" / "tmp").mkdir()
     (process / "root" / "tmp" / "perf-7.map").write_bytes(b"1000 10 container_function\n")
     assert maps.lookup(7, [0x1000], proc) == ["container_function"]
+
+
+# --- A forged build-id ------------------------------------------------------------------
+
+
+def pod(proc: Path, pid: int, binary: bytes) -> None:
+    """Process `pid` of a pod whose root holds `binary` at MODULE, mapped."""
+    path = proc / str(pid) / "root" / MODULE.lstrip("/")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(binary)
+    inode = path.stat().st_ino
+    maps = f"{START:x}-{START + 0x10000:x} r-xp 00000000 08:01 {inode} {MODULE}\n"
+    (proc / str(pid) / "maps").write_text(maps)
+
+
+def test_a_forged_build_id_cannot_name_another_pods_frames(tmp_path: Path) -> None:
+    """An attacker's library carries the build-id of the genuine one and its own names.
+    Each pod's frames get their own file's names, in either order, also from the disk
+    cache of a restarted symbolizer."""
+    genuine = elfgen.library().layout().bytes()
+    forged = genuine.replace(b"alpha\0", b"EVIL!\0")
+    assert forged != genuine
+    with io.BytesIO(genuine) as a, io.BytesIO(forged) as b:
+        assert ElfSymbols.read_build_id(a) == ElfSymbols.read_build_id(b) is not None
+    proc, cache = tmp_path / "proc", tmp_path / "cache"
+    pod(proc, 100, genuine)
+    pod(proc, 666, forged)
+    alpha = [START + elfgen.TEXT_VADDR]  # the first function: offset 0x1000 is vaddr 0x1000
+
+    for order in ((666, 100), (100, 666), (666, 100)):  # the last: all from the disk cache
+        symbolizer = Symbolizer(proc=proc, cache_dir=cache)
+        names = {pid: symbolizer.user(pid, alpha) for pid in order}
+        assert names == {100: ["alpha"], 666: ["EVIL!"]}
+    assert symbolizer.stats.binaries_loaded == 0 and symbolizer.stats.disk_cache_hits == 2
+
+
+def test_a_forged_debug_file_cannot_name_another_pods_frames(tmp_path: Path) -> None:
+    """The same stripped library in two pods; one pod also holds a forged debug file
+    at the build-id path. The other pod's frames keep the library's own names."""
+    debug = elfgen.library().layout().bytes().replace(b"alpha\0", b"EVIL!\0")
+    library = elfgen.library()
+    library.section(".symtab").kind = elfgen.SHT_PROGBITS  # stripped: no symbol table
+    stripped = library.layout().bytes()
+    build_id = bytes(range(20)).hex()
+    proc = tmp_path / "proc"
+    pod(proc, 100, stripped)
+    pod(proc, 666, stripped)
+    debug_path = proc / "666" / "root" / f"usr/lib/debug/.build-id/{build_id[:2]}"
+    debug_path.mkdir(parents=True)
+    (debug_path / f"{build_id[2:]}.debug").write_bytes(debug)
+    alpha = [START + elfgen.TEXT_VADDR]
+
+    symbolizer = Symbolizer(proc=proc)
+    assert symbolizer.user(666, alpha) == ["EVIL!"]  # the attacker names its own frames
+    assert symbolizer.user(100, alpha) == [fallback_frame(MODULE, elfgen.TEXT_VADDR)]
+
+
+# --- Byte budget ----------------------------------------------------------------------
+
+
+def test_a_sparse_file_claiming_a_4_gb_symtab_costs_at_most_the_budget(tmp_path: Path) -> None:
+    """The size check alone passes it (the file is that big, sparsely): the budget
+    refuses it before a byte of the table is read."""
+    library = elfgen.library()
+    library.section(".symtab").size_override = 4 << 30
+    proc = FakeProc(tmp_path / "proc")
+    proc.install(library.layout().bytes())
+    os.truncate(proc.in_root(MODULE), 5 << 30)  # sparse: costs the attacker nothing
+    symbolizer = Symbolizer(proc=proc.directory)
+
+    tracemalloc.start()
+    try:
+        names = symbolizer.user(PID, [START + elfgen.TEXT_VADDR])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert names == [fallback_frame(MODULE, elfgen.TEXT_VADDR)]
+    assert symbolizer.stats.binaries_too_large == 1
+    assert peak < elf.MAX_READ_BYTES
+    with pytest.raises(elf.ElfTooLarge), proc.in_root(MODULE).open("rb") as stream:
+        ElfSymbols.from_file(stream)
