@@ -136,8 +136,7 @@ class Agent:
             # that execs or exits within a second keeps its names even while
             # the agent parses big binaries seen for the first time.
             self._announce(poll(0 if unread else ANNOUNCE_POLL_MS), table)
-            with self.lock:
-                unread = table.read_opened()
+            unread = read_one_opened(self.lock, table)
 
     def _announce(self, announcements: list[Announcement], table: ProcessTable) -> None:
         # The lock is taken per process: capturing one can take milliseconds,
@@ -259,6 +258,22 @@ class Agent:
 
     def _timed(self, stage: str) -> "_StageTimer":
         return _StageTimer(self.stats.seconds, stage)
+
+
+def read_one_opened(lock: threading.Lock, table: ProcessTable) -> bool:
+    """Read the symbols of one file a capture opened; False when none waits.
+
+    The file is taken and its table attached under `lock`, and parsed without
+    it: a big binary takes most of a second, and the drain needs the lock.
+    """
+    with lock:
+        pending = table.take_opened()
+    if pending is None:
+        return False
+    symbols = table.read_pending(pending)
+    with lock:
+        pending.attach(symbols)
+    return True
 
 
 class _StageTimer:
