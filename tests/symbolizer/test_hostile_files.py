@@ -300,3 +300,29 @@ def test_a_sparse_file_claiming_a_4_gb_symtab_costs_at_most_the_budget(tmp_path:
     assert peak < elf.MAX_READ_BYTES
     with pytest.raises(elf.ElfTooLarge), proc.in_root(MODULE).open("rb") as stream:
         ElfSymbols.from_file(stream)
+
+
+def test_tables_read_on_another_thread_while_frames_resolve(tmp_path: Path) -> None:
+    """The agent parses opened files without its lock while the drain resolves frames:
+    the Symbolizer's caches stay consistent (small caps, so eviction races too)."""
+    proc = tmp_path / "proc"
+    pids = list(range(100, 124))
+    for i, pid in enumerate(pids):
+        pod(proc, pid, elfgen.library(build_id=bytes([i + 1]) * 20).layout().bytes())
+    symbolizer = Symbolizer(proc=proc, max_binaries=4)
+    images = [symbolizer.image(pid, eager=True) for pid in pids]
+    pending = [symbolizer.take_opened(image) for image in images if image is not None]
+    assert len(pending) == len(pids) and all(p is not None for p in pending)
+    read: list[object] = []
+
+    def reader() -> None:
+        read.extend(symbolizer.read_pending(p) for p in pending if p is not None)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    resolved = [symbolizer.user(pid, [START + elfgen.TEXT_VADDR]) for pid in pids * 3]
+    thread.join(HANG_SECONDS)
+
+    assert resolved == [["alpha"]] * len(resolved)
+    assert len(read) == len(pids) and all(table is not None for table in read)
+    assert symbolizer.cache_sizes()["symbol_tables"] <= 4
