@@ -29,7 +29,7 @@ from elftools.common.utils import struct_parse
 from elftools.elf.structs import ELFStructs
 
 from .files import open_regular
-from .functions import Entries, select_functions
+from .functions import Entries, has_functions, select_functions
 from .symtab import MAX_ADDRESS, SMALL_BATCH, U64, Addresses, SymbolTable, as_addresses
 
 _T = TypeVar("_T")
@@ -160,14 +160,13 @@ class ElfSymbols:
     @classmethod
     def _parse(cls, stream: BinaryIO) -> ElfSymbols:
         elf = _Elf(stream)
-        # The first table with functions: .dynsym only if .symtab is absent
-        # (stripped) or has no functions left (stripped down to a few symbols).
         table, source = SymbolTable.empty(), ""
-        for header in elf.symbol_tables():
-            table = elf.functions(header)
-            if len(table):
-                source = header.name
-                break
+        chosen = _chosen_table(elf)
+        if chosen is not None:
+            header, entries, strtab = chosen
+            keep_unsized = header.kind == _SHT_SYMTAB
+            table = select_functions(entries, strtab, elf.section_ends(), keep_unsized=keep_unsized)
+            source = header.name
         return cls(
             build_id=_build_id(elf),
             segments=elf.load_segments(),
@@ -233,8 +232,8 @@ class ElfIdentity:
     A build-id is only a claim: a forged file can carry libc's. Keyed by the
     digest too, a cached table serves only files whose headers, symbol and
     string tables, notes and program headers are the very same bytes, which
-    give the very same table. Hashing them costs a read and a BLAKE2 pass,
-    a fraction of building the table.
+    give the very same table. Hashing them (SHA-256, cut to 128 bits) costs a
+    read and a hash pass, less than building the table.
     """
 
     build_id: str | None
@@ -250,40 +249,37 @@ class ElfIdentity:
 
 
 def _combined(*digests: str) -> str:
-    return hashlib.blake2b("-".join(digests).encode(), digest_size=_DIGEST_BYTES).hexdigest()
+    return hashlib.sha256("-".join(digests).encode()).hexdigest()[: 2 * _DIGEST_BYTES]
+
+
+def _chosen_table(elf: _Elf) -> tuple[_SectionHeader, Entries, bytes] | None:
+    """The symbol table names come from, with its entries and strings: .symtab if it has
+    a defined, named function, else .dynsym (exported ones only) if it has one."""
+    for header in elf.symbol_tables():
+        entries, strtab = elf.table_contents(header)
+        keep_unsized = header.kind == _SHT_SYMTAB
+        if has_functions(entries, strtab, len(elf.sections), keep_unsized=keep_unsized):
+            return header, entries, strtab
+    return None
 
 
 def _identity(stream: BinaryIO) -> ElfIdentity:
-    """Read everything `ElfSymbols._parse` reads (more: every symbol table), hashed.
+    """Read exactly what `ElfSymbols._parse` reads, hashed, without building the table.
 
-    Fails only where the parse would: a symbol table that cannot be read counts
-    as such in the digest (the parse may never get to it).
+    So it fails where the parse would, and no byte the table depends on is left out.
     """
     elf = _Elf(stream, hashed=True)
     assert elf.hasher is not None
-    elf.hasher.update(struct.pack("<Q", elf.size))  # which ranges fit is part of the content
-    elf.read(0, _EHDR_SIZE[elf.elfclass])  # the header fields the layout comes from
-    elf.load_segments()
+    # The header fields the layout comes from, and the size the ranges were checked against.
+    stream.seek(0)
+    elf.hasher.update(stream.read(_EHDR_SIZE[elf.elfclass]))
+    elf.hasher.update(struct.pack("<Q", elf.size))
+    chosen = _chosen_table(elf)
     build_id = _build_id(elf)
-    has_functions = False
-    for table in elf.symbol_tables():
-        try:
-            entries = elf.entries(table)
-            if 0 < table.link < len(elf.sections):
-                linked = elf.sections[table.link]
-                elf.read(linked.offset, linked.size)
-        except ElfError as error:
-            elf.hasher.update(f"unreadable {table.offset} {table.size}: {error}".encode())
-            continue
-        if table.kind == _SHT_SYMTAB:
-            has_functions = has_functions or _any_defined_function(entries)
-    return ElfIdentity(build_id, elf.hasher.hexdigest(), wants_debug_file=not has_functions)
-
-
-def _any_defined_function(entries: Entries) -> bool:
-    kind = entries["info"] & 0xF
-    defined = (entries["shndx"] != 0) & (entries["shndx"] < 0xFF00) & (entries["value"] != 0)
-    return bool(np.any(((kind == 2) | (kind == 10)) & defined))
+    elf.load_segments()
+    from_symtab = chosen is not None and chosen[0].kind == _SHT_SYMTAB
+    digest = elf.hasher.hexdigest()[: 2 * _DIGEST_BYTES]
+    return ElfIdentity(build_id, digest, wants_debug_file=not from_symtab)
 
 
 def read_named_section(stream: BinaryIO, name: str, max_size: int) -> tuple[bytes, bool] | None:
@@ -310,7 +306,7 @@ class _Elf:
 
     def __init__(self, stream: BinaryIO, *, hashed: bool = False) -> None:
         # With `hashed`, every range read goes into a digest (ElfIdentity).
-        self.hasher = hashlib.blake2b(digest_size=_DIGEST_BYTES) if hashed else None
+        self.hasher = hashlib.sha256() if hashed else None
         self.stream = stream
         self.size = stream.seek(0, os.SEEK_END)
         self.spent = 0  # bytes read so far, against MAX_FILE_BYTES
@@ -445,16 +441,13 @@ class _Elf:
         data = self.read(table.offset, table.size - table.size % table.entsize)
         return np.frombuffer(data, dtype)
 
-    def functions(self, table: _SectionHeader) -> SymbolTable:
-        """The defined function symbols of `table`, one per address."""
+    def table_contents(self, table: _SectionHeader) -> tuple[Entries, bytes]:
+        """The raw entries of a symbol table and the bytes of its string table."""
         if not 0 < table.link < len(self.sections):
             raise ElfError(f"{table.name}: bad string table index {table.link}")
         strtab_header = self.sections[table.link]
         strtab = self.read(strtab_header.offset, strtab_header.size)
-        keep_unsized = table.kind == _SHT_SYMTAB
-        return select_functions(
-            self.entries(table), strtab, self.section_ends(), keep_unsized=keep_unsized
-        )
+        return self.entries(table), strtab
 
 
 def sym_dtype(elfclass: int, little_endian: bool) -> np.dtype[np.void]:
