@@ -152,12 +152,11 @@ class Agent:
                 stop.wait(ANNOUNCE_ERROR_PAUSE)
 
     def _read_opened(self, table: ProcessTable) -> bool:
-        with self.lock:
-            try:
-                return table.read_opened()
-            except Exception as error:  # that file's symbols are lost (it was taken off)
-                self.stats.process_errors.record("read_symbols", error)
-                return False  # the next poll waits: an error that repeats must not spin
+        try:
+            return read_one_opened(self.lock, table)
+        except Exception as error:  # that file's symbols are lost (it was taken off)
+            self.stats.process_errors.record("read_symbols", error)
+            return False  # the next poll waits: an error that repeats must not spin
 
     def _announce(self, announcements: list[Announcement], table: ProcessTable) -> None:
         # The lock is taken per process: capturing one can take milliseconds,
@@ -297,6 +296,22 @@ class Agent:
 
     def _timed(self, stage: str) -> "_StageTimer":
         return _StageTimer(self.stats.seconds, stage)
+
+
+def read_one_opened(lock: threading.Lock, table: ProcessTable) -> bool:
+    """Read the symbols of one file a capture opened; False when none waits.
+
+    The file is taken and its table attached under `lock`, and parsed without
+    it: a big binary takes most of a second, and the drain needs the lock.
+    """
+    with lock:
+        pending = table.take_opened()
+    if pending is None:
+        return False
+    symbols = table.read_pending(pending)
+    with lock:
+        pending.attach(symbols)
+    return True
 
 
 class _StageTimer:

@@ -21,7 +21,8 @@ from typing import Protocol
 
 from podflame.agent.cgroups import CgroupIdentity
 from podflame.agent.procfs import ProcessStat, read_stat
-from podflame.symbolizer import ProcessImage
+from podflame.symbolizer import PendingRead, ProcessImage
+from podflame.symbolizer.elf import ElfSymbols
 
 # The second announcement of a process comes from the other announcement loop,
 # which may lag behind by its backlog: thousands of announcements under heavy
@@ -50,6 +51,10 @@ class ImageSource(Protocol):
     ) -> ProcessImage | None: ...
 
     def read_opened(self, image: ProcessImage) -> bool: ...
+
+    def take_opened(self, image: ProcessImage) -> PendingRead | None: ...
+
+    def read_pending(self, pending: PendingRead) -> ElfSymbols | None: ...
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from podflame.agent.cgroups import CgroupIdentity
 from podflame.agent.procfs import read_start_ticks
 from podflame.agent.sampler import ProcessGeneration
 from podflame.agent.stats import TableCounts
-from podflame.symbolizer import ProcessImage
+from podflame.symbolizer import PendingRead, ProcessImage
+from podflame.symbolizer.elf import ElfSymbols
 
 # A record not sampled for this many drains is dropped; if its process shows up
 # again it is captured anew.
@@ -149,16 +150,30 @@ class ProcessTable:
 
         Captures only open a new process's files, so that the next process is
         captured promptly; the announcer reads them between announcements.
-        False when no file waits.
+        False when no file waits. (The agent splits this in three, so as not to
+        hold its lock while parsing: `take_opened`, `read_pending`, attach.)
         """
+        pending = self.take_opened()
+        if pending is None:
+            return False
+        pending.attach(self.read_pending(pending))
+        return True
+
+    def take_opened(self) -> PendingRead | None:
+        """One file a capture opened and nothing has read, oldest capture first."""
         while self._unread:
             oldest = next(iter(self._unread))
             record = self._records.get(oldest)
             image = record.image if record is not None else None
-            if image is not None and self.captures.images.read_opened(image):
-                return True
+            pending = self.captures.images.take_opened(image) if image is not None else None
+            if pending is not None:
+                return pending
             del self._unread[oldest]
-        return False
+        return None
+
+    def read_pending(self, pending: PendingRead) -> ElfSymbols | None:
+        """Parse a taken file (thread-safe: needs no lock of the caller's)."""
+        return self.captures.images.read_pending(pending)
 
     def close(self) -> None:
         """Close the files captures opened and nothing has read (the agent is stopping)."""

@@ -3,6 +3,13 @@ from ELF files reached through /proc/PID/root.
 """
 
 from .kallsyms import KernelSymbols
-from .symbolizer import ProcessImage, Symbolizer, SymbolizerStats, is_symbolized
+from .symbolizer import PendingRead, ProcessImage, Symbolizer, SymbolizerStats, is_symbolized
 
-__all__ = ["KernelSymbols", "ProcessImage", "Symbolizer", "SymbolizerStats", "is_symbolized"]
+__all__ = [
+    "KernelSymbols",
+    "PendingRead",
+    "ProcessImage",
+    "Symbolizer",
+    "SymbolizerStats",
+    "is_symbolized",
+]

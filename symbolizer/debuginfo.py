@@ -12,7 +12,7 @@ another build of the binary apart.
 Lookups happen under a root: ``/proc/PID/root`` for a process, so that a
 container's own files are read, or ``/`` for the host. Symbolic links are
 followed inside that root (an absolute target is taken relative to it, as
-the process would see it), never out of it.
+the process would see it), never out of it (files.open_in_root).
 
 Nothing here raises: every problem means "no debug file".
 """
@@ -21,50 +21,68 @@ from __future__ import annotations
 
 import os
 import posixpath
-import stat
 import struct
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from .elf import ElfError, read_named_section
-from .files import open_regular
+from .files import open_in_root, open_regular
 
 DEBUG_DIR = "/usr/lib/debug"
-_MAX_SYMLINKS = 40  # as the kernel allows in one path walk
+# A debuglink candidate is CRC-checked by reading all of it: one larger is
+# not used (a sparse file could claim terabytes). Debug files of big
+# libraries (libLLVM's is near 1 GiB with DWARF) are then found by build-id.
+MAX_CRC_BYTES = 256 << 20
 # A debuglink section holds a file name, padding and a CRC: anything bigger
 # is not one, and is not worth reading.
 _MAX_DEBUGLINK_SIZE = 4096
 _CRC_CHUNK = 1 << 20
 
 
-def find_debug_file(
+@dataclass
+class DebugFileStats:
+    """What the lookups refused (the symbolizer exports it)."""
+
+    # Debuglink candidates larger than the CRC cap: not checked, so not used.
+    too_big_to_check: int = 0
+
+
+def open_debug_file(
     root: Path,
     binary_path: str,
     build_id: str | None,
     debuglink: str | None,
     *,
     debuglink_crc: int | None = None,
-) -> Path | None:
-    """The separate debug file of the binary at `binary_path` (as seen under `root`).
+    binary: tuple[int, int] | None = None,
+    stats: DebugFileStats | None = None,
+) -> BinaryIO | None:
+    """The separate debug file of the binary at `binary_path` (as seen under `root`), open.
 
     Candidates in order: by `build_id` (lowercase hex), then the `debuglink`
     name in the binary's directory, in its ``.debug/`` and under
     ``/usr/lib/debug``. With `debuglink_crc` (from `read_debuglink`), a
-    debuglink candidate whose CRC differs is skipped. The result is a path
-    on this host (under `root`) to a regular file; None if there is none.
+    debuglink candidate whose CRC differs, or that is too big to check, is
+    skipped; so is the binary itself, `binary` being its (st_dev, st_ino)
+    (looked up when not given). Every candidate is opened with links resolved
+    inside `root` (`open_in_root`). None if there is none.
     """
-    try:
-        for candidate, by_debuglink in _candidates(binary_path, build_id, debuglink):
-            found = _regular_file(root, candidate)
-            if found is None:
-                continue
-            if by_debuglink and not _debuglink_acceptable(found, root, binary_path, debuglink_crc):
-                continue
-            return found
-    except (OSError, ValueError):
-        pass
+    for candidate, by_debuglink in _candidates(binary_path, build_id, debuglink):
+        try:
+            stream = open_in_root(root, candidate)
+        except (OSError, ValueError):
+            continue
+        if not by_debuglink:
+            return stream
+        if binary is None:
+            binary = _identity(root, binary_path)
+        if _debuglink_acceptable(stream, binary, debuglink_crc, stats):
+            stream.seek(0)
+            return stream
+        stream.close()
     return None
 
 
@@ -85,15 +103,25 @@ def read_debuglink(stream: BinaryIO) -> tuple[str, int] | None:
 
 
 def crc_matches(path: Path, crc: int) -> bool:
-    """Whether the file at `path` has this CRC32 (as in a debuglink); False on any error."""
+    """Whether the file at `path` has this CRC32 (as in a debuglink); False on any error,
+    and for a file of more than MAX_CRC_BYTES."""
     try:
-        value = 0
         with open_regular(path) as stream:
-            while chunk := stream.read(_CRC_CHUNK):
-                value = zlib.crc32(chunk, value)
-        return value == crc & 0xFFFFFFFF
+            return _crc_of(stream) == crc & 0xFFFFFFFF
     except OSError:
         return False
+
+
+def _crc_of(stream: BinaryIO) -> int | None:
+    """CRC32 of the whole file, or None past MAX_CRC_BYTES (bytes read, not st_size:
+    a sparse file may claim anything). Raises OSError."""
+    value, length = 0, 0
+    while chunk := stream.read(min(_CRC_CHUNK, MAX_CRC_BYTES + 1 - length)):
+        value = zlib.crc32(chunk, value)
+        length += len(chunk)
+        if length > MAX_CRC_BYTES:
+            return None
+    return value
 
 
 def _parse_debuglink(data: bytes, order: str) -> tuple[str, int] | None:
@@ -133,57 +161,31 @@ def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
-def _debuglink_acceptable(found: Path, root: Path, binary_path: str, crc: int | None) -> bool:
+def _debuglink_acceptable(
+    stream: BinaryIO,
+    binary: tuple[int, int] | None,
+    crc: int | None,
+    stats: DebugFileStats | None,
+) -> bool:
     """Not the binary itself (a debuglink may name its own file), and the right CRC."""
-    binary = _regular_file(root, binary_path)
-    if binary is not None and os.path.samefile(found, binary):
-        return False
-    return crc is None or crc_matches(found, crc)
-
-
-def _regular_file(root: Path, path: str) -> Path | None:
-    resolved = _resolve_in_root(root, path)
-    if resolved is None:
-        return None
     try:
-        return resolved if stat.S_ISREG(os.stat(resolved).st_mode) else None
+        st = os.fstat(stream.fileno())
+        if binary == (st.st_dev, st.st_ino):
+            return False
+        if crc is None:
+            return True
+        value = _crc_of(stream)
+    except OSError:
+        return False
+    if value is None and stats is not None:
+        stats.too_big_to_check += 1
+    return value == crc & 0xFFFFFFFF
+
+
+def _identity(root: Path, path: str) -> tuple[int, int] | None:
+    try:
+        with open_in_root(root, path) as stream:
+            st = os.fstat(stream.fileno())
     except (OSError, ValueError):
         return None
-
-
-def _resolve_in_root(root: Path, path: str) -> Path | None:
-    """`path` with every symbolic link followed as if `root` were ``/``.
-
-    The kernel would resolve an absolute link under /proc/PID/root against
-    the host's root, so links are followed here one component at a time.
-    ``..`` stops at `root`. None if a component is missing or links loop.
-    """
-    pending = _components(path)
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop()
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        current = root.joinpath(*resolved, part)
-        try:
-            if not stat.S_ISLNK(os.lstat(current).st_mode):
-                resolved.append(part)
-                continue
-            target = os.readlink(current)
-        except (OSError, ValueError):
-            return None
-        links += 1
-        if links > _MAX_SYMLINKS:
-            return None
-        if target.startswith("/"):
-            resolved = []
-        pending.extend(_components(target))
-    return root.joinpath(*resolved)
-
-
-def _components(path: str) -> list[str]:
-    """The parts of `path`, last first (a stack to pop from)."""
-    return [p for p in reversed(path.split("/")) if p not in ("", ".")]
+    return st.st_dev, st.st_ino

@@ -1,6 +1,9 @@
-"""Symbol tables on disk by build-id, so that a restarted agent does not parse again.
+"""Symbol tables on disk, so that a restarted agent does not parse again.
 
-One file per build-id holds a table's arrays and its string table as raw
+Keyed as in memory: by build-id and a digest of the bytes the table was built
+from (elf.ElfIdentity.key), so that a forged file carrying another's build-id
+cannot leave names for the genuine one, not even across a restart. One file
+per key holds a table's arrays and its string table as raw
 bytes after a small JSON header, and a CRC-32 of everything before it at the
 end. Raw rather than .npz: reading back is then one pass over the file with
 no copies beyond the arrays themselves, several times faster than parsing.
@@ -36,12 +39,14 @@ from .symtab import U64, SymbolTable
 
 # Bumped whenever the layout or the meaning of the contents changes: files of
 # another version are simply not found (and age out under the size cap).
-FORMAT = 1
+# 2: keyed by build-id and content digest; files of 1 (by build-id alone) are
+# not trusted.
+FORMAT = 2
 _SUFFIX = f".v{FORMAT}.symbols"
 _MAGIC = b"PODFLAME-SYMBOLS" + struct.pack("<I", FORMAT)
 _LENGTH = struct.Struct("<I")
 _MAX_HEADER = 1 << 20
-_BUILD_ID = re.compile(r"[0-9a-f]{2,128}")
+_KEY = re.compile(r"(none|[0-9a-f]{2,128})-[0-9a-f]{32}")
 _STALE_TMP_SECONDS = 3600  # a temporary file this old was left by a crash
 
 
@@ -61,15 +66,15 @@ class DiskCache:
         self.max_bytes = max_bytes
         self.stats = DiskCacheStats()
 
-    def path(self, build_id: str) -> Path | None:
-        """Where the table of `build_id` lives; None for an id unfit for a file name."""
-        if not _BUILD_ID.fullmatch(build_id):
+    def path(self, key: str) -> Path | None:
+        """Where the table of `key` lives; None for a key unfit for a file name."""
+        if not _KEY.fullmatch(key):
             return None
-        return self.directory / (build_id + _SUFFIX)
+        return self.directory / (key + _SUFFIX)
 
-    def load(self, build_id: str) -> ElfSymbols | None:
-        """The stored table of `build_id`, or None (not stored, or damaged and removed)."""
-        path = self.path(build_id)
+    def load(self, key: str) -> ElfSymbols | None:
+        """The stored table of `key`, or None (not stored, or damaged and removed)."""
+        path = self.path(key)
         if path is None:
             return None
         try:
@@ -78,7 +83,7 @@ class DiskCache:
             return None  # not stored, or unreachable: the same to us
         with stream:
             try:
-                symbols = _read(stream, build_id)
+                symbols = _read(stream, key)
             except Exception:  # damaged in any way: bad header, wrong size, checksum, ...
                 self.stats.errors += 1
                 with contextlib.suppress(OSError):
@@ -88,15 +93,15 @@ class DiskCache:
         self.stats.hits += 1
         return symbols
 
-    def store(self, symbols: ElfSymbols) -> bool:
-        """Write the table of a binary with a build-id; True if it was written."""
-        path = None if symbols.build_id is None else self.path(symbols.build_id)
+    def store(self, key: str, symbols: ElfSymbols) -> bool:
+        """Write the table of a binary with a build-id under `key`; True if it was written."""
+        path = None if symbols.build_id is None else self.path(key)
         ends = symbols.table.ends  # always there for ELF tables (kallsyms has none)
         if path is None or ends is None or symbols.nbytes > self.max_bytes:
             return False
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _write_atomically(path, _serialize(symbols, ends))
+            _write_atomically(path, _serialize(key, symbols, ends))
         except OSError:
             self.stats.errors += 1
             return False
@@ -128,12 +133,13 @@ class DiskCache:
                 self.stats.evicted += 1
 
 
-def _serialize(symbols: ElfSymbols, ends: U64) -> list[bytes]:
+def _serialize(key: str, symbols: ElfSymbols, ends: U64) -> list[bytes]:
     """Magic, header length, JSON header, starts, ends, name offsets, strings, CRC-32."""
     table = symbols.table
     width = table.name_offsets.dtype.itemsize
     header = json.dumps(
         {
+            "key": key,
             "build_id": symbols.build_id,
             "source": symbols.source,
             "segments": [[s.offset, s.vaddr, s.filesz] for s in symbols.segments],
@@ -152,7 +158,7 @@ def _serialize(symbols: ElfSymbols, ends: U64) -> list[bytes]:
     return [*chunks, _LENGTH.pack(_crc32(chunks))]
 
 
-def _read(stream: BinaryIO, build_id: str) -> ElfSymbols:
+def _read(stream: BinaryIO, key: str) -> ElfSymbols:
     """A table back from its file; raises (anything) if the file is not exactly right."""
     size = os.fstat(stream.fileno()).st_size
     head = _exactly(stream, len(_MAGIC) + _LENGTH.size)
@@ -163,8 +169,8 @@ def _read(stream: BinaryIO, build_id: str) -> ElfSymbols:
         raise ValueError("header too long")
     header_bytes = _exactly(stream, header_length)
     header = json.loads(header_bytes)
-    if header["build_id"] != build_id:
-        raise ValueError("the file holds another build-id")
+    if header["key"] != key:
+        raise ValueError("the file holds another key")
     count, width, strings_length = header["symbols"], header["name_offset_bytes"], header["strings"]
     if width not in (4, 8) or min(count, strings_length) < 0:
         raise ValueError("bad sizes in the header")
@@ -182,7 +188,7 @@ def _read(stream: BinaryIO, build_id: str) -> ElfSymbols:
     offsets = np.frombuffer(arrays, f"<u{width}", count, 16 * count)
     names = offsets.astype(np.uint32 if width == 4 else np.uint64)
     return ElfSymbols(
-        build_id=build_id,
+        build_id=str(header["build_id"]),
         segments=tuple(LoadSegment(int(o), int(v), int(f)) for o, v, f in header["segments"]),
         table=SymbolTable.checked(starts, ends, names, strings),
         source=str(header["source"]),

@@ -15,6 +15,7 @@ Every range is checked against the file size before it is read.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import struct
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from elftools.common.utils import struct_parse
 from elftools.elf.structs import ELFStructs
 
 from .files import open_regular
-from .functions import Entries, select_functions
+from .functions import Entries, has_functions, select_functions
 from .symtab import MAX_ADDRESS, SMALL_BATCH, U64, Addresses, SymbolTable, as_addresses
 from .text import decode
 
@@ -50,6 +51,15 @@ _SHDR32 = (
 _PHDR64 = "type:u4 flags:u4 offset:u8 vaddr:u8 paddr:u8 filesz:u8 memsz:u8 align:u8"
 _PHDR32 = "type:u4 offset:u4 vaddr:u4 paddr:u4 filesz:u4 memsz:u4 flags:u4 align:u4"
 _NT_GNU_BUILD_ID = 3
+_EHDR_SIZE = {32: 52, 64: 64}
+_DIGEST_BYTES = 16
+# What reading one file may cost, whatever its headers claim (see _Elf.check).
+# The largest real tables come from debug files: Chromium's .strtab is some
+# 100 MB. Bigger tables are not read; their frames stay module+offset.
+MAX_READ_BYTES = 128 << 20
+MAX_FILE_BYTES = 256 << 20
+# A build-id note is 36 bytes; note sections of real files hold a few hundred.
+_MAX_NOTES_BYTES = 64 << 10
 
 
 class ElfError(Exception):
@@ -58,6 +68,10 @@ class ElfError(Exception):
     The only exception `ElfSymbols.from_file` and `ElfSymbols.read_build_id`
     raise: whatever went wrong underneath is chained as ``__cause__``.
     """
+
+
+class ElfTooLarge(ElfError):
+    """The file's tables are larger than the byte budget (or claim to be)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,17 +152,22 @@ class ElfSymbols:
         """
         return _guarded(lambda s: _build_id(_Elf(s)), stream)
 
+    @staticmethod
+    def identify(stream: BinaryIO) -> ElfIdentity:
+        """What a cache may key this file's table by (see `ElfIdentity`); raises only
+        `ElfError`. Reads what `from_file` reads, without building the table."""
+        return _guarded(_identity, stream)
+
     @classmethod
     def _parse(cls, stream: BinaryIO) -> ElfSymbols:
         elf = _Elf(stream)
-        # The first table with functions: .dynsym only if .symtab is absent
-        # (stripped) or has no functions left (stripped down to a few symbols).
         table, source = SymbolTable.empty(), ""
-        for header in elf.symbol_tables():
-            table = elf.functions(header)
-            if len(table):
-                source = header.name
-                break
+        chosen = _chosen_table(elf)
+        if chosen is not None:
+            header, entries, strtab = chosen
+            keep_unsized = header.kind == _SHT_SYMTAB
+            table = select_functions(entries, strtab, elf.section_ends(), keep_unsized=keep_unsized)
+            source = header.name
         return cls(
             build_id=_build_id(elf),
             segments=elf.load_segments(),
@@ -207,6 +226,63 @@ class ElfSymbols:
         return len(self.table)
 
 
+@dataclass(frozen=True, slots=True)
+class ElfIdentity:
+    """A file's build-id, and a digest of every byte its symbol table is built from.
+
+    A build-id is only a claim: a forged file can carry libc's. Keyed by the
+    digest too, a cached table serves only files whose headers, symbol and
+    string tables, notes and program headers are the very same bytes, which
+    give the very same table. Hashing them (SHA-256, cut to 128 bits) costs a
+    read and a hash pass, less than building the table.
+    """
+
+    build_id: str | None
+    digest: str  # hex
+    # No .symtab with a defined function: a separate debug file may supply the
+    # names, and must then be part of the key (Symbolizer).
+    wants_debug_file: bool
+
+    def key(self, debug_file: ElfIdentity | None = None) -> str:
+        """The cache key, `debug_file` being the identity of the debug file used."""
+        digest = self.digest if debug_file is None else _combined(self.digest, debug_file.digest)
+        return f"{self.build_id or 'none'}-{digest}"
+
+
+def _combined(*digests: str) -> str:
+    return hashlib.sha256("-".join(digests).encode()).hexdigest()[: 2 * _DIGEST_BYTES]
+
+
+def _chosen_table(elf: _Elf) -> tuple[_SectionHeader, Entries, bytes] | None:
+    """The symbol table names come from, with its entries and strings: .symtab if it has
+    a defined, named function, else .dynsym (exported ones only) if it has one."""
+    for header in elf.symbol_tables():
+        entries, strtab = elf.table_contents(header)
+        keep_unsized = header.kind == _SHT_SYMTAB
+        if has_functions(entries, strtab, len(elf.sections), keep_unsized=keep_unsized):
+            return header, entries, strtab
+    return None
+
+
+def _identity(stream: BinaryIO) -> ElfIdentity:
+    """Read exactly what `ElfSymbols._parse` reads, hashed, without building the table.
+
+    So it fails where the parse would, and no byte the table depends on is left out.
+    """
+    elf = _Elf(stream, hashed=True)
+    assert elf.hasher is not None
+    # The header fields the layout comes from, and the size the ranges were checked against.
+    stream.seek(0)
+    elf.hasher.update(stream.read(_EHDR_SIZE[elf.elfclass]))
+    elf.hasher.update(struct.pack("<Q", elf.size))
+    chosen = _chosen_table(elf)
+    build_id = _build_id(elf)
+    elf.load_segments()
+    from_symtab = chosen is not None and chosen[0].kind == _SHT_SYMTAB
+    digest = elf.hasher.hexdigest()[: 2 * _DIGEST_BYTES]
+    return ElfIdentity(build_id, digest, wants_debug_file=not from_symtab)
+
+
 def read_named_section(stream: BinaryIO, name: str, max_size: int) -> tuple[bytes, bool] | None:
     """The bytes of the first section called `name`, and whether the file is little-endian.
 
@@ -229,9 +305,12 @@ def read_named_section(stream: BinaryIO, name: str, max_size: int) -> tuple[byte
 class _Elf:
     """Bounds-checked access to one ELF file's headers, sections and symbols."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, *, hashed: bool = False) -> None:
+        # With `hashed`, every range read goes into a digest (ElfIdentity).
+        self.hasher = hashlib.sha256() if hashed else None
         self.stream = stream
         self.size = stream.seek(0, os.SEEK_END)
+        self.spent = 0  # bytes read so far, against MAX_FILE_BYTES
         ident = self.read(0, 16)
         if ident[:4] != b"\x7fELF":
             raise ElfError("not an ELF file")
@@ -245,19 +324,33 @@ class _Elf:
         self.sections = self._section_headers(raw)
 
     def check(self, offset: int, size: int) -> None:
-        """Refuse a range past the end of the file before touching it.
+        """Refuse a range past the end of the file, or over the byte budget, before
+        touching it.
 
-        So a garbage size cannot make us allocate gigabytes, and truncation is
-        an error rather than a silently shorter table.
+        The file size alone bounds nothing: a sparse file claims gigabytes at no
+        cost to whoever made it. So one read is at most MAX_READ_BYTES and all of
+        one file's at most MAX_FILE_BYTES. Truncation is an error rather than a
+        silently shorter table.
         """
         if offset < 0 or size < 0 or offset + size > self.size:
             raise ElfError(f"{size} bytes at offset {offset} lie past the end of the file")
+        if size > MAX_READ_BYTES or self.spent + size > MAX_FILE_BYTES:
+            raise ElfTooLarge(
+                f"{size} bytes at offset {offset} (after {self.spent}) are over the budget"
+            )
 
     def read(self, offset: int, size: int) -> bytes:
         """Exactly `size` bytes at `offset`, or ElfError."""
         self.check(offset, size)
+        self.spent += size
         self.stream.seek(offset)
-        return self.stream.read(size)
+        data = self.stream.read(size)
+        if len(data) != size:  # the file shrank since its size was taken
+            raise ElfError(f"{size} bytes at offset {offset}: only {len(data)} read")
+        if self.hasher is not None:
+            self.hasher.update(struct.pack("<QQ", offset, size))
+            self.hasher.update(data)
+        return data
 
     def _section_table(self) -> npt.NDArray[np.void]:
         """The section headers as one structured array (empty if there are none).
@@ -349,16 +442,13 @@ class _Elf:
         data = self.read(table.offset, table.size - table.size % table.entsize)
         return np.frombuffer(data, dtype)
 
-    def functions(self, table: _SectionHeader) -> SymbolTable:
-        """The defined function symbols of `table`, one per address."""
+    def table_contents(self, table: _SectionHeader) -> tuple[Entries, bytes]:
+        """The raw entries of a symbol table and the bytes of its string table."""
         if not 0 < table.link < len(self.sections):
             raise ElfError(f"{table.name}: bad string table index {table.link}")
         strtab_header = self.sections[table.link]
         strtab = self.read(strtab_header.offset, strtab_header.size)
-        keep_unsized = table.kind == _SHT_SYMTAB
-        return select_functions(
-            self.entries(table), strtab, self.section_ends(), keep_unsized=keep_unsized
-        )
+        return self.entries(table), strtab
 
 
 def sym_dtype(elfclass: int, little_endian: bool) -> np.dtype[np.void]:
@@ -397,6 +487,8 @@ def _string_at(strtab: bytes, offset: int) -> bytes:
 def _build_id(elf: _Elf) -> str | None:
     """The GNU build-id as lowercase hex, if the file has one."""
     for offset, size in elf.note_ranges():
+        if size > _MAX_NOTES_BYTES:
+            continue  # no build-id note needs that much: not worth the budget
         found = _find_build_id(elf.read(offset, size), "<" if elf.little_endian else ">")
         if found is not None:
             return found

@@ -81,6 +81,13 @@ def select_functions(
     return _table(found.take(winners), strtab, section_ends)
 
 
+def has_functions(entries: Entries, strtab: bytes, sections: int, *, keep_unsized: bool) -> bool:
+    """Whether `select_functions` has a candidate in this table: cheap (no sorting), so
+    that the table to use is chosen before, and without, building it."""
+    text = np.frombuffer(strtab, np.uint8)
+    return len(_candidates(entries, text, sections, keep_unsized).value) > 0
+
+
 def _candidates(
     entries: Entries, text: npt.NDArray[np.uint8], sections: int, unsized: bool
 ) -> _Found:

@@ -22,12 +22,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import BinaryIO
 
-from .files import open_regular
+from .files import open_in_root
 from .text import decode
 
 _U64 = 1 << 64
 MiB = 1 << 20
+_CHUNK = 1 * MiB  # read and parsed at a time
 
 # (start, end, name) of one map line.
 _Entry = tuple[int, int, str]
@@ -237,24 +239,47 @@ class _Cached:
     # (st_dev, st_ino, st_size, st_mtime_ns) of the file last read; None: no file.
     file_key: tuple[int, int, int, int] | None = None
     consumed: int = 0  # bytes parsed so far: up to the last complete line
+    truncated: bool = False  # the read stopped at the per-file cap
+
+
+@dataclass
+class PerfMapStats:
+    """Counters since the PerfMaps was created (the symbolizer exports them)."""
+
+    # Files read up to the per-file cap and no further (counted once per file).
+    truncated: int = 0
+    # Maps dropped to keep the total of bytes read under the cap.
+    evicted_for_bytes: int = 0
 
 
 class PerfMaps:
     """Perf maps of many processes, re-read only when their file changes.
 
     Keyed by pid and start time, so a reused pid never gets the names of the
-    process that had it before. At most `max_processes` maps are kept (least
-    recently used out), and at most `max_bytes` of one file are read.
+    process that had it before. Bounded by what was read, not by what the
+    files claim: at most `max_bytes` of one file are parsed (the rest is
+    ignored and counted), a chunk at a time, and the maps held come from at
+    most `max_total_bytes` of files in all (least recently used out), as
+    they are at most `max_processes` maps. A map's memory is about 1.8 times
+    the bytes it was parsed from (8 MiB: some 110,000 JIT functions).
 
     Not thread-safe.
     """
 
-    def __init__(self, *, max_processes: int = 256, max_bytes: int = 256 * MiB) -> None:
+    def __init__(
+        self,
+        *,
+        max_processes: int = 256,
+        max_bytes: int = 8 * MiB,
+        max_total_bytes: int = 32 * MiB,
+    ) -> None:
         if max_processes < 1:
             raise ValueError("max_processes must be at least 1")
         self._max_processes = max_processes
         self._max_bytes = max_bytes
+        self._max_total_bytes = max_total_bytes
         self._cache: OrderedDict[int, _Cached] = OrderedDict()
+        self.stats = PerfMapStats()
 
     def lookup(
         self, pid: int, addresses: Sequence[int], proc: Path = Path("/proc")
@@ -270,6 +295,11 @@ class PerfMaps:
 
     def __len__(self) -> int:
         return len(self._cache)
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of perf map files behind the maps held."""
+        return sum(cached.consumed for cached in self._cache.values())
 
     def get(self, pid: int, proc: Path = Path("/proc")) -> PerfMap | None:
         """The current map of `pid` (None: process gone), read or refreshed as needed."""
@@ -292,36 +322,48 @@ class PerfMaps:
                 self.forget(pid)
                 return None
             cached = _Cached(started, nspid, PerfMap.empty())
-        path = proc / str(pid) / "root" / "tmp" / f"perf-{cached.nspid}.map"
-        _refresh(cached, path, self._max_bytes)
+        was_truncated = cached.truncated
+        _refresh(cached, proc / str(pid) / "root", f"/tmp/perf-{cached.nspid}.map", self._max_bytes)
+        self.stats.truncated += cached.truncated and not was_truncated
         self._cache[pid] = cached
         self._cache.move_to_end(pid)
-        while len(self._cache) > self._max_processes:
-            self._cache.popitem(last=False)
+        self._evict()
         return cached
 
+    def _evict(self) -> None:
+        """Least recently used out past the count cap and the byte cap (never the latest)."""
+        while len(self._cache) > self._max_processes:
+            self._cache.popitem(last=False)
+        total = self.total_bytes
+        while len(self._cache) > 1 and total > self._max_total_bytes:
+            _, evicted = self._cache.popitem(last=False)
+            total -= evicted.consumed
+            self.stats.evicted_for_bytes += 1
 
-def _refresh(cached: _Cached, path: Path, max_bytes: int) -> None:
-    """Bring `cached` up to date with the file at `path`; no file means an empty map."""
+
+def _refresh(cached: _Cached, root: Path, path: str, max_bytes: int) -> None:
+    """Bring `cached` up to date with the file at `path` under `root`; no file means an
+    empty map."""
     try:
-        _read_changes(cached, path, max_bytes)
+        _read_changes(cached, root, path, max_bytes)
     except OSError:
         # Only a file that went away is forgotten: while there is none, the map
         # stays the same object, so callers can tell that nothing changed.
         if cached.file_key is not None:
             cached.perf_map, cached.file_key, cached.consumed = PerfMap.empty(), None, 0
+            cached.truncated = False
 
 
-def _read_changes(cached: _Cached, path: Path, max_bytes: int) -> None:
+def _read_changes(cached: _Cached, root: Path, path: str, max_bytes: int) -> None:
     """Read what changed since the last call.
 
     A file that only grew (same inode, not shorter) is read from where the
     last read stopped, which is how JITs write these files; any other change
-    means a full read.
+    means a full read. The file is the process's, opened inside its root: a
+    symbolic link (/tmp itself, say) could otherwise lead to one of the
+    host's files, and a FIFO would block the read.
     """
-    # The file is the process's: a symlink could point at one of the host's
-    # files, a FIFO would block the read.
-    with open_regular(path, follow_symlinks=False) as stream:
+    with open_in_root(root, path) as stream:
         info = os.fstat(stream.fileno())
         key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         if key == cached.file_key:
@@ -329,11 +371,27 @@ def _read_changes(cached: _Cached, path: Path, max_bytes: int) -> None:
         old = cached.file_key
         grew = old is not None and old[:2] == key[:2] and info.st_size >= cached.consumed
         if not grew:
-            cached.perf_map, cached.consumed = PerfMap.empty(), 0
+            cached.perf_map, cached.consumed, cached.truncated = PerfMap.empty(), 0, False
         stream.seek(cached.consumed)
-        data = stream.read(max(0, max_bytes - cached.consumed))
-    # A line still being written is left for the next read.
-    complete = data[: data.rfind(b"\n") + 1]
-    cached.perf_map = cached.perf_map.updated(complete)
-    cached.consumed += len(complete)
+        _read_lines(cached, stream, max_bytes)
     cached.file_key = key
+
+
+def _read_lines(cached: _Cached, stream: BinaryIO, max_bytes: int) -> None:
+    """Parse complete lines from the stream's position, a chunk at a time, up to
+    `max_bytes` of the file in all: memory stays the map plus one chunk."""
+    pending = b""  # the start of a line that continues in the next chunk
+    while cached.consumed + len(pending) < max_bytes:
+        room = max_bytes - cached.consumed - len(pending)
+        chunk = stream.read(min(_CHUNK, room))
+        if not chunk:
+            return  # a line still being written is left for the next read
+        data = pending + chunk
+        end = data.rfind(b"\n") + 1
+        complete, pending = data[:end], data[end:]
+        if complete:
+            cached.perf_map = cached.perf_map.updated(complete)
+            cached.consumed += len(complete)
+        elif len(pending) > _CHUNK:
+            break  # no perf map line is this long: not worth joining more chunks to
+    cached.truncated = True

@@ -4,7 +4,9 @@ User frames go address -> executable mapping (from /proc/PID/maps) -> file
 offset -> link-time address (via the binary's PT_LOAD headers) -> symbol.
 Binaries are opened through /proc/PID/root so that a container's files are
 read from the container's mount namespace, and their symbol tables are cached
-by build-id, so one image running in many pods is parsed once: in memory
+by build-id and a digest of the bytes they are built from (a build-id alone
+is a claim any file can make), so one image running in many pods is parsed
+once: in memory
 (least recently used out, past a count and a byte cap) and, if given a
 directory, on disk, so that a restarted agent does not parse again.
 
@@ -25,17 +27,18 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .debuginfo import find_debug_file, read_debuglink
+from .debuginfo import DebugFileStats, open_debug_file, read_debuglink
 from .demangle import demangle
 from .diskcache import DiskCache
-from .elf import ElfError, ElfSymbols
-from .files import open_regular
+from .elf import ElfError, ElfIdentity, ElfSymbols, ElfTooLarge
+from .files import open_in_root, open_regular
 from .kallsyms import KernelSymbols
 from .perfmap import PerfMap, PerfMaps
 from .procmaps import Mapping, MappingIndex, ProcessGone, read_maps
@@ -81,6 +84,19 @@ class ProcessImage:
 
 
 @dataclass(frozen=True)
+class PendingRead:
+    """An opened file taken from a capture (`Symbolizer.take_opened`), being read."""
+
+    image: ProcessImage
+    mapping: Mapping
+    stream: BinaryIO
+
+    def attach(self, symbols: ElfSymbols | None) -> None:
+        """Give the image its table, unless a frame needed it meanwhile (and read it)."""
+        self.image.tables.setdefault(self.mapping, symbols)
+
+
+@dataclass(frozen=True)
 class _Origin:
     """Where a binary was opened from, to find its debug file beside it."""
 
@@ -91,7 +107,6 @@ class _Origin:
 # (st_dev, st_ino, st_size, st_mtime_ns) of an opened binary: identifies a
 # file's contents well enough when it has no build-id.
 _StatKey = tuple[int, int, int, int]
-_CacheKey = str | _StatKey
 # A mapped file as /proc/PID/maps names it: (path, device major, minor, inode).
 _MappingKey = tuple[str, int, int, int]
 
@@ -107,6 +122,9 @@ class SymbolizerStats:
     frames_resolved: int = 0
     frames_unresolved: int = 0
     elf_errors: int = 0  # binaries that failed to parse (each counted once)
+    # Binaries (or debug files) whose tables are over the byte budget of one file
+    # (elf.MAX_READ_BYTES, MAX_FILE_BYTES), whatever their size on disk: not read.
+    binaries_too_large: int = 0
     # Mapped files that could not be opened as mapped: gone, replaced on disk
     # (another inode) with map_files unreadable, not a regular file any more,
     # or no permission. Their frames are module+offset.
@@ -117,7 +135,13 @@ class SymbolizerStats:
     disk_cache_writes: int = 0
     disk_cache_errors: int = 0  # damaged cache files removed, failed writes
     debug_files: int = 0  # binaries named from a separate debug file
+    # Debuglink candidates too big to CRC-check (debuginfo.MAX_CRC_BYTES): not used.
+    debug_files_unchecked: int = 0
     jit_frames: int = 0  # frames named from a perf map
+    # Perf maps read up to the per-file cap and no further, and maps dropped to
+    # stay under the cap on the bytes behind all maps (perfmap.PerfMaps).
+    perf_maps_truncated: int = 0
+    perf_maps_evicted: int = 0
     processes_gone: int = 0  # image() calls for a pid that no longer exists
     # Tables found by the mapped file's identity, without opening the file.
     mapping_cache_hits: int = 0
@@ -133,7 +157,9 @@ class Symbolizer:
     `cache_dir`, tables of binaries with a build-id are also kept on disk, up
     to about `max_disk_bytes`.
 
-    Not thread-safe: the agent symbolizes from one thread.
+    One thread at a time captures and resolves (the agent holds its lock
+    for that); the tables of opened files may be read meanwhile from another
+    thread (`take_opened`, `read_pending`), without that lock.
     """
 
     def __init__(
@@ -154,17 +180,22 @@ class Symbolizer:
         self._proc = proc
         self._kallsyms = kallsyms
         self._disk = DiskCache(cache_dir, max_disk_bytes) if cache_dir is not None else None
-        self._binaries: OrderedDict[_CacheKey, ElfSymbols] = OrderedDict()
+        # Guards the caches below and the counters: symbol tables may be read
+        # from another thread than the one resolving frames. Never held across
+        # a file read or a parse, only around their bookkeeping.
+        self._lock = threading.Lock()
+        self._binaries: OrderedDict[str, ElfSymbols] = OrderedDict()
         self._bytes = 0  # sum of nbytes over _binaries
         # Opened file -> cache key, or None for a file that failed to parse.
         # Saves re-reading the build-id (and re-failing) on every call.
-        self._by_stat: OrderedDict[_StatKey, _CacheKey | None] = OrderedDict()
+        self._by_stat: OrderedDict[_StatKey, str | None] = OrderedDict()
         # Mapped file -> cache key, learnt from every file opened. A process
         # forked from one already seen maps the same files: its tables are
         # found without opening anything, even after it has exited (under
         # process churn most children are gone before they can be captured).
-        self._by_mapping: OrderedDict[_MappingKey, _CacheKey] = OrderedDict()
+        self._by_mapping: OrderedDict[_MappingKey, str] = OrderedDict()
         self._perf_maps = PerfMaps(max_processes=max_binaries)
+        self._debug_stats = DebugFileStats()
         self._layouts: OrderedDict[tuple[Mapping, ...], MappingIndex] = OrderedDict()
 
     # Kernel ------------------------------------------------------------
@@ -227,6 +258,8 @@ class Symbolizer:
                     self._open_for_later(pid, mapping, tables, opened)
         has_jit = any(not (m.is_file or m.is_pseudo) for m in mappings)
         jit = self._perf_maps.get(pid, self._proc) if has_jit else None
+        self.stats.perf_maps_truncated = self._perf_maps.stats.truncated
+        self.stats.perf_maps_evicted = self._perf_maps.stats.evicted_for_bytes
         return ProcessImage(pid, index, tables, jit, opened)
 
     def _open_for_later(
@@ -250,12 +283,26 @@ class Symbolizer:
 
     def read_opened(self, image: ProcessImage) -> bool:
         """Read the symbols of one file `image`'s capture opened; False if none is left."""
-        if not image.opened:
+        pending = self.take_opened(image)
+        if pending is None:
             return False
-        mapping = next(iter(image.opened))
-        stream = image.opened.pop(mapping)
-        image.tables[mapping] = self._read_binary(image.pid, mapping, stream)
+        pending.attach(self.read_pending(pending))
         return True
+
+    def take_opened(self, image: ProcessImage) -> PendingRead | None:
+        """One file `image`'s capture opened, taken out of it to be read; None if none.
+
+        Call it, and `PendingRead.attach`, as `image` is used (the agent: under its
+        lock); `read_pending` in between from any thread, without that lock.
+        """
+        if not image.opened:
+            return None
+        mapping = next(iter(image.opened))
+        return PendingRead(image, mapping, image.opened.pop(mapping))
+
+    def read_pending(self, pending: PendingRead) -> ElfSymbols | None:
+        """The symbols of a taken file (cached, or parsed now); closes it. Thread-safe."""
+        return self._read_binary(pending.image.pid, pending.mapping, pending.stream)
 
     def _layout(self, mappings: list[Mapping]) -> MappingIndex:
         """One index per distinct set of executable mappings.
@@ -378,16 +425,27 @@ class Symbolizer:
         return self._read_binary(pid, mapping, stream)
 
     def _read_binary(self, pid: int, mapping: Mapping, stream: BinaryIO) -> ElfSymbols | None:
-        """The symbol table of an opened mapped file (cached; parsed on a miss); closes it."""
+        """The symbol table of an opened mapped file (cached; parsed on a miss); closes it.
+
+        Safe to call without the caller's lock (the agent parses so): the
+        caches are changed under the Symbolizer's own lock, never held across
+        a file read.
+        """
         with stream:
             # Another process's capture may have read the same file since this one opened it.
             known = self._known_mapping(mapping)
             if known is not None:
                 return known
             origin = _Origin(self._proc / str(pid) / "root", mapping.path)
-            symbols = self._symbols_of(stream, origin)
-        if symbols is not None:
-            self._remember_mapping(mapping, symbols)
+            found = self._symbols_of(stream, origin)
+        if found is None:
+            return None
+        key, symbols = found
+        with self._lock:
+            self._by_mapping[_mapping_key(mapping)] = key
+            self._by_mapping.move_to_end(_mapping_key(mapping))
+            if len(self._by_mapping) > 4 * self._max_binaries:
+                self._by_mapping.popitem(last=False)
         return symbols
 
     def _known_mapping(self, mapping: Mapping) -> ElfSymbols | None:
@@ -395,22 +453,14 @@ class Symbolizer:
 
         A replaced file has another inode, so a stale table is never used for it.
         """
-        key = self._by_mapping.get(_mapping_key(mapping))
-        if key is None or key not in self._binaries:
-            return None
-        self._by_mapping.move_to_end(_mapping_key(mapping))
-        self._binaries.move_to_end(key)
-        self.stats.mapping_cache_hits += 1
-        return self._binaries[key]
-
-    def _remember_mapping(self, mapping: Mapping, symbols: ElfSymbols) -> None:
-        key = next((k for k, v in reversed(self._binaries.items()) if v is symbols), None)
-        if key is None:
-            return
-        self._by_mapping[_mapping_key(mapping)] = key
-        self._by_mapping.move_to_end(_mapping_key(mapping))
-        if len(self._by_mapping) > 4 * self._max_binaries:
-            self._by_mapping.popitem(last=False)
+        with self._lock:
+            key = self._by_mapping.get(_mapping_key(mapping))
+            if key is None or key not in self._binaries:
+                return None
+            self._by_mapping.move_to_end(_mapping_key(mapping))
+            self._binaries.move_to_end(key)
+            self.stats.mapping_cache_hits += 1
+            return self._binaries[key]
 
     def cache_sizes(self) -> dict[str, int]:
         """Entries per in-memory cache (the agent exports them as gauges)."""
@@ -433,15 +483,16 @@ class Symbolizer:
         disk after it was mapped would otherwise give wrong names.
         """
         base = self._proc / str(pid)
-        # map_files entries are (magic) symbolic links: followed. The path under
-        # root names the file itself, and a container may have replaced it with
-        # a link, which the kernel would resolve against the agent's root.
-        candidates = [(base / "map_files" / f"{mapping.start:x}-{mapping.end:x}", True)]
-        if not mapping.deleted:
-            candidates.insert(0, (base / "root" / mapping.path.lstrip("/"), False))
-        for path, follow in candidates:
+        # map_files entries are (magic) symbolic links, followed: the kernel
+        # names the mapped file itself. The path is the container's to choose:
+        # opened with every link resolved inside the process's root.
+        map_file = base / "map_files" / f"{mapping.start:x}-{mapping.end:x}"
+        for in_root in (False,) if mapping.deleted else (True, False):
             try:
-                stream = open_regular(path, follow_symlinks=follow)
+                if in_root:
+                    stream = open_in_root(base / "root", mapping.path)
+                else:
+                    stream = open_regular(map_file)
             except OSError:
                 continue
             if os.fstat(stream.fileno()).st_ino == mapping.inode:
@@ -449,43 +500,66 @@ class Symbolizer:
             stream.close()
         return None
 
-    def _symbols_of(self, stream: BinaryIO, origin: _Origin) -> ElfSymbols | None:
-        """Cached symbols of an open binary, parsing it only on a cache miss."""
+    def _symbols_of(self, stream: BinaryIO, origin: _Origin) -> tuple[str, ElfSymbols] | None:
+        """(cache key, symbols) of an open binary, parsing it only on a cache miss."""
         st = os.fstat(stream.fileno())
         stat_key: _StatKey = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if stat_key in self._by_stat:
-            self._by_stat.move_to_end(stat_key)
-            key = self._by_stat[stat_key]
-            if key is None:
-                return None  # known bad, already counted
-            if key in self._binaries:
-                self._binaries.move_to_end(key)
-                return self._binaries[key]
+        with self._lock:
+            if stat_key in self._by_stat:
+                self._by_stat.move_to_end(stat_key)
+                key = self._by_stat[stat_key]
+                if key is None:
+                    return None  # known bad, already counted
+                if key in self._binaries:
+                    self._binaries.move_to_end(key)
+                    return key, self._binaries[key]
         try:
             return self._load(stream, stat_key, origin)
-        except ElfError:
-            self.stats.elf_errors += 1
-            self._remember(stat_key, None)
+        except ElfError as error:
+            self._count_elf_error(error)
+            with self._lock:
+                self._remember(stat_key, None)
             return None
 
-    def _load(self, stream: BinaryIO, stat_key: _StatKey, origin: _Origin) -> ElfSymbols:
-        """Read the build-id, then the full table unless that build is cached."""
-        build_id = ElfSymbols.read_build_id(stream)
-        key: _CacheKey = f"build-id:{build_id}" if build_id else stat_key
-        self._remember(stat_key, key)
-        if key in self._binaries:
-            self._binaries.move_to_end(key)
-            return self._binaries[key]
-        symbols = self._from_disk(build_id)
-        if symbols is None:
-            symbols = self._parse(stream, build_id, origin)
-            self.stats.binaries_loaded += 1
-            self._to_disk(symbols)
-        self._keep(key, symbols)
-        return symbols
+    def _load(
+        self, stream: BinaryIO, stat_key: _StatKey, origin: _Origin
+    ) -> tuple[str, ElfSymbols]:
+        """Identify the file (and its debug file), then parse it unless that is cached.
 
-    def _keep(self, key: _CacheKey, symbols: ElfSymbols) -> None:
-        """Add to the in-memory LRU, evicting past the count and byte caps."""
+        The key is the build-id and a digest of the bytes the table comes from
+        (elf.ElfIdentity): a forged file with another's build-id gets a key of
+        its own, while copies of one library in a thousand pods share one.
+        """
+        identity = ElfSymbols.identify(stream)
+        debug = self._debug_file(stream, identity, origin) if identity.wants_debug_file else None
+        try:
+            debug_identity = self._identify_debug(debug)
+            key = identity.key(debug_identity)
+            with self._lock:
+                self._remember(stat_key, key)
+                cached = self._binaries.get(key)
+                if cached is not None:
+                    self._binaries.move_to_end(key)
+                    return key, cached
+            symbols = self._from_disk(key, identity.build_id)
+            parsed = symbols is None
+            if symbols is None:
+                stream.seek(0)
+                symbols = self._parse(stream, identity.build_id, debug if debug_identity else None)
+                self._to_disk(key, symbols)
+            with self._lock:
+                self.stats.binaries_loaded += parsed
+                self._keep(key, symbols)
+            return key, symbols
+        finally:
+            if debug is not None:
+                debug.close()
+
+    def _keep(self, key: str, symbols: ElfSymbols) -> None:
+        """Add to the in-memory LRU, evicting past the count and byte caps (under the lock)."""
+        previous = self._binaries.pop(key, None)  # another thread may have parsed it too
+        if previous is not None:
+            self._bytes -= previous.nbytes
         self._binaries[key] = symbols
         self._bytes += symbols.nbytes
         while len(self._binaries) > 1 and (
@@ -495,16 +569,16 @@ class Symbolizer:
             self._bytes -= evicted.nbytes
             self.stats.binaries_evicted += 1
 
-    def _from_disk(self, build_id: str | None) -> ElfSymbols | None:
+    def _from_disk(self, key: str, build_id: str | None) -> ElfSymbols | None:
         if self._disk is None or build_id is None:
             return None
-        symbols = self._disk.load(build_id)
+        symbols = self._disk.load(key)
         self._sync_disk_stats(self._disk)
         return symbols
 
-    def _to_disk(self, symbols: ElfSymbols) -> None:
+    def _to_disk(self, key: str, symbols: ElfSymbols) -> None:
         if self._disk is not None and symbols.build_id is not None:
-            self._disk.store(symbols)
+            self._disk.store(key, symbols)
             self._sync_disk_stats(self._disk)
 
     def _sync_disk_stats(self, disk: DiskCache) -> None:
@@ -517,43 +591,62 @@ class Symbolizer:
         """Approximate memory held by the in-memory symbol tables."""
         return self._bytes
 
-    def _parse(self, stream: BinaryIO, build_id: str | None, origin: _Origin) -> ElfSymbols:
+    def _parse(self, stream: BinaryIO, build_id: str | None, debug: BinaryIO | None) -> ElfSymbols:
         """Symbols of the binary: its .symtab, else its debug file's, else its .dynsym."""
         symbols = ElfSymbols.from_file(stream)
-        if symbols.source == ".symtab":
+        if symbols.source == ".symtab" or debug is None:
             return symbols
-        debug = self._debug_symbols(stream, build_id, origin)
-        if debug is None or len(debug) == 0:
+        debug.seek(0)
+        try:
+            table = ElfSymbols.from_file(debug).table
+        except ElfError as error:
+            self._count_elf_error(error)
+            return symbols
+        if len(table) == 0:
             return symbols
         self.stats.debug_files += 1
         # The debug file's sections sit at the binary's addresses; the load
         # segments that map file offsets to them are the binary's own.
-        return ElfSymbols(
-            build_id=build_id, segments=symbols.segments, table=debug.table, source="debug"
-        )
+        return ElfSymbols(build_id=build_id, segments=symbols.segments, table=table, source="debug")
 
-    def _debug_symbols(
-        self, stream: BinaryIO, build_id: str | None, origin: _Origin
-    ) -> ElfSymbols | None:
+    def _debug_file(
+        self, stream: BinaryIO, identity: ElfIdentity, origin: _Origin
+    ) -> BinaryIO | None:
+        """The binary's separate debug file, open (found inside the process's root)."""
         stream.seek(0)
         link = read_debuglink(stream)
-        path = find_debug_file(
+        st = os.fstat(stream.fileno())
+        debug = open_debug_file(
             origin.root,
             origin.path,
-            build_id,
+            identity.build_id,
             link[0] if link else None,
             debuglink_crc=link[1] if link else None,
+            binary=(st.st_dev, st.st_ino),
+            stats=self._debug_stats,
         )
-        if path is None:
+        self.stats.debug_files_unchecked = self._debug_stats.too_big_to_check
+        return debug
+
+    def _identify_debug(self, debug: BinaryIO | None) -> ElfIdentity | None:
+        """The debug file's identity, part of the key; None (not used) if it is no ELF file."""
+        if debug is None:
             return None
         try:
-            return ElfSymbols.from_path(path)
-        except (OSError, ElfError):
-            self.stats.elf_errors += 1
+            return ElfSymbols.identify(debug)
+        except ElfError as error:
+            self._count_elf_error(error)
             return None
 
-    def _remember(self, stat_key: _StatKey, key: _CacheKey | None) -> None:
-        """Record which cache entry an opened file maps to (bounded, LRU)."""
+    def _count_elf_error(self, error: ElfError) -> None:
+        with self._lock:
+            if isinstance(error, ElfTooLarge):
+                self.stats.binaries_too_large += 1
+            else:
+                self.stats.elf_errors += 1
+
+    def _remember(self, stat_key: _StatKey, key: str | None) -> None:
+        """Record which cache entry an opened file maps to (bounded, LRU; under the lock)."""
         self._by_stat[stat_key] = key
         self._by_stat.move_to_end(stat_key)
         if len(self._by_stat) > 4 * self._max_binaries:

@@ -1,13 +1,16 @@
 """The process table's bounds: a hard cap on records, the oldest evicted first,
 and the counters and gauges that show it at /metrics."""
 
+import io
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from podflame.agent.agent import read_one_opened
 from podflame.agent.captures import ProcessCaptures
 from podflame.agent.processes import ProcessRecord, ProcessTable
 from podflame.agent.sampler import ProcessGeneration
@@ -196,3 +199,47 @@ def drains_with_reads(
             read_in.append(drain)
         table.end_drain({process})
     return read_in
+
+
+class SlowFile(io.BufferedReader):
+    """A mapped file as slow to read as a test wants: every read waits for `release`
+    (a huge binary, without making one)."""
+
+    def __init__(self, raw: io.RawIOBase, entered: threading.Event, release: threading.Event):
+        super().__init__(raw)
+        self.entered, self.release = entered, release
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.entered.set()
+        self.release.wait(60)
+        return super().read(size)
+
+
+def test_a_drain_takes_the_lock_while_the_announcer_parses(sleeper: int) -> None:
+    """The announcer reads a captured file's symbols without the agent's lock: while it
+    is inside a read, the drain (here: this thread) gets the lock."""
+    table = live_table()
+    process = ProcessGeneration(sleeper, 1)
+    table.announce(process)
+    image = table.lookup(process).image
+    assert image is not None and image.opened
+    mapping, opened = next(iter(image.opened.items()))
+    entered, release = threading.Event(), threading.Event()
+    assert isinstance(opened, io.BufferedReader)
+    image.opened[mapping] = SlowFile(opened.detach(), entered, release)
+    lock = threading.Lock()
+    announcer = threading.Thread(target=read_one_opened, args=(lock, table), daemon=True)
+
+    announcer.start()
+    try:
+        assert entered.wait(30), "the announcer never read the file"
+        drained = lock.acquire(timeout=10)  # the drain's turn, mid-parse
+        if drained:
+            lock.release()
+    finally:
+        release.set()
+        announcer.join(30)
+
+    assert drained, "the announcer held the lock across the read"
+    assert not announcer.is_alive()
+    assert image.tables[mapping] is not None  # parsed, and attached afterwards

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -13,7 +14,13 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from podflame.symbolizer.debuginfo import crc_matches, find_debug_file, read_debuglink
+from podflame.symbolizer import debuginfo
+from podflame.symbolizer.debuginfo import (
+    DebugFileStats,
+    crc_matches,
+    open_debug_file,
+    read_debuglink,
+)
 
 SOURCE = Path(__file__).resolve().parent.parent / "fixtures" / "symbolizer" / "debuginfo.c"
 APP_DIR = "/opt/app/bin"  # where the binary sits inside the fake root
@@ -76,6 +83,25 @@ def place(root: Path, path: str, source: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     return target
+
+
+def find_debug_file(
+    root: Path,
+    binary_path: str,
+    build_id: str | None,
+    debuglink: str | None,
+    *,
+    debuglink_crc: int | None = None,
+    stats: DebugFileStats | None = None,
+) -> Path | None:
+    """Where the debug file `open_debug_file` opened lies on this host (or None)."""
+    stream = open_debug_file(
+        root, binary_path, build_id, debuglink, debuglink_crc=debuglink_crc, stats=stats
+    )
+    if stream is None:
+        return None
+    with stream:
+        return Path(os.readlink(f"/proc/self/fd/{stream.fileno()}"))
 
 
 def build_id_path(build_id: str) -> str:
@@ -281,3 +307,34 @@ def test_the_host_root_works(split: Split) -> None:
     program = str(split.program)
 
     assert find_debug_file(Path("/"), program, None, "prog.debug") == split.debug
+
+
+def test_symlinks_through_a_directory_stay_inside_the_root(
+    root: Path, split: Split, tmp_path: Path
+) -> None:
+    """A container's /usr/lib/debug as a link to a host directory holding the file:
+    resolved inside the container, so not found (O_NOFOLLOW guarded only the last part)."""
+    host = tmp_path / "host-debug"
+    place(host, build_id_path(split.build_id).removeprefix("/usr/lib/debug"), split.debug)
+    (root / "usr" / "lib").mkdir(parents=True)
+    (root / "usr" / "lib" / "debug").symlink_to(host)
+
+    assert find_debug_file(root, f"{APP_DIR}/prog", split.build_id, None) is None
+
+
+def test_a_debuglink_candidate_over_the_crc_cap_is_not_used(
+    root: Path, split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    place(root, f"{APP_DIR}/prog.debug", split.debug)
+    stats = DebugFileStats()
+    found = find_debug_file(root, f"{APP_DIR}/prog", None, "prog.debug", debuglink_crc=split.crc)
+    assert found is not None  # within the cap: checked and used
+
+    monkeypatch.setattr(debuginfo, "MAX_CRC_BYTES", split.debug.stat().st_size - 1)
+    program = f"{APP_DIR}/prog"
+    assert (
+        find_debug_file(root, program, None, "prog.debug", debuglink_crc=split.crc, stats=stats)
+        is None
+    )
+    assert stats.too_big_to_check == 1
+    assert not crc_matches(split.debug, split.crc)

@@ -409,3 +409,42 @@ def test_map_in_a_private_pid_and_mount_namespace(
         "jitted_in_namespace",
         None,
     ]
+
+
+def test_over_the_cap_the_rest_is_ignored_and_counted_once(tmp_path: Path) -> None:
+    tmp = fake_process(tmp_path, 500, nspid=[500])
+    lines = b"".join(b"%x 10 f%d\n" % (0x1000 + 0x10 * i, i) for i in range(1000))
+    (tmp / "perf-500.map").write_bytes(lines)
+    maps = PerfMaps(max_bytes=len(lines) // 2)
+
+    names = maps.lookup(500, [0x1000, 0x1000 + 0x10 * 999], tmp_path)
+    with (tmp / "perf-500.map").open("ab") as out:
+        out.write(b"100000 10 appended\n")
+    again = maps.lookup(500, [0x1000, 0x100000], tmp_path)
+
+    assert names == ["f0", None] and again == ["f0", None]
+    assert maps.stats.truncated == 1
+
+
+def test_a_line_with_no_end_stops_the_read(tmp_path: Path) -> None:
+    tmp = fake_process(tmp_path, 500, nspid=[500])
+    (tmp / "perf-500.map").write_bytes(b"1000 10 first\n" + b"x" * (3 << 20))
+    maps = PerfMaps()
+
+    assert maps.lookup(500, [0x1000], tmp_path) == ["first"]
+    assert maps.stats.truncated == 1
+
+
+def test_the_bytes_behind_all_maps_are_capped(tmp_path: Path) -> None:
+    """However many processes have big maps, the least recently used go past the total."""
+    line = b"1000 10 %s\n" % (b"n" * 80)
+    for pid in (500, 501, 502):
+        tmp = fake_process(tmp_path, pid, nspid=[pid])
+        (tmp / f"perf-{pid}.map").write_bytes(line * 100)
+    maps = PerfMaps(max_total_bytes=len(line) * 250)
+
+    for pid in (500, 501, 502):
+        assert maps.lookup(pid, [0x1000], tmp_path) == ["n" * 80]
+
+    assert len(maps) == 2 and maps.total_bytes <= len(line) * 250
+    assert maps.stats.evicted_for_bytes == 1

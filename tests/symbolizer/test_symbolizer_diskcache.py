@@ -26,6 +26,12 @@ def frames(live: Live) -> list[int]:
     return [a for name in NAMES for a in (live.addresses[name], live.addresses[name] + 5)]
 
 
+def key_of(path: Path) -> str:
+    """The cache key the Symbolizer gives the file's table."""
+    with path.open("rb") as stream:
+        return ElfSymbols.identify(stream).key()
+
+
 def cache_files(directory: Path) -> list[Path]:
     return sorted(directory.iterdir())
 
@@ -52,11 +58,11 @@ def test_round_trip_gives_identical_tables(binaries: Binaries, tmp_path: Path) -
     paths += [p for p in [Path("/usr/lib/x86_64-linux-gnu/libc.so.6")] if p.exists()]
     cache = DiskCache(tmp_path, 1 << 30)
     for path in paths:
-        parsed = ElfSymbols.from_path(path)
+        parsed, key = ElfSymbols.from_path(path), key_of(path)
         assert parsed.build_id is not None
-        assert cache.store(parsed)
+        assert cache.store(key, parsed)
 
-        loaded = cache.load(parsed.build_id)
+        loaded = cache.load(key)
 
         assert loaded is not None
         assert (loaded.build_id, loaded.source, loaded.segments) == (
@@ -108,43 +114,43 @@ def test_damaged_cache_file_is_ignored_and_removed(
     assert Symbolizer(cache_dir=tmp_path).user(live.pid, frames(live)) == expected
 
 
-def test_file_of_another_build_id_is_not_trusted(binaries: Binaries, tmp_path: Path) -> None:
+def test_file_of_another_key_is_not_trusted(binaries: Binaries, tmp_path: Path) -> None:
     cache = DiskCache(tmp_path, 1 << 30)
-    lib, pie = ElfSymbols.from_path(binaries.lib), ElfSymbols.from_path(binaries.pie)
-    assert lib.build_id and pie.build_id
-    cache.store(lib)
-    lib_file, pie_file = cache.path(lib.build_id), cache.path(pie.build_id)
+    lib = ElfSymbols.from_path(binaries.lib)
+    lib_key, pie_key = key_of(binaries.lib), key_of(binaries.pie)
+    cache.store(lib_key, lib)
+    lib_file, pie_file = cache.path(lib_key), cache.path(pie_key)
     assert lib_file and pie_file
     lib_file.rename(pie_file)
 
-    assert cache.load(pie.build_id) is None
+    assert cache.load(pie_key) is None
     assert not pie_file.exists() and cache.stats.errors == 1
 
 
 def test_disk_cap_removes_least_recently_used(binaries: Binaries, tmp_path: Path) -> None:
-    tables = [ElfSymbols.from_path(p) for p in (binaries.lib, binaries.pie, binaries.nopie)]
+    files = (binaries.lib, binaries.pie, binaries.nopie)
+    tables = [ElfSymbols.from_path(p) for p in files]
+    keys = [key_of(p) for p in files]
     probe = DiskCache(tmp_path / "probe", 1 << 30)
     sizes = []
-    for table in tables:
-        probe.store(table)
-        assert table.build_id
-        path = probe.path(table.build_id)
+    for key, table in zip(keys, tables, strict=True):
+        probe.store(key, table)
+        path = probe.path(key)
         assert path
         sizes.append(path.stat().st_size)
     cache = DiskCache(tmp_path / "capped", sizes[0] + sizes[1] + sizes[2] // 2)
-    assert tables[0].build_id and tables[1].build_id and tables[2].build_id
 
-    cache.store(tables[0])
-    cache.store(tables[1])
+    cache.store(keys[0], tables[0])
+    cache.store(keys[1], tables[1])
     for i, path in enumerate(cache_files(cache.directory)):
         os.utime(path, ns=(i * 10**9, i * 10**9))  # distinct, old mtimes
-    assert cache.load(tables[0].build_id) is not None  # used: now the most recent
-    cache.store(tables[2])
+    assert cache.load(keys[0]) is not None  # used: now the most recent
+    cache.store(keys[2], tables[2])
 
     assert cache.stats.evicted == 1
-    assert cache.load(tables[1].build_id) is None
-    assert cache.load(tables[0].build_id) is not None
-    assert cache.load(tables[2].build_id) is not None
+    assert cache.load(keys[1]) is None
+    assert cache.load(keys[0]) is not None
+    assert cache.load(keys[2]) is not None
 
 
 def test_no_build_id_or_unwritable_directory_is_no_error(
@@ -154,15 +160,16 @@ def test_no_build_id_or_unwritable_directory_is_no_error(
     anonymous = ElfSymbols(
         build_id=None, segments=table.segments, table=table.table, source=table.source
     )
-    assert DiskCache(tmp_path, 1 << 30).store(anonymous) is False
+    key = key_of(binaries.lib)
+    assert DiskCache(tmp_path, 1 << 30).store(key, anonymous) is False
     assert list(tmp_path.iterdir()) == []
 
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     cache = DiskCache(blocked / "cache", 1 << 30)
-    assert cache.store(table) is False
+    assert cache.store(key, table) is False
     assert cache.stats.errors == 1
-    assert table.build_id and cache.load(table.build_id) is None
+    assert cache.load(key) is None
 
 
 def test_byte_cap_evicts_and_counts(binaries: Binaries, spawn: Spawn) -> None:
