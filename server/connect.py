@@ -25,17 +25,17 @@ JSON = "application/json"
 # Query requests are a selector and a few numbers; a megabyte is plenty.
 MAX_REQUEST_BYTES = 1 << 20
 
-# Connect's HTTP status for each code this server answers with.
+# The HTTP status the Connect protocol gives each code this server answers with.
 STATUS = {
     "invalid_argument": 400,
     "unauthenticated": 401,
     "permission_denied": 403,
     "not_found": 404,
+    "unimplemented": 404,
+    "deadline_exceeded": 408,
     "resource_exhausted": 429,
     "internal": 500,
-    "unimplemented": 501,
     "unavailable": 503,
-    "deadline_exceeded": 504,
 }
 _CODE_OF_STATUS = {400: "invalid_argument", 413: "resource_exhausted", 415: "unimplemented"}
 

@@ -17,7 +17,7 @@ from podflame.model.profile import PROFILE_TYPES
 from podflame.model.tree import diff_graph, flame_graph
 from podflame.server import exports, querier
 from podflame.server import querier_pb2 as pb
-from podflame.server.connect import JSON, PROTO, ConnectError, unary
+from podflame.server.connect import JSON, PROTO, ConnectError, error_response, unary
 from podflame.server.deps import (
     DEFAULT_FLAMEGRAPH_NODES,
     NamespaceRestriction,
@@ -259,3 +259,11 @@ def diff(caller: Caller, message: pb.DiffRequest) -> pb.DiffResponse:
     ]
     tree = diff_graph(sides[0], sides[1], caller.max_nodes(message.left))
     return pb.DiffResponse(flamegraph=querier.flame_graph_diff(tree))
+
+
+@router.post(SERVICE + "{method}", include_in_schema=False)
+async def other_method(method: str) -> Response:
+    """Pyroscope's other calls (span profiles, heatmaps, stats): Connect unimplemented,
+    rather than the UI's 405 for a POST."""
+    message = f"podflame does not serve querier.v1.QuerierService/{method} (see docs/grafana.md)"
+    return error_response(ConnectError("unimplemented", message))

@@ -251,3 +251,13 @@ def test_errors_are_connect_errors(api: TestClient) -> None:
         failure.value.body["code"] == "invalid_argument"
         and "points" in failure.value.body["message"]
     )
+
+
+def test_calls_podflame_does_not_serve_are_unimplemented(api: TestClient) -> None:
+    response = api.post(
+        "/querier.v1.QuerierService/SelectMergeSpanProfile",
+        content=b"",
+        headers={"content-type": "application/proto"},
+    )
+    assert response.status_code == 404
+    assert response.json()["code"] == "unimplemented"
