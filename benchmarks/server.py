@@ -260,7 +260,7 @@ class ConnectRequest:
             label_selector=self.params["query"],
             start=int(self.params["from"]) * 1000,
             end=int(self.params["until"]) * 1000,
-            max_nodes=16384,  # Grafana's default
+            max_nodes=8192,  # /api/v1/flamegraph's default: the same tree, compared
         )
         headers = {"Content-Type": "application/proto", "Connect-Protocol-Version": "1"}
         started = time.perf_counter()

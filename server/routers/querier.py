@@ -53,7 +53,8 @@ class Caller:
 
     def types(self) -> list[TypeId]:
         """Every known type's ID (the process's registry first: no store round trip)."""
-        return querier.type_ids(PROFILE_TYPES.values())
+        # A copy: ingest threads may register a type meanwhile.
+        return querier.type_ids(list(PROFILE_TYPES.values()))
 
     def resolve(self, text: str) -> str:
         try:
