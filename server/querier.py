@@ -190,8 +190,10 @@ def _levels(tree: FlatTree) -> tuple[list[list[int]], int]:
     """Each node's bar, per depth in left-to-right order, and the largest self value.
 
     Rows are in pre-order with children in drawing order, so a depth's bars arrive left
-    to right. A bar's x is its parent's x plus its earlier siblings' totals, per side; its
-    offset is x minus the end of the previous bar of its depth (Pyroscope's encoding).
+    to right. As Pyroscope lays them out, a bar's own (self) part comes first, then its
+    children: a child's x is its parent's x plus the parent's self plus its earlier
+    siblings' totals, per side. Its offset is x minus the end of the previous bar of its
+    depth.
     """
     sides = (len(tree.nodes[0]) - 2) // 2
     depth: list[int] = []
@@ -215,9 +217,9 @@ def _levels(tree: FlatTree) -> tuple[list[list[int]], int]:
             x = starts[side]
             bar += (x - level_end[level][side], total, own)
             level_end[level][side] = starts[side] = x + total
-            xs.append(x)
+            xs.append(x + own)
             max_self = max(max_self, own)
-        # Its first child starts where it does.
+        # Where its first child starts: after its own part.
         next_x.append(xs)
         levels[level] += (*bar, name)
     return levels, max_self

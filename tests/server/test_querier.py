@@ -50,7 +50,9 @@ def test_flame_graph_levels_are_pyroscope_encoded(api: TestClient) -> None:
         [0, 10, 0, 0],
         [0, 10, 0, 1],
         [0, 5, 2, 2, 0, 5, 1, 4],
-        [0, 3, 3, 3, 2, 4, 4, 5],  # d starts at 5, 2 after b's end at 3
+        # A bar's self comes first, then its children: b starts at 2 (after a's self),
+        # d at 6 (after c_[k]'s self), 1 after b's end.
+        [2, 3, 3, 3, 1, 4, 4, 5],
     ]
     assert graph.names[graph.levels[0].values[3]] == "total"
     assert graph.total == 10
@@ -181,9 +183,9 @@ def test_diff_has_both_sides(api: TestClient) -> None:
     ).flamegraph
     assert (graph.leftTicks, graph.rightTicks, graph.total) == (10, 7, 17)
     assert list(graph.levels[0].values) == [0, 10, 0, 0, 7, 0, 0]
-    # b: left 3 at x 0; right 7 at x 0.
+    # b: left 3 at x 2 (after a's self of 2); right 7 at x 0 (a has no self there).
     b = list(graph.names).index("b")
-    assert [0, 3, 3, 0, 7, 7, b] == list(graph.levels[3].values[:7])
+    assert [2, 3, 3, 0, 7, 7, b] == list(graph.levels[3].values[:7])
 
 
 @pytest.mark.usefixtures("stored")
