@@ -26,6 +26,7 @@ from podflame.server.routers import (
     profile_types,
     pyroscope,
     querier,
+    render,
     timeline,
     top,
 )
@@ -60,7 +61,7 @@ def create_app(
         app.add_middleware(BearerAuthMiddleware, authenticator=Authenticator(tokens))
     app.add_middleware(MetricsMiddleware, telemetry=telemetry)
     routers = (ingest, pyroscope, export, top, flamegraph, diff, timeline, labels, profile_types)
-    for module in (*routers, querier, network, metrics, health):
+    for module in (*routers, querier, render, network, metrics, health):
         app.include_router(module.router)
     add_schemas(app, [Batch])
     # Mounted last: "/" would otherwise shadow the API routes.

@@ -84,12 +84,15 @@ class Caller:
         return queries
 
     def max_nodes(self, message: Any) -> int:
-        """The request's max_nodes, default as /api/v1/flamegraph's, at most --max-nodes.
+        """The request's max_nodes (see `clamp_nodes`)."""
+        return self.clamp_nodes(message.max_nodes if message.HasField("max_nodes") else 0)
+
+    def clamp_nodes(self, asked: int) -> int:
+        """`asked`, or /api/v1/flamegraph's default for 0, at most --max-nodes.
 
         Clamped rather than refused: Grafana sends its own setting, and an error would
         leave its panel empty.
         """
-        asked = message.max_nodes if message.HasField("max_nodes") else 0
         return min(asked if asked > 0 else DEFAULT_FLAMEGRAPH_NODES, self.limits.max_nodes)
 
     def _query(self, name: str, matchers: Any, start: int, end: int) -> ProfileQuery:
@@ -98,7 +101,7 @@ class Caller:
         return ProfileQuery(name, self.scope.restrict(matchers), time_range)
 
 
-def _caller(request: Request) -> Caller:
+def caller_of(request: Request) -> Caller:
     return Caller(get_store(request), namespace_scope(request), get_limits(request))
 
 
@@ -127,7 +130,7 @@ def _route(
         handle: Callable[[Caller, RequestT], Message],
     ) -> Callable[[Caller, RequestT], Message]:
         async def endpoint(request: Request) -> Response:
-            caller = _caller(request)
+            caller = caller_of(request)
             return await unary(
                 request, message_type, lambda message: handle(caller, message), _connect_error
             )
@@ -220,9 +223,14 @@ def select_merge_stacktraces(
     if message.format == pb.PROFILE_FORMAT_TREE:
         raise ConnectError("unimplemented", "format TREE is not served; ask for FLAMEGRAPH")
     query = caller.query(message.profile_typeID, message.label_selector, message.start, message.end)
-    stacks = caller.store.stacks(query)
-    tree = flame_graph(((stack.frames, stack.value) for stack in stacks), caller.max_nodes(message))
-    return pb.SelectMergeStacktracesResponse(flamegraph=querier.flame_graph(tree))
+    graph = merged_flame_graph(caller.store, query, caller.max_nodes(message))
+    return pb.SelectMergeStacktracesResponse(flamegraph=graph)
+
+
+def merged_flame_graph(store: ProfileStore, query: ProfileQuery, max_nodes: int) -> pb.FlameGraph:
+    stacks = store.stacks(query)
+    tree = flame_graph(((stack.frames, stack.value) for stack in stacks), max_nodes)
+    return querier.flame_graph(tree)
 
 
 @_route("SelectMergeProfile", pb.SelectMergeProfileRequest, "Merged profile as pprof")
@@ -252,14 +260,19 @@ def diff(caller: Caller, message: pb.DiffRequest) -> pb.DiffResponse:
         caller.query(side.profile_typeID, side.label_selector, side.start, side.end)
         for side in (message.left, message.right)
     )
+    graph = merged_diff(caller.store, left, right, caller.max_nodes(message.left))
+    return pb.DiffResponse(flamegraph=graph)
+
+
+def merged_diff(
+    store: ProfileStore, left: ProfileQuery, right: ProfileQuery, max_nodes: int
+) -> pb.FlameGraphDiff:
     if left.profile_type != right.profile_type:
         raise QuerierError("left and right must be of the same profile type")
     sides = [
-        [(stack.frames, stack.value) for stack in caller.store.stacks(query)]
-        for query in (left, right)
+        [(stack.frames, stack.value) for stack in store.stacks(query)] for query in (left, right)
     ]
-    tree = diff_graph(sides[0], sides[1], caller.max_nodes(message.left))
-    return pb.DiffResponse(flamegraph=querier.flame_graph_diff(tree))
+    return querier.flame_graph_diff(diff_graph(sides[0], sides[1], max_nodes))
 
 
 @router.post(SERVICE + "{method}", include_in_schema=False)

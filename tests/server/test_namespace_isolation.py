@@ -296,6 +296,31 @@ def connect_types(client: TestClient, token: str) -> list[httpx.Response]:
     return [_connect(client, token, "ProfileTypes", {})]
 
 
+def renders(client: TestClient, token: str) -> list[httpx.Response]:
+    """The Profiles Drilldown app's flamebearer JSON, with every guess and type."""
+    params = [
+        {"query": f"{TYPE_IDS[kind]}{query or '{}'}", "from": "now-1h"}
+        for query in GUESSES
+        for kind in TYPES
+    ]
+    return [client.get("/pyroscope/render", params=p, headers=bearer(token)) for p in params]
+
+
+def render_diffs(client: TestClient, token: str) -> list[httpx.Response]:
+    pairs = [('{namespace="shop"}', '{namespace="bank"}'), ('{namespace=~".*"}', "{}")]
+    params = [
+        {
+            "leftQuery": TYPE_IDS[kind] + left,
+            "rightQuery": TYPE_IDS[kind] + right,
+            "leftFrom": "now-1h",
+            "rightFrom": "now-1h",
+        }
+        for left, right in pairs
+        for kind in TYPES
+    ]
+    return [client.get("/pyroscope/render-diff", params=p, headers=bearer(token)) for p in params]
+
+
 @dataclass(frozen=True)
 class Endpoint:
     probe: Probe
@@ -330,6 +355,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     f"POST {QUERIER}SelectMergeProfile": Endpoint(connect_selections("SelectMergeProfile"), "data"),
     f"POST {QUERIER}SelectSeries": Endpoint(connect_selections("SelectSeries"), "data"),
     f"POST {QUERIER}Diff": Endpoint(connect_diffs, "data"),
+    "GET /pyroscope/render": Endpoint(renders, "data"),
+    "GET /pyroscope/render-diff": Endpoint(render_diffs, "data"),
     "GET /metrics": Endpoint(plain_get("/metrics"), "open"),
     "GET /healthz": Endpoint(plain_get("/healthz"), "open"),
     "GET /readyz": Endpoint(plain_get("/readyz"), "open"),
@@ -364,6 +391,8 @@ def kind_of(response: httpx.Response) -> str:
     params = response.request.url.params
     if "type" in params:
         return params["type"]
+    if any(name in params for name in ("query", "leftQuery")):
+        return params.get("query", params.get("leftQuery", "")).split(":")[0]
     body = json.loads(response.request.content)
     type_id: str = body.get("left", body).get("profileTypeID", "")
     return type_id.split(":")[0]
@@ -374,6 +403,13 @@ def totals(response: httpx.Response) -> list[int]:
     path, params = response.request.url.path, response.request.url.params
     if path.startswith(QUERIER):
         return connect_totals(path.removeprefix(QUERIER), response.json())
+    if path == "/pyroscope/render":
+        return [
+            response.json()["flamebearer"]["numTicks"],
+            sum(response.json()["timeline"]["samples"]),
+        ]
+    if path == "/pyroscope/render-diff":
+        return [response.json()["leftTicks"], response.json()["rightTicks"]]
     if path.endswith("/export") and params.get("format") == "folded":
         return [sum(int(line.rsplit(" ", 1)[1]) for line in response.text.splitlines())]
     if path.endswith(("/top", "/flamegraph")):

@@ -263,3 +263,58 @@ def test_calls_podflame_does_not_serve_are_unimplemented(api: TestClient) -> Non
     )
     assert response.status_code == 404
     assert response.json()["code"] == "unimplemented"
+
+
+@pytest.mark.usefixtures("stored")
+def test_render_is_flamebearer_json(api: TestClient) -> None:
+    """The Profiles Drilldown app's /pyroscope/render: the same levels, and a timeline."""
+    params = {
+        "query": f'{CPU}{{pod="api-1"}}',
+        "from": str(T0_MS - 60_000),
+        "until": str(T1_MS + 60_000),
+        "max-nodes": "100",
+    }
+    body = api.get("/pyroscope/render", params=params).json()
+    graph = merge(api, '{pod="api-1"}')
+    assert body["flamebearer"] == {
+        "names": list(graph.names),
+        "levels": [list(level.values) for level in graph.levels],
+        "numTicks": 10,
+        "maxSelf": 4,
+    }
+    assert body["metadata"] == {
+        "format": "single",
+        "spyName": "",
+        "sampleRate": 1_000_000_000,  # nanoseconds: the app shows seconds
+        "units": "samples",
+        "name": "cpu",
+    }
+    timeline = body["timeline"]
+    assert timeline["durationDelta"] == 15
+    assert timeline["startTime"] == (T0_MS - 60_000) // 1000
+    assert len(timeline["samples"]) == 180 // 15
+    assert sum(timeline["samples"]) == 10
+    # T0 is 60 s after the start: the fifth 15 s step.
+    assert timeline["samples"][4] == 10
+
+
+@pytest.mark.usefixtures("stored")
+def test_render_diff_has_both_sides(api: TestClient) -> None:
+    span = {"from": str(T0_MS - 1000), "until": str(T1_MS + 1000)}
+    params = {
+        "leftQuery": f'{CPU}{{pod="api-1"}}',
+        "rightQuery": f'{CPU}{{pod="web-1"}}',
+        **{f"left{k.title()}": v for k, v in span.items()},
+        **{f"right{k.title()}": v for k, v in span.items()},
+    }
+    body = api.get("/pyroscope/render-diff", params=params).json()
+    assert (body["leftTicks"], body["rightTicks"], body["flamebearer"]["numTicks"]) == (10, 7, 17)
+    assert body["metadata"]["format"] == "double"
+    assert body["flamebearer"]["levels"][0] == [0, 10, 0, 0, 7, 0, 0]
+
+
+def test_render_errors_name_the_parameter(api: TestClient) -> None:
+    bad = api.get("/pyroscope/render", params={"query": f'{CPU}{{pod="x"'})
+    assert bad.status_code == 400 and bad.json()["parameter"] == "query"
+    unknown = api.get("/pyroscope/render", params={"query": 'nope{pod="x"}'})
+    assert unknown.status_code == 400 and unknown.json()["parameter"] == "query"
