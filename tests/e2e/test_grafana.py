@@ -216,3 +216,22 @@ def test_the_same_queries_in_json(client: httpx.Client, grafana: Profiled) -> No
         client, "SelectMergeStacktraces", {**body, "labelSelector": "{pod="}, token=ADMIN
     )
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_argument"
+
+
+def test_drilldown_render_matches_the_flame_graph(client: httpx.Client, grafana: Profiled) -> None:
+    selector = f'{{pod="{CHECKOUT.pod}"}}'
+    params = {"query": CPU + selector, "from": str(grafana.start_ms), "until": str(grafana.end_ms)}
+    response = client.get(
+        "/pyroscope/render", params=params, headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    graph = flame(client, grafana, selector)
+    assert body["flamebearer"]["levels"] == [list(level.values) for level in graph.levels]
+    assert body["flamebearer"]["numTicks"] == sum(body["timeline"]["samples"]) == graph.total
+    shop_only = client.get(
+        "/pyroscope/render",
+        params={**params, "query": CPU + f'{{pod="{REPORT.pod}"}}'},
+        headers={"Authorization": f"Bearer {SHOP_READER}"},
+    )
+    assert shop_only.json()["flamebearer"]["numTicks"] == 0

@@ -471,3 +471,14 @@ def test_unknown_type_errors_do_not_list_other_namespaces_types(secured: TestCli
     assert "bank_secret_type" not in shop.json()["error"]
     types = secured.get("/api/v1/profile-types", headers=bearer(SHOP)).json()
     assert [item["name"] for item in types] == ["cpu", "net_wait", "process_cpu"]
+
+
+@pytest.mark.parametrize("path", ["/pyroscope/render", QUERIER + "LabelNames"])
+def test_grafana_paths_need_a_token(secured: TestClient, path: str) -> None:
+    if path.startswith(QUERIER):
+        response = secured.post(path, content=b"{}", headers={"content-type": "application/json"})
+    else:
+        response = secured.get(path, params={"query": TYPE_IDS["cpu"] + "{}"})
+    assert response.status_code == 401
+    agent = {**bearer(AGENT), "content-type": "application/json"}
+    assert secured.post(QUERIER + "LabelNames", content=b"{}", headers=agent).status_code == 403
