@@ -2,12 +2,18 @@
 the encodings, max_nodes, SelectSeries' group_by and step, errors and JSON."""
 
 import time
+import uuid
+from collections.abc import Iterator
 
 import pytest
+from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
+from podflame.model.profile import PROFILE_TYPES
 from podflame.server import querier_pb2 as pb
-from tests.server.conftest import Ingest, batch
+from podflame.server.app import create_app
+from podflame.server.clickhouse_store import ClickHouseStore
+from tests.server.conftest import batch
 from tests.server.connect_client import (
     ConnectFailure,
     bars,
@@ -28,10 +34,27 @@ WEB = {"namespace": "shop", "workload": "web", "pod": "web-1", "comm": "nginx", 
 HOST = {"comm": "postgres", "pid": "9"}  # no Kubernetes: service_name is the process name
 
 
-@pytest.fixture
-def stored(ingest: Ingest) -> None:
-    ingest(batch(STACKS, [(API, [(0, 3), (1, 2), (2, 4), (3, 1)])], end_ns=T0_MS * 10**6))
-    ingest(batch(STACKS, [(WEB, [(0, 7)]), (HOST, [(1, 11)])], end_ns=T1_MS * 10**6))
+@pytest.fixture(scope="module")
+def api(chdb_client: Client) -> Iterator[TestClient]:
+    """One store for the module with both batches ingested once: the tests only read it."""
+    database = f"t_{uuid.uuid4().hex}"
+    client = TestClient(create_app(ClickHouseStore(chdb_client, database=database)))
+    for body in (
+        batch(STACKS, [(API, [(0, 3), (1, 2), (2, 4), (3, 1)])], end_ns=T0_MS * 10**6),
+        batch(STACKS, [(WEB, [(0, 7)]), (HOST, [(1, 11)])], end_ns=T1_MS * 10**6),
+    ):
+        assert client.post("/api/v1/ingest", json=body).status_code == 200
+    yield client
+    chdb_client.command(f"DROP DATABASE IF EXISTS {database}")
+
+
+@pytest.fixture(autouse=True)
+def forget_runtime_types() -> Iterator[None]:
+    """Pushes register runtime types in this process: each test starts with the built-ins."""
+    saved = dict(PROFILE_TYPES)
+    yield
+    PROFILE_TYPES.clear()
+    PROFILE_TYPES.update(saved)
 
 
 def merge(api: TestClient, selector: str, **fields: int) -> pb.FlameGraph:
@@ -41,7 +64,6 @@ def merge(api: TestClient, selector: str, **fields: int) -> pb.FlameGraph:
     ).flamegraph
 
 
-@pytest.mark.usefixtures("stored")
 def test_flame_graph_levels_are_pyroscope_encoded(api: TestClient) -> None:
     graph = merge(api, '{pod="api-1"}')
     assert list(graph.names) == ["total", "main", "a", "b", "c_[k]", "d"]
@@ -59,7 +81,6 @@ def test_flame_graph_levels_are_pyroscope_encoded(api: TestClient) -> None:
     assert graph.max_self == 4
 
 
-@pytest.mark.usefixtures("stored")
 def test_max_nodes_merges_into_other_as_api_v1(api: TestClient) -> None:
     graph = merge(api, "", max_nodes=4)
     params = {"max_nodes": 4, "from": str(T0_MS // 1000 - 1), "until": str(T1_MS // 1000 + 1)}
@@ -79,7 +100,6 @@ def test_max_nodes_merges_into_other_as_api_v1(api: TestClient) -> None:
         assert own + sum(children) == total
 
 
-@pytest.mark.usefixtures("stored")
 def test_select_series_groups_and_steps(api: TestClient) -> None:
     request = pb.SelectSeriesRequest(
         profile_typeID=CPU,
@@ -108,7 +128,6 @@ def test_select_series_groups_and_steps(api: TestClient) -> None:
     assert all(p.timestamp % 120_000 == 0 for p in only.points)
 
 
-@pytest.mark.usefixtures("stored")
 def test_select_series_limit_keeps_the_largest(api: TestClient) -> None:
     request = pb.SelectSeriesRequest(
         profile_typeID=CPU,
@@ -122,7 +141,6 @@ def test_select_series_limit_keeps_the_largest(api: TestClient) -> None:
     assert [s.labels[0].value for s in answer.series] == ["api", "postgres"]  # 10 and 11, not 7
 
 
-@pytest.mark.usefixtures("stored")
 def test_service_name_is_derived_for_ebpf_profiles(api: TestClient) -> None:
     request = pb.LabelValuesRequest(
         name="service_name",
@@ -144,7 +162,8 @@ def test_service_name_is_derived_for_ebpf_profiles(api: TestClient) -> None:
     assert not [name for name in names if name.startswith("__")]
 
 
-def test_profile_types_have_pyroscope_ids(api: TestClient) -> None:
+def test_profile_types_have_pyroscope_ids(store: ClickHouseStore) -> None:
+    api = TestClient(create_app(store))  # a store of its own: the push adds a type
     body = push_request([(SDK_LABELS, [python_pprof()])])
     pushed = api.post(PUSH, content=body, headers={"content-type": "application/proto"})
     assert pushed.status_code == 200, pushed.text
@@ -156,7 +175,6 @@ def test_profile_types_have_pyroscope_ids(api: TestClient) -> None:
     assert (cpu.name, cpu.sample_type, cpu.sample_unit) == ("cpu", "cpu", "nanoseconds")
 
 
-@pytest.mark.usefixtures("stored")
 def test_series_lists_label_sets(api: TestClient) -> None:
     request = pb.SeriesRequest(
         matchers=['{namespace="shop"}'],
@@ -172,7 +190,6 @@ def test_series_lists_label_sets(api: TestClient) -> None:
     ]
 
 
-@pytest.mark.usefixtures("stored")
 def test_diff_has_both_sides(api: TestClient) -> None:
     sides = [
         selector_request(CPU, f'{{pod="{pod}"}}', T0_MS - 1000, T1_MS + 1000)
@@ -188,7 +205,6 @@ def test_diff_has_both_sides(api: TestClient) -> None:
     assert [2, 3, 3, 0, 7, 7, b] == list(graph.levels[3].values[:7])
 
 
-@pytest.mark.usefixtures("stored")
 def test_select_merge_profile_is_pprof(api: TestClient) -> None:
     request = pb.SelectMergeProfileRequest(
         profile_typeID=CPU, label_selector='{pod="api-1"}', start=T0_MS - 1000, end=T1_MS + 1000
@@ -198,7 +214,6 @@ def test_select_merge_profile_is_pprof(api: TestClient) -> None:
     assert profile.string_table[profile.sample_type[0].unit] == "nanoseconds"
 
 
-@pytest.mark.usefixtures("stored")
 def test_json_as_curl_sends_it(api: TestClient) -> None:
     body = {
         "profileTypeID": CPU,
@@ -217,7 +232,6 @@ def test_json_as_curl_sends_it(api: TestClient) -> None:
     ("selector", "fragment"),
     [('{pod="api-1"', "expected"), ('{pod=~"("}', "regex"), ('{__name__="x"}', "__name__")],
 )
-@pytest.mark.usefixtures("stored")
 def test_bad_selectors_are_invalid_argument(api: TestClient, selector: str, fragment: str) -> None:
     with pytest.raises(ConnectFailure) as failure:
         merge(api, selector)
@@ -265,7 +279,6 @@ def test_calls_podflame_does_not_serve_are_unimplemented(api: TestClient) -> Non
     assert response.json()["code"] == "unimplemented"
 
 
-@pytest.mark.usefixtures("stored")
 def test_render_is_flamebearer_json(api: TestClient) -> None:
     """The Profiles Drilldown app's /pyroscope/render: the same levels, and a timeline."""
     params = {
@@ -298,7 +311,6 @@ def test_render_is_flamebearer_json(api: TestClient) -> None:
     assert timeline["samples"][4] == 10
 
 
-@pytest.mark.usefixtures("stored")
 def test_render_diff_has_both_sides(api: TestClient) -> None:
     span = {"from": str(T0_MS - 1000), "until": str(T1_MS + 1000)}
     params = {
