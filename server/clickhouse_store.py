@@ -171,13 +171,14 @@ class ClickHouseStore:
         return [(int(start), int(value)) for start, value in rows]
 
     def series(
-        self, query: ProfileQuery, step_ms: int, group_by: tuple[str, ...]
+        self, query: ProfileQuery, step_ms: int, group_by: tuple[str, ...], limit: int
     ) -> list[SeriesPoint]:
         where = sample_filter(query)
         columns = [label_column(where, name) for name in group_by]
         key = f"[{', '.join(columns)}]" if columns else "emptyArrayString()"
         sql = SERIES.format(db=self._db, where=where.sql, key=key)
-        rows = self._select(query, sql, {**where.parameters, "step_ms": step_ms})
+        parameters = {**where.parameters, "step_ms": step_ms, "limit": limit}
+        rows = self._select(query, sql, parameters)
         return [SeriesPoint(tuple(key), int(start), int(value)) for start, key, value in rows]
 
     def label_names(self, query: ProfileQuery, limit: int) -> list[str]:

@@ -29,6 +29,9 @@ DEFAULT_RANGE = timedelta(hours=1)
 MAX_POINTS = 11_000
 # Most series SelectSeries returns when the request sets no limit: the largest ones.
 MAX_SERIES = 1000
+# Most points (series times steps) one SelectSeries or Series call reads: a group_by
+# on a label with many values over many steps is refused rather than held in memory.
+MAX_SERIES_POINTS = 1_000_000
 # A step longer than any range: one point per series (Series wants the label sets only).
 WHOLE_RANGE_MS = 100 * 365 * 86_400_000
 
@@ -235,6 +238,16 @@ def series_step_ms(step_seconds: float, range_: TimeRange) -> int:
     if span_ms / step_ms > MAX_POINTS:
         raise QuerierError(f"step {step_seconds} s gives more than {MAX_POINTS} points; raise it")
     return step_ms
+
+
+def check_points(points: Sequence[SeriesPoint]) -> Sequence[SeriesPoint]:
+    """`points` if the store returned fewer than it was asked for (MAX_SERIES_POINTS + 1)."""
+    if len(points) > MAX_SERIES_POINTS:
+        raise QuerierError(
+            f"more than {MAX_SERIES_POINTS:,} points: raise step, group by fewer labels or"
+            " narrow the selector"
+        )
+    return points
 
 
 def check_group_by(names: Sequence[str]) -> tuple[str, ...]:

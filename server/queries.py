@@ -60,7 +60,7 @@ SERIES = """
 SELECT intDiv(toUnixTimestamp64Milli(timestamp), {{step_ms:UInt64}}) * {{step_ms:UInt64}} AS t,
        {key} AS key, sum(value)
 FROM {db}.samples WHERE {where}
-GROUP BY key, t ORDER BY key, t
+GROUP BY key, t ORDER BY key, t LIMIT {{limit:UInt32}}
 """
 
 # One row: per label column whether any selected sample has it, then pid, then

@@ -154,10 +154,10 @@ class ProfileStore(Protocol):
         ...
 
     def series(
-        self, query: ProfileQuery, step_ms: int, group_by: tuple[str, ...]
+        self, query: ProfileQuery, step_ms: int, group_by: tuple[str, ...], limit: int
     ) -> list[SeriesPoint]:
         """Per distinct value of the `group_by` labels, the summed value of each non-empty
-        step, steps aligned to multiples of `step_ms` since the epoch."""
+        step, steps aligned to multiples of `step_ms` since the epoch; at most `limit`."""
         ...
 
     def label_names(self, query: ProfileQuery, limit: int) -> list[str]:

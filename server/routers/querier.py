@@ -201,7 +201,11 @@ def series(caller: Caller, message: pb.SeriesRequest) -> pb.SeriesResponse:
         names = list(message.label_names) or caller.store.label_names(query, MAX_LABELS)
         group_by = querier.check_group_by([n for n in names if not n.startswith("__")])
         # One step over the whole range: only the label sets matter.
-        points = caller.store.series(query, querier.WHOLE_RANGE_MS, group_by)
+        points = querier.check_points(
+            caller.store.series(
+                query, querier.WHOLE_RANGE_MS, group_by, querier.MAX_SERIES_POINTS + 1
+            )
+        )
         type_id = ids.get(query.profile_type)
         own = {"__profile_type__": type_id.id, "__name__": type_id.name} if type_id else {}
         wanted = {n: v for n, v in own.items() if not message.label_names or n in names}
@@ -249,7 +253,9 @@ def select_series(caller: Caller, message: pb.SelectSeriesRequest) -> pb.SelectS
     group_by = querier.check_group_by(message.group_by)
     step_ms = querier.series_step_ms(message.step, query.time_range)
     limit = message.limit if message.HasField("limit") and message.limit > 0 else 0
-    points = caller.store.series(query, step_ms, group_by)
+    points = querier.check_points(
+        caller.store.series(query, step_ms, group_by, querier.MAX_SERIES_POINTS + 1)
+    )
     series_list = querier.series_messages(points, group_by, limit or querier.MAX_SERIES)
     return pb.SelectSeriesResponse(series=series_list)
 

@@ -155,7 +155,8 @@ def _timeline(caller: Caller, query: ProfileQuery) -> dict[str, Any]:
     wanted = math.ceil((end_s - start_s) / TIMELINE_POINTS)
     step = next((s for s in _NICE_STEPS if s >= max(wanted, MIN_STEP_SECONDS)), max(wanted, 1))
     samples = [0] * max((end_s - start_s) // step, 0)
-    for point in caller.store.series(query, step * 1000, ()):
+    # Ungrouped: one point per step, at most TIMELINE_POINTS and a few more.
+    for point in caller.store.series(query, step * 1000, (), 2 * TIMELINE_POINTS):
         index = (point.start_ms // 1000 - start_s) // step
         if samples:
             samples[min(max(index, 0), len(samples) - 1)] += point.value

@@ -10,6 +10,7 @@ from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
 from podflame.model.profile import PROFILE_TYPES
+from podflame.server import querier
 from podflame.server import querier_pb2 as pb
 from podflame.server.app import create_app
 from podflame.server.clickhouse_store import ClickHouseStore
@@ -330,3 +331,18 @@ def test_render_errors_name_the_parameter(api: TestClient) -> None:
     assert bad.status_code == 400 and bad.json()["parameter"] == "query"
     unknown = api.get("/pyroscope/render", params={"query": 'nope{pod="x"}'})
     assert unknown.status_code == 400 and unknown.json()["parameter"] == "query"
+
+
+def test_select_series_refuses_too_many_points(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(querier, "MAX_SERIES_POINTS", 2)  # the data has 3 (comm, step) points
+    request = pb.SelectSeriesRequest(
+        profile_typeID=CPU, start=T0_MS - 1000, end=T1_MS + 1000, group_by=["comm"], step=60
+    )
+    with pytest.raises(ConnectFailure) as failure:
+        call(api, "SelectSeries", request, pb.SelectSeriesResponse)
+    assert failure.value.body["code"] == "invalid_argument"
+    assert "more than 2 points" in failure.value.body["message"]
+    request.ClearField("group_by")  # 2 steps: allowed
+    assert len(call(api, "SelectSeries", request, pb.SelectSeriesResponse).series) == 1
