@@ -30,7 +30,7 @@ from podflame.server.errors import is_timeout
 from podflame.server.profile_types import all_profile_types
 from podflame.server.querier import QuerierError, TypeId
 from podflame.server.routers.profile_types import profile_types as visible_profile_types
-from podflame.server.selector import SelectorError
+from podflame.server.selector import Matcher, SelectorError
 from podflame.server.store import ProfileQuery, ProfileStore, StorageError
 from podflame.server.timerange import TimeRangeError
 
@@ -39,6 +39,8 @@ router = APIRouter(tags=["grafana"])
 SERVICE = "/querier.v1.QuerierService/"
 # Most label names, values and label sets one call returns.
 MAX_LABELS = 10_000
+# Selectors one label call may list: each is a query per profile type.
+MAX_MATCHERS = 100
 
 RequestT = TypeVar("RequestT", bound=Message)
 
@@ -74,7 +76,10 @@ class Caller:
     def label_queries(self, selectors: Iterable[str], start: int, end: int) -> list[ProfileQuery]:
         """One query per selector and profile type it names (every type if none)."""
         queries = []
-        for selector in list(selectors) or [""]:
+        selectors = list(selectors)
+        if len(selectors) > MAX_MATCHERS:
+            raise QuerierError(f"{len(selectors)} matchers: at most {MAX_MATCHERS} are read")
+        for selector in selectors or [""]:
             selection = querier.split_selector(selector)
             if selection.type_ids:
                 names = [self.resolve(text) for text in selection.type_ids]
@@ -95,7 +100,9 @@ class Caller:
         """
         return min(asked if asked > 0 else DEFAULT_FLAMEGRAPH_NODES, self.limits.max_nodes)
 
-    def _query(self, name: str, matchers: Any, start: int, end: int) -> ProfileQuery:
+    def _query(
+        self, name: str, matchers: tuple[Matcher, ...], start: int, end: int
+    ) -> ProfileQuery:
         time_range = querier.time_range(start, end)
         self.limits.check_range(time_range, "start")
         return ProfileQuery(name, self.scope.restrict(matchers), time_range)
