@@ -9,7 +9,8 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
-from podflame.model.profile import PROFILE_TYPES
+from podflame.model.profile import CPU as CPU_TYPE
+from podflame.model.profile import PROFILE_TYPES, ProfileType
 from podflame.server import querier
 from podflame.server import querier_pb2 as pb
 from podflame.server.app import create_app
@@ -346,3 +347,19 @@ def test_select_series_refuses_too_many_points(
     assert "more than 2 points" in failure.value.body["message"]
     request.ClearField("group_by")  # 2 steps: allowed
     assert len(call(api, "SelectSeries", request, pb.SelectSeriesResponse).series) == 1
+
+
+def test_pushed_types_get_back_their_pyroscope_ids() -> None:
+    # As server/pyroscope.py describes what it records.
+    pushed = "process_cpu pushed by Pyroscope SDKs (pprof sample type samples)"
+    samples = ProfileType("process_cpu_samples", "count", pushed)
+    legacy_text = "process_cpu sent to the legacy Pyroscope /ingest"
+    legacy = ProfileType("process_cpu", "nanoseconds", legacy_text)
+    assert querier.type_id(samples).id == "process_cpu:samples:count:samples:count"
+    assert querier.type_id(legacy).id == "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+    known = querier.type_ids([CPU_TYPE, samples, legacy])
+    # The first three parts decide: Pyroscope's own period for these samples still matches.
+    assert querier.resolve_type("process_cpu:samples:count:cpu:nanoseconds", known) == samples.name
+    assert querier.resolve_type("cpu", known) == "cpu"
+    with pytest.raises(querier.QuerierError):
+        querier.resolve_type("process_cpu:samples:bytes:cpu:nanoseconds", known)
