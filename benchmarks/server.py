@@ -41,6 +41,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from podflame.server import querier_pb2
 from tests.conftest import running_server
 
 NAMESPACES = 50
@@ -64,6 +65,12 @@ IDLE_CPU_SECONDS = 0.05
 GOALS = {
     "ingest": ("Ingest through HTTP batches", 200_000, "rows/s", True),
     "pod": ("Flame graph, one pod, 1 h (p50)", 50, "ms", False),
+    "grafana_pod": (
+        "Grafana's flame graph (Connect SelectMergeStacktraces), one pod, 1 h (p50)",
+        60,
+        "ms",
+        False,
+    ),
     "namespace": ("Flame graph, one namespace, 24 h (p50)", 300, "ms", False),
     "diff": ("Diff of two deployments, 1 h (p50)", 100, "ms", False),
     "growth": ("One pod's query time when the other pods' data doubles", 20, "% growth", False),
@@ -240,7 +247,39 @@ class Request:
         return elapsed
 
 
-def p50_ms(requests: Sequence[Request], repeats: int = REPEATS) -> list[float]:
+@dataclass(frozen=True)
+class ConnectRequest:
+    """A flame graph as Grafana's Pyroscope datasource asks for it: Connect, binary protobuf."""
+
+    client: httpx.Client
+    params: dict[str, str]
+
+    def timed(self) -> float:
+        request = querier_pb2.SelectMergeStacktracesRequest(
+            profile_typeID="cpu:cpu:nanoseconds:cpu:nanoseconds",
+            label_selector=self.params["query"],
+            start=int(self.params["from"]) * 1000,
+            end=int(self.params["until"]) * 1000,
+            max_nodes=8192,  # /api/v1/flamegraph's default: the same tree, compared
+        )
+        headers = {"Content-Type": "application/proto", "Connect-Protocol-Version": "1"}
+        started = time.perf_counter()
+        response = self.client.post(
+            "/querier.v1.QuerierService/SelectMergeStacktraces",
+            content=request.SerializeToString(),
+            headers=headers,
+        )
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(f"SelectMergeStacktraces: {response.status_code} {response.text}")
+        if not querier_pb2.SelectMergeStacktracesResponse.FromString(
+            response.content
+        ).flamegraph.total:
+            raise RuntimeError(f"SelectMergeStacktraces: an empty flame graph for {self.params}")
+        return elapsed
+
+
+def p50_ms(requests: Sequence[Request | ConnectRequest], repeats: int = REPEATS) -> list[float]:
     """Per request, the median of `repeats` timings in milliseconds, after WARMUP ones.
 
     The requests take turns (their order rotating each round), so a burst of
@@ -361,8 +400,11 @@ def _time_queries(
 ) -> None:
     """Latencies on the server holding the data once; the pod's query on both, in turns."""
     pod, namespace, diff = _queries(dataset, target, end_ns)
+    # /api/v1 and Grafana's call for the same flame graph, in turns.
+    results["pod"], results["grafana_pod"] = p50_ms(
+        [Request(once, "/api/v1/flamegraph", pod), ConnectRequest(once, pod)]
+    )
     for key, path, params in (
-        ("pod", "/api/v1/flamegraph", pod),
         ("namespace", "/api/v1/flamegraph", namespace),
         ("diff", "/api/v1/diff", diff),
     ):

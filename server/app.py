@@ -26,6 +26,8 @@ from podflame.server.routers import (
     network,
     profile_types,
     pyroscope,
+    querier,
+    render,
     timeline,
     top,
 )
@@ -62,7 +64,7 @@ def create_app(
         app.add_middleware(BearerAuthMiddleware, authenticator=Authenticator(tokens))
     app.add_middleware(MetricsMiddleware, telemetry=telemetry)
     routers = (ingest, pyroscope, export, top, flamegraph, diff, timeline, labels, profile_types)
-    for module in (*routers, network, metrics, health):
+    for module in (*routers, querier, render, network, metrics, health):
         app.include_router(module.router)
     add_schemas(app, [Batch])
     # Mounted last: "/" would otherwise shadow the API routes.

@@ -33,8 +33,9 @@ Permission = Literal["ingest", "query"]
 
 # Paths that store data; every other protected path reads it.
 INGEST_PATHS = frozenset({"/api/v1/ingest", "/ingest", "/push.v1.PusherService/Push"})
-# Besides INGEST_PATHS: the API and any Connect-RPC service (Pyroscope's).
-_PROTECTED_PREFIXES = ("/api/", "/querier.v1.", "/push.v1.")
+# Besides INGEST_PATHS: the API, any Connect-RPC service (Pyroscope's) and the
+# Profiles Drilldown app's /pyroscope/render*.
+_PROTECTED_PREFIXES = ("/api/", "/querier.v1.", "/push.v1.", "/pyroscope/")
 PRINCIPAL_STATE_KEY = "principal"
 # A namespace label value a token may be limited to: not empty, no spaces or control
 # characters. Kubernetes' own names are stricter (RFC 1123), but Pyroscope SDKs push

@@ -23,6 +23,7 @@ from podflame.server.queries import (
     FRAMES,
     LABEL_NAMES,
     LABEL_VALUES,
+    SERIES,
     STACK_VALUES,
     TIMELINE,
     TOP,
@@ -37,7 +38,12 @@ from podflame.server.schema import (
     render,
 )
 from podflame.server.selector import SelectorError
-from podflame.server.sqlfilter import label_column, regex_check, sample_filter
+from podflame.server.sqlfilter import (
+    SERVICE_NAME_LABEL,
+    label_column,
+    regex_check,
+    sample_filter,
+)
 from podflame.server.stack_cache import StackCache
 from podflame.server.store import (
     FunctionCost,
@@ -48,6 +54,7 @@ from podflame.server.store import (
     LatencySums,
     PeerSums,
     ProfileQuery,
+    SeriesPoint,
     StackTotal,
     StorageError,
     TopResult,
@@ -163,6 +170,17 @@ class ClickHouseStore:
         rows = self._select(query, sql, {**where.parameters, "step": step_seconds})
         return [(int(start), int(value)) for start, value in rows]
 
+    def series(
+        self, query: ProfileQuery, step_ms: int, group_by: tuple[str, ...], limit: int
+    ) -> list[SeriesPoint]:
+        where = sample_filter(query)
+        columns = [label_column(where, name) for name in group_by]
+        key = f"[{', '.join(columns)}]" if columns else "emptyArrayString()"
+        sql = SERIES.format(db=self._db, where=where.sql, key=key)
+        parameters = {**where.parameters, "step_ms": step_ms, "limit": limit}
+        rows = self._select(query, sql, parameters)
+        return [SeriesPoint(tuple(key), int(start), int(value)) for start, key, value in rows]
+
     def label_names(self, query: ProfileQuery, limit: int) -> list[str]:
         where = sample_filter(query)
         sql = LABEL_NAMES.format(db=self._db, where=where.sql)
@@ -171,6 +189,9 @@ class ClickHouseStore:
         names.update(map_keys)
         if has_pid:
             names.add(PID_LABEL)
+        if names:
+            # Every sample has one (sqlfilter.SERVICE_NAME_SQL).
+            names.add(SERVICE_NAME_LABEL)
         return sorted(names)[:limit]
 
     def label_values(self, query: ProfileQuery, name: str, limit: int) -> list[str]:

@@ -55,6 +55,14 @@ FROM {db}.samples WHERE {where}
 GROUP BY t ORDER BY t
 """
 
+# Per group (an Array(String) of label values) and step of {{step_ms}} milliseconds.
+SERIES = """
+SELECT intDiv(toUnixTimestamp64Milli(timestamp), {{step_ms:UInt64}}) * {{step_ms:UInt64}} AS t,
+       {key} AS key, sum(value)
+FROM {db}.samples WHERE {where}
+GROUP BY key, t ORDER BY key, t LIMIT {{limit:UInt32}}
+"""
+
 # One row: per label column whether any selected sample has it, then pid, then
 # the Map keys with a non-empty value (at most MAX_MAP_KEYS of them).
 MAX_MAP_KEYS = 10_000

@@ -16,6 +16,15 @@ from podflame.server.timerange import TimeRange
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+SERVICE_NAME_LABEL = "service_name"
+# Grafana's Pyroscope datasource picks profiles by `service_name`. Derived when read,
+# so samples stored before it existed have it too: what a Pyroscope SDK pushed, else
+# namespace/workload (namespace/pod for a bare pod) on Kubernetes, else the process name.
+SERVICE_NAME_SQL = (
+    "if(labels['service_name'] != '', labels['service_name'],"
+    " if(namespace != '', concat(namespace, '/', if(workload != '', workload, pod)), comm))"
+)
+
 
 @dataclass
 class Filter:
@@ -81,6 +90,8 @@ def label_column(where: Filter, name: str) -> str:
         return name
     if name == PID_LABEL:
         return "toString(pid)"
+    if name == SERVICE_NAME_LABEL:
+        return SERVICE_NAME_SQL
     # A missing key reads as '', which is what PromQL means by an absent label.
     return f"labels[{{{where.bind(name)}:String}}]"
 

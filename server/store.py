@@ -91,6 +91,17 @@ class PeerSums:
 
 
 @dataclass(frozen=True)
+class SeriesPoint:
+    """The summed value of one group of samples during one step."""
+
+    # One label value per name grouped by, in its order ('' where a sample has none).
+    key: tuple[str, ...]
+    # Start of the step, Unix milliseconds, a multiple of the step.
+    start_ms: int
+    value: int
+
+
+@dataclass(frozen=True)
 class IngestResult:
     stored_samples: int
     stacks: int
@@ -140,6 +151,13 @@ class ProfileStore(Protocol):
 
         Buckets are aligned to multiples of `step_seconds` since the epoch.
         """
+        ...
+
+    def series(
+        self, query: ProfileQuery, step_ms: int, group_by: tuple[str, ...], limit: int
+    ) -> list[SeriesPoint]:
+        """Per distinct value of the `group_by` labels, the summed value of each non-empty
+        step, steps aligned to multiples of `step_ms` since the epoch; at most `limit`."""
         ...
 
     def label_names(self, query: ProfileQuery, limit: int) -> list[str]:

@@ -67,10 +67,12 @@ class PodLabels:
 
 
 @contextmanager
-def pod_agent(server_url: str) -> Iterator[PodLabels]:
-    """The agent, sampling in a thread of this process; stopping it ships the last drain."""
+def pod_agent(server_url: str, token: str | None = None) -> Iterator[PodLabels]:
+    """The agent, sampling in a thread of this process; stopping it ships the last drain.
+    `token`: for a server started with --tokens-file."""
     settings = AgentSettings(
         server=AnyHttpUrl(server_url),
+        token=token,
         frequency=FREQUENCY,
         interval=INTERVAL_SECONDS,
         metrics_port=0,

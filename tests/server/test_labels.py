@@ -16,10 +16,11 @@ def labelled(ingest: Ingest) -> None:
 @pytest.mark.parametrize(
     ("query", "names"),
     [
-        ("", ["comm", "namespace", "node", "pid", "pod", "team", "zone"]),
-        ('{pod="api-1"}', ["comm", "namespace", "pid", "pod", "team"]),
+        # service_name is derived (sqlfilter.SERVICE_NAME_SQL): every sample has one.
+        ("", ["comm", "namespace", "node", "pid", "pod", "service_name", "team", "zone"]),
+        ('{pod="api-1"}', ["comm", "namespace", "pid", "pod", "service_name", "team"]),
         # An empty value is no value: the host process has no team.
-        ('{comm="sshd"}', ["comm", "node"]),
+        ('{comm="sshd"}', ["comm", "node", "service_name"]),
         ('{comm="none"}', []),
     ],
 )
@@ -111,7 +112,17 @@ def kube_labelled(ingest: Ingest) -> None:
 @pytest.mark.usefixtures("kube_labelled")
 def test_every_kubernetes_label_is_listed(api: TestClient) -> None:
     names = api.get("/api/v1/labels").json()["names"]
-    assert set(KUBE_LABELS) | {"systemd_unit"} == set(names)
+    assert set(KUBE_LABELS) | {"systemd_unit", "service_name"} == set(names)
+
+
+@pytest.mark.usefixtures("kube_labelled")
+def test_service_name_is_namespace_workload_or_process(api: TestClient) -> None:
+    """Derived when read (for Grafana's service picker), so older samples have it too."""
+    body = api.get("/api/v1/labels/service_name/values").json()
+    service = f"{KUBE_LABELS['namespace']}/{KUBE_LABELS['workload']}"
+    assert body["values"] == sorted([service, "sshd"])
+    top = api.get("/api/v1/top", params={"query": f'{{service_name="{service}"}}'}).json()
+    assert top["total"] == 30 + 20
 
 
 @pytest.mark.usefixtures("kube_labelled")

@@ -11,6 +11,8 @@ probes with an unrestricted token do find the secrets (so the probes reach them)
 """
 
 import gzip
+import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -224,6 +226,101 @@ def network_views(path: str) -> Probe:
     return probe
 
 
+QUERIER = "/querier.v1.QuerierService/"
+TYPE_IDS = {
+    "cpu": "cpu:cpu:nanoseconds:cpu:nanoseconds",
+    "process_cpu": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+}
+
+
+def _connect(client: TestClient, token: str, method: str, body: dict[str, Any]) -> httpx.Response:
+    """A Connect JSON call, as curl or Grafana's Drilldown app makes it."""
+    headers = {**bearer(token), "content-type": "application/json"}
+    return client.post(QUERIER + method, content=json.dumps(body), headers=headers)
+
+
+def _last_hour() -> dict[str, str]:
+    now_ms = int(time.time() * 1000)
+    return {"start": str(now_ms - 3_600_000), "end": str(now_ms + 60_000)}
+
+
+def connect_selections(method: str) -> Probe:
+    """A Select call with every guessing selector and type (and groupings for series)."""
+
+    def probe(client: TestClient, token: str) -> list[httpx.Response]:
+        extras: list[dict[str, Any]] = [{}]
+        if method == "SelectSeries":
+            extras = [{"groupBy": group, "step": 60} for group in ([], ["namespace"], ["pod"])]
+        bodies = [
+            {"profileTypeID": TYPE_IDS[kind], "labelSelector": query, **_last_hour(), **extra}
+            for query in GUESSES
+            for kind in TYPES
+            for extra in extras
+        ]
+        return [_connect(client, token, method, body) for body in bodies]
+
+    return probe
+
+
+def connect_labels(method: str) -> Probe:
+    """LabelNames, LabelValues and Series with every guess, with and without a type."""
+
+    def probe(client: TestClient, token: str) -> list[httpx.Response]:
+        matchers = [[query] for query in GUESSES]
+        matchers += [[f'{{__profile_type__="{TYPE_IDS[kind]}"}}'] for kind in TYPES]
+        extras: list[dict[str, Any]] = [{}]
+        if method == "LabelValues":
+            extras = [{"name": name} for name in LABEL_NAMES]
+        elif method == "Series":
+            extras = [{}, {"labelNames": ["namespace", "pod", "service_name"]}]
+        bodies = [{"matchers": m, **_last_hour(), **extra} for m in matchers for extra in extras]
+        return [_connect(client, token, method, body) for body in bodies]
+
+    return probe
+
+
+def connect_diffs(client: TestClient, token: str) -> list[httpx.Response]:
+    pairs = [('{namespace="shop"}', '{namespace="bank"}'), ('{namespace=~".*"}', "")]
+    bodies = [
+        {
+            side: {"profileTypeID": TYPE_IDS[kind], "labelSelector": query, **_last_hour()}
+            for side, query in zip(("left", "right"), pair, strict=True)
+        }
+        for pair in pairs
+        for kind in TYPES
+    ]
+    return [_connect(client, token, "Diff", body) for body in bodies]
+
+
+def connect_types(client: TestClient, token: str) -> list[httpx.Response]:
+    return [_connect(client, token, "ProfileTypes", {})]
+
+
+def renders(client: TestClient, token: str) -> list[httpx.Response]:
+    """The Profiles Drilldown app's flamebearer JSON, with every guess and type."""
+    params = [
+        {"query": f"{TYPE_IDS[kind]}{query or '{}'}", "from": "now-1h"}
+        for query in GUESSES
+        for kind in TYPES
+    ]
+    return [client.get("/pyroscope/render", params=p, headers=bearer(token)) for p in params]
+
+
+def render_diffs(client: TestClient, token: str) -> list[httpx.Response]:
+    pairs = [('{namespace="shop"}', '{namespace="bank"}'), ('{namespace=~".*"}', "{}")]
+    params = [
+        {
+            "leftQuery": TYPE_IDS[kind] + left,
+            "rightQuery": TYPE_IDS[kind] + right,
+            "leftFrom": "now-1h",
+            "rightFrom": "now-1h",
+        }
+        for left, right in pairs
+        for kind in TYPES
+    ]
+    return [client.get("/pyroscope/render-diff", params=p, headers=bearer(token)) for p in params]
+
+
 @dataclass(frozen=True)
 class Endpoint:
     probe: Probe
@@ -248,6 +345,18 @@ ENDPOINTS: dict[str, Endpoint] = {
     "POST /api/v1/ingest": Endpoint(ingest("/api/v1/ingest"), "write"),
     "POST /push.v1.PusherService/Push": Endpoint(ingest(PUSH), "write"),
     "POST /ingest": Endpoint(ingest("/ingest"), "write"),
+    f"POST {QUERIER}ProfileTypes": Endpoint(connect_types, "data"),
+    f"POST {QUERIER}LabelNames": Endpoint(connect_labels("LabelNames"), "data"),
+    f"POST {QUERIER}LabelValues": Endpoint(connect_labels("LabelValues"), "data"),
+    f"POST {QUERIER}Series": Endpoint(connect_labels("Series"), "data"),
+    f"POST {QUERIER}SelectMergeStacktraces": Endpoint(
+        connect_selections("SelectMergeStacktraces"), "data"
+    ),
+    f"POST {QUERIER}SelectMergeProfile": Endpoint(connect_selections("SelectMergeProfile"), "data"),
+    f"POST {QUERIER}SelectSeries": Endpoint(connect_selections("SelectSeries"), "data"),
+    f"POST {QUERIER}Diff": Endpoint(connect_diffs, "data"),
+    "GET /pyroscope/render": Endpoint(renders, "data"),
+    "GET /pyroscope/render-diff": Endpoint(render_diffs, "data"),
     "GET /metrics": Endpoint(plain_get("/metrics"), "open"),
     "GET /healthz": Endpoint(plain_get("/healthz"), "open"),
     "GET /readyz": Endpoint(plain_get("/readyz"), "open"),
@@ -277,9 +386,30 @@ def text_of(responses: list[httpx.Response]) -> str:
     return "\n".join(parts)
 
 
+def kind_of(response: httpx.Response) -> str:
+    """The podflame type a request asked for: its `type` parameter or Connect body's ID."""
+    params = response.request.url.params
+    if "type" in params:
+        return params["type"]
+    if any(name in params for name in ("query", "leftQuery")):
+        return params.get("query", params.get("leftQuery", "")).split(":")[0]
+    body = json.loads(response.request.content)
+    type_id: str = body.get("left", body).get("profileTypeID", "")
+    return type_id.split(":")[0]
+
+
 def totals(response: httpx.Response) -> list[int]:
     """The sums an answer shows, where sums are what it shows."""
     path, params = response.request.url.path, response.request.url.params
+    if path.startswith(QUERIER):
+        return connect_totals(path.removeprefix(QUERIER), response.json())
+    if path == "/pyroscope/render":
+        return [
+            response.json()["flamebearer"]["numTicks"],
+            sum(response.json()["timeline"]["samples"]),
+        ]
+    if path == "/pyroscope/render-diff":
+        return [response.json()["leftTicks"], response.json()["rightTicks"]]
     if path.endswith("/export") and params.get("format") == "folded":
         return [sum(int(line.rsplit(" ", 1)[1]) for line in response.text.splitlines())]
     if path.endswith(("/top", "/flamegraph")):
@@ -288,6 +418,20 @@ def totals(response: httpx.Response) -> list[int]:
         return [sum(value for _, value in response.json()["points"])]
     if path.endswith("/diff"):
         return [response.json()["left_total"], response.json()["right_total"]]
+    return []
+
+
+def connect_totals(method: str, body: dict[str, Any]) -> list[int]:
+    if method == "SelectMergeStacktraces":
+        return [int(body["flamegraph"].get("total", 0))]
+    if method == "SelectSeries":
+        points = [p for series in body.get("series", []) for p in series.get("points", [])]
+        return [round(sum(p.get("value", 0) for p in points))]
+    if method == "SelectMergeProfile":
+        return [sum(int(s.get("value", ["0"])[0]) for s in body.get("sample", []))]
+    if method == "Diff":
+        graph = body["flamegraph"]
+        return [int(graph.get("leftTicks", 0)), int(graph.get("rightTicks", 0))]
     return []
 
 
@@ -304,17 +448,14 @@ def test_a_shop_token_sees_nothing_of_other_namespaces(secured: TestClient, oper
         return
     assert statuses == {200}, (statuses, seen[:500])
     if endpoint.kind == "data":
-        sums = [(total, r.request.url.params["type"]) for r in responses for total in totals(r)]
+        sums = [(total, kind_of(r)) for r in responses for total in totals(r)]
         assert all(total in (0, SHOP_TOTALS[kind]) for total, kind in sums), sums
         shown = any(marker in seen for marker in SHOP_MARKERS) or any(t for t, _ in sums)
         assert shown, (operation, seen[:500])
         # The same probes with a token for every namespace do reach the secrets.
         admin = endpoint.probe(secured, ADMIN)
         other_sums = [
-            total
-            for r in admin
-            for total in totals(r)
-            if total not in (0, SHOP_TOTALS[r.request.url.params["type"]])
+            total for r in admin for total in totals(r) if total not in (0, SHOP_TOTALS[kind_of(r)])
         ]
         assert other_sums or any(secret in text_of(admin) for secret in SECRETS), operation
     else:
@@ -330,3 +471,14 @@ def test_unknown_type_errors_do_not_list_other_namespaces_types(secured: TestCli
     assert "bank_secret_type" not in shop.json()["error"]
     types = secured.get("/api/v1/profile-types", headers=bearer(SHOP)).json()
     assert [item["name"] for item in types] == ["cpu", "net_wait", "process_cpu"]
+
+
+@pytest.mark.parametrize("path", ["/pyroscope/render", QUERIER + "LabelNames"])
+def test_grafana_paths_need_a_token(secured: TestClient, path: str) -> None:
+    if path.startswith(QUERIER):
+        response = secured.post(path, content=b"{}", headers={"content-type": "application/json"})
+    else:
+        response = secured.get(path, params={"query": TYPE_IDS["cpu"] + "{}"})
+    assert response.status_code == 401
+    agent = {**bearer(AGENT), "content-type": "application/json"}
+    assert secured.post(QUERIER + "LabelNames", content=b"{}", headers=agent).status_code == 403
