@@ -13,8 +13,9 @@ What this kernel (6.18) turned out to need, capability by capability:
 - CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN): /proc/PID/map_files, for binaries deleted
   or replaced on disk since they were mapped.
 - Not needed: CAP_SYS_ADMIN (BCC loads and attaches without it), CAP_SYS_RESOURCE (BPF
-  memory is charged to the memory cgroup; this machine cannot even grant it),
-  CAP_DAC_READ_SEARCH (it does not open /proc/PID/root).
+  memory is charged to the memory cgroup; this machine cannot even grant it). Nor is
+  CAP_DAC_READ_SEARCH for world-readable binaries (it does not open /proc/PID/root); a
+  binary only its owner may read needs it (tests/deploy/test_agent_capabilities.py).
 """
 
 import os
