@@ -53,7 +53,7 @@ def create_app(
     app = FastAPI(title="podflame", version=_version(), description=_DESCRIPTION)
     telemetry = Telemetry()
     app.state.telemetry = telemetry
-    app.state.store = MeteredStore(store, telemetry)
+    app.state.store = MeteredStore(store, telemetry.ingest)
     app.state.max_ingest_bytes = max_ingest_bytes
     app.state.limits = limits or QueryLimits()
     app.state.ingest_limits = ingest_limits or IngestLimits()
@@ -62,7 +62,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit=max_ingest_bytes)
     if tokens is not None:
         app.add_middleware(BearerAuthMiddleware, authenticator=Authenticator(tokens))
-    app.add_middleware(MetricsMiddleware, telemetry=telemetry)
+    app.add_middleware(MetricsMiddleware, requests=telemetry.requests)
     routers = (ingest, pyroscope, export, top, flamegraph, diff, timeline, labels, profile_types)
     for module in (*routers, querier, render, network, metrics, health):
         app.include_router(module.router)
