@@ -15,6 +15,7 @@ from podflame.server.deps import QueryLimits
 from podflame.server.errors import install_error_handlers
 from podflame.server.limits import IngestLimits
 from podflame.server.openapi import add_schemas
+from podflame.server.profile_types import ProfileTypes
 from podflame.server.routers import (
     diff,
     export,
@@ -54,6 +55,8 @@ def create_app(
     telemetry = Telemetry()
     app.state.telemetry = telemetry
     app.state.store = MeteredStore(store, telemetry.ingest)
+    # The built-in types and those recorded in the store (one registry per app).
+    app.state.profile_types = ProfileTypes(store)
     app.state.max_ingest_bytes = max_ingest_bytes
     app.state.limits = limits or QueryLimits()
     app.state.ingest_limits = ingest_limits or IngestLimits()
