@@ -4,10 +4,12 @@ import base64
 import gzip
 import json
 import time
+import uuid
 from collections.abc import Sequence
 
 import httpx
 import pytest
+from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
 from podflame.model import pprof
@@ -196,6 +198,20 @@ def test_sdk_types_are_queryable_after_a_restart(api: TestClient, store: ClickHo
     response = fresh.get("/api/v1/export", params={"type": "heap"})
     assert response.status_code == 400
     assert "process_cpu" in response.json()["error"]
+
+
+def test_each_app_knows_the_types_of_its_own_store(api: TestClient, chdb_client: Client) -> None:
+    """Profile types belong to an app and its store, not to the process: a type pushed to
+    one server is unknown (400) to another on another database."""
+    assert push(api, push_request([(SDK_LABELS, [python_pprof()])])).status_code == 200
+    database = f"t_{uuid.uuid4().hex}"
+    try:
+        other = TestClient(create_app(ClickHouseStore(chdb_client, database=database)))
+        response = other.get("/api/v1/export", params={"type": "process_cpu"})
+        assert response.status_code == 400, response.text
+        assert "unknown profile type 'process_cpu'" in response.json()["error"]
+    finally:
+        chdb_client.command(f"DROP DATABASE IF EXISTS {database}")
 
 
 def test_the_profile_types_list_comes_from_the_store(
