@@ -33,7 +33,7 @@ from podflame.server.routers import (
     top,
 )
 from podflame.server.settings import DEFAULT_MAX_INGEST_BYTES
-from podflame.server.store import ProfileStore
+from podflame.server.store import Storage
 from podflame.server.telemetry import MeteredStore, MetricsMiddleware, Telemetry
 
 _DESCRIPTION = (
@@ -43,7 +43,7 @@ _DESCRIPTION = (
 
 
 def create_app(
-    store: ProfileStore,
+    store: Storage,
     *,
     max_ingest_bytes: int = DEFAULT_MAX_INGEST_BYTES,
     limits: QueryLimits | None = None,
@@ -54,7 +54,9 @@ def create_app(
     app = FastAPI(title="podflame", version=_version(), description=_DESCRIPTION)
     telemetry = Telemetry()
     app.state.telemetry = telemetry
+    app.state.storage = store
     app.state.store = MeteredStore(store, telemetry.ingest)
+    app.state.network_store = store
     # The built-in types and those recorded in the store (one registry per app).
     app.state.profile_types = ProfileTypes(store)
     app.state.max_ingest_bytes = max_ingest_bytes

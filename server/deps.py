@@ -15,7 +15,7 @@ from podflame.server.limits import IngestLimits
 from podflame.server.profile_types import ProfileTypes
 from podflame.server.selector import Matcher, Op, parse_selector
 from podflame.server.settings import DEFAULT_MAX_NODES
-from podflame.server.store import LabelSelection, ProfileQuery, ProfileStore
+from podflame.server.store import LabelSelection, NetworkStore, ProfileQuery, ProfileStore, Storage
 from podflame.server.timerange import (
     DEFAULT_FROM,
     DEFAULT_UNTIL,
@@ -68,6 +68,16 @@ class NamespaceRestriction:
 def get_store(request: Request) -> ProfileStore:
     store: ProfileStore = request.app.state.store
     return store
+
+
+def get_network_store(request: Request) -> NetworkStore:
+    store: NetworkStore = request.app.state.network_store
+    return store
+
+
+def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
 
 
 def get_max_ingest_bytes(request: Request) -> int:
@@ -163,6 +173,9 @@ def max_nodes(
 
 
 Store = Annotated[ProfileStore, Depends(get_store)]
+Network = Annotated[NetworkStore, Depends(get_network_store)]
+# The whole backend, for what concerns it whole (readiness).
+Backend = Annotated[Storage, Depends(get_storage)]
 # The app's profile types (built-in and recorded), and the one a query's `type` names.
 Types = Annotated[ProfileTypes, Depends(get_profile_types)]
 SelectedType = Annotated[ProfileType, Depends(selected_profile_type)]

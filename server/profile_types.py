@@ -10,7 +10,6 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Protocol
 
 from fastapi import HTTPException
 
@@ -20,12 +19,7 @@ from podflame.model.profile import (
     ProfileType,
     ProfileTypeConflict,
 )
-
-
-class ProfileTypeStore(Protocol):
-    """Where the recorded types live (ProfileStore.profile_types)."""
-
-    def profile_types(self, add: Sequence[ProfileType] = ()) -> list[ProfileType]: ...
+from podflame.server.store import ProfileTypeStore
 
 
 class TooManyProfileTypes(ProfileTypeConflict):

@@ -193,7 +193,7 @@ class MeteredStore:
         return result
 
     def __getattr__(self, name: str) -> Any:
-        # The store Protocol grows with the query endpoints; forward whatever it has.
+        # The profile queries (ProfileStore) pass through unchanged.
         return getattr(self._store, name)
 
 
