@@ -6,7 +6,6 @@ Both the agent and the server import from here; nothing here imports either.
 from podflame.model.network import Connection, LatencyHistogram
 from podflame.model.profile import (
     KERNEL_FRAME_SUFFIX,
-    PROFILE_TYPES,
     ProfileType,
     is_kernel_frame,
     kernel_frame,
@@ -15,7 +14,6 @@ from podflame.model.wire import WIRE_VERSION, Batch, Series, StackValue
 
 __all__ = [
     "KERNEL_FRAME_SUFFIX",
-    "PROFILE_TYPES",
     "WIRE_VERSION",
     "Batch",
     "Connection",

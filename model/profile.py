@@ -56,23 +56,6 @@ BUILTIN_PROFILE_TYPES: Mapping[str, ProfileType] = MappingProxyType(
     {CPU.name: CPU, NET_WAIT.name: NET_WAIT}
 )
 
-# The registry: the built-in types plus those learned at runtime, such as the
-# types Pyroscope SDKs push (process_cpu, ...). Ingest and queries look names
-# up here; the server fills it from storage (podflame.server.profile_types).
-PROFILE_TYPES: dict[str, ProfileType] = dict(BUILTIN_PROFILE_TYPES)
-
 
 class ProfileTypeConflict(ValueError):
     """A type of that name exists with another unit, or the name is reserved."""
-
-
-def register_profile_type(profile_type: ProfileType) -> ProfileType:
-    """Make a type known to this process; a built-in name cannot be taken over."""
-    if not TYPE_NAME.fullmatch(profile_type.name):
-        raise ProfileTypeConflict(f"invalid profile type name {profile_type.name!r}")
-    builtin = BUILTIN_PROFILE_TYPES.get(profile_type.name)
-    if builtin is not None:
-        # Mixing another source into, say, the eBPF cpu type would corrupt its sums.
-        raise ProfileTypeConflict(f"profile type {profile_type.name!r} is reserved")
-    PROFILE_TYPES[profile_type.name] = profile_type
-    return profile_type

@@ -159,7 +159,7 @@ def serving_metrics(settings: "AgentSettings", agent: "Agent") -> Iterator[None]
         yield
         return
     try:
-        server = MetricsServer(settings.metrics_host, settings.metrics_port, agent.metrics)
+        server = MetricsServer(settings.metrics_host, settings.metrics_port, agent.registry)
     except OSError as error:
         sys.exit(
             f"podflame: cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "

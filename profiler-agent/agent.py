@@ -19,21 +19,24 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
+
 from podflame.agent.batch import BatchBuilder
 from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.heap import release_free_memory
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, LabelProvider
-from podflame.agent.metrics import Sample
+from podflame.agent.metrics import CacheEntries, CacheSizes, StageCounters, registry_of
 from podflame.agent.netbatch import NetworkBatchBuilder
 from podflame.agent.network import NetworkDrain, NetworkTracer
 from podflame.agent.peers import NoPeers, PeerResolver, PodPeers
 from podflame.agent.processes import ProcessTable
 from podflame.agent.sampler import Announcement, CpuSampler, Drain
 from podflame.agent.settings import AgentSettings
-from podflame.agent.shipper import Shipper
+from podflame.agent.shipper import Shipper, ShipperCollector
 from podflame.agent.spool import DiskSpool, MemoryQueue, PendingQueue
-from podflame.agent.stats import AgentStats, collect
+from podflame.agent.stats import AgentStats, AgentStatsCollector, ProcessTableCollector
 from podflame.model import KERNEL_FRAME_SUFFIX, Batch
 from podflame.model.profile import NET_WAIT
 from podflame.symbolizer import Symbolizer, is_symbolized
@@ -80,6 +83,8 @@ class Agent:
     network: NetworkSide | None = None
     stats: AgentStats = field(default_factory=AgentStats)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # What /metrics serves; build_agent registers the parts' collectors in it.
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def run(self, stop: threading.Event) -> None:
         """Drain every interval until `stop` is set, then drain once more and give the
@@ -121,7 +126,7 @@ class Agent:
 
     def _close_sources(self) -> None:
         self.sampler.close()
-        for table in self._process_tables().values():
+        for table in self.process_tables().values():
             table.close()
         if self.kubernetes is not None:
             self.kubernetes.close()
@@ -240,47 +245,11 @@ class Agent:
                 counters[f"{prefix}_{name}_total"] = value
         return counters
 
-    def metrics(self) -> list[Sample]:
-        # Without the agent's lock: a scrape must not wait for a drain. Sizes
-        # are len() of dicts, which the other threads change atomically.
-        sizes = self.cache_sizes()
-        tables = self._process_tables()
-        counts = {name: t.counts() for name, t in tables.items()}
-        queue = self.shipper.queue
-        return [
-            *collect(self.stats, self._stage_stats(), len(self.processes), sizes, counts),
-            Sample(
-                "podflame_agent_shipper_pending_batches",
-                "gauge",
-                "Batches waiting for the server to acknowledge them.",
-                len(queue),
-            ),
-            Sample(
-                "podflame_agent_shipper_pending_bytes",
-                "gauge",
-                "Bytes of batches waiting for the server (on disk with --spool-dir).",
-                queue.size_bytes,
-            ),
-        ]
-
-    def _process_tables(self) -> dict[str, ProcessTable]:
+    def process_tables(self) -> dict[str, ProcessTable]:
         tables = {"cpu": self.processes}
         if self.network:
             tables["network"] = self.network.processes
         return tables
-
-    def cache_sizes(self) -> dict[str, int]:
-        """Entries of every cache the agent holds, by name (gauges at /metrics)."""
-        sizes = {f"processes_{name}": len(t) for name, t in self._process_tables().items()}
-        sizes["process_captures"] = len(self.processes.captures)
-        sizes.update(self.symbolizer.cache_sizes())
-        if isinstance(self.processes.cgroups, CgroupResolver):
-            sizes["cgroups"] = len(self.processes.cgroups)
-            sizes["cgroup_texts"] = self.processes.cgroups.texts
-        sizes["shallow_stack_pids"] = len(self.stats.shallow)
-        if self.kubernetes is not None:
-            sizes.update(self.kubernetes.cache_sizes())
-        return sizes
 
     def _stage_stats(self) -> dict[str, Any]:
         stages: dict[str, Any] = {
@@ -424,7 +393,7 @@ def build_agent(settings: AgentSettings) -> Agent:
         if network is not None:
             network.tracer.close()
         raise
-    return Agent(
+    agent = Agent(
         sampler,
         builder,
         shipper,
@@ -436,6 +405,45 @@ def build_agent(settings: AgentSettings) -> Agent:
         network=network,
         stats=stats,
     )
+    agent.registry = registry_of(metric_collectors(agent))
+    return agent
+
+
+def metric_collectors(agent: Agent) -> list[Collector]:
+    """Each part's collector, for the agent's /metrics (read without the agent's lock:
+    a scrape must not wait for a drain; the sizes are len() of dicts, which the other
+    threads change atomically)."""
+    tables = agent.process_tables()
+    collectors: list[Collector] = [
+        AgentStatsCollector(agent.stats),
+        ProcessTableCollector(
+            lambda: {name: table.counts() for name, table in tables.items()},
+            lambda: len(agent.processes),
+        ),
+        StageCounters("symbolizer", agent.symbolizer.stats),
+        StageCounters("captures", agent.processes.captures.stats),
+        ShipperCollector(agent.shipper),
+        CacheEntries(_cache_sizes(agent, tables)),
+    ]
+    if agent.kubernetes is not None:
+        collectors.append(StageCounters("kubernetes", agent.kubernetes.stats))
+    return collectors
+
+
+def _cache_sizes(agent: Agent, tables: dict[str, ProcessTable]) -> list[CacheSizes]:
+    """Where each part's cache sizes come from (the gauge podflame_agent_cache_entries)."""
+    captures, cgroups = agent.processes.captures, agent.processes.cgroups
+    sources: list[CacheSizes] = [
+        lambda: {f"processes_{name}": len(table) for name, table in tables.items()},
+        lambda: {"process_captures": len(captures)},
+        agent.symbolizer.cache_sizes,
+        lambda: {"shallow_stack_pids": len(agent.stats.shallow)},
+    ]
+    if isinstance(cgroups, CgroupResolver):
+        sources.append(lambda: {"cgroups": len(cgroups), "cgroup_texts": cgroups.texts})
+    if agent.kubernetes is not None:
+        sources.append(agent.kubernetes.cache_sizes)
+    return sources
 
 
 def _pending_queue(settings: AgentSettings) -> PendingQueue:

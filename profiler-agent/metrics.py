@@ -1,8 +1,11 @@
-"""The agent's /metrics endpoint in the Prometheus text format.
+"""The agent's /metrics endpoint: its parts' prometheus_client collectors, served.
 
-The agent's stages keep their own counters (dataclasses); this module only
-gathers them at scrape time. A scrape runs on the HTTP server's thread and
-reads plain ints, so it never blocks or slows the drain.
+Each part keeps its own counters (dataclasses of ints, dicts) and exports them
+through a collector (`prometheus_client.registry.Collector`) that reads them at
+scrape time; the composition root (`agent.build_agent`) registers those in one
+CollectorRegistry per agent (never the library's global one). A scrape runs on
+the HTTP server's thread and reads plain ints, so it never blocks or slows the
+drain.
 
 Each connection has its own thread and a deadline per read and write
 (CONNECTION_TIMEOUT), and at most MAX_CONNECTIONS are served at once (more
@@ -13,58 +16,81 @@ thread for seconds, never the endpoint.
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The text format the agent has always served (generate_latest writes it).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+PREFIX = "podflame_agent_"
 # Seconds a connection may take per read or write; a scrape needs milliseconds.
 CONNECTION_TIMEOUT = 5.0
 MAX_CONNECTIONS = 16
 
-
-@dataclass(frozen=True)
-class Sample:
-    name: str
-    kind: str  # "counter" or "gauge"
-    help: str
-    value: float
-    labels: tuple[tuple[str, str], ...] = ()
+# A part's in-memory caches and their entries (`Symbolizer.cache_sizes`, ...).
+CacheSizes = Callable[[], Mapping[str, int]]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def labelled(
+    family: CounterMetricFamily | GaugeMetricFamily, values: Mapping[str, float]
+) -> CounterMetricFamily | GaugeMetricFamily:
+    """`family` (made with one label name) with one sample per key, in key order."""
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
 
 
-def render(samples: Iterable[Sample]) -> str:
-    """Prometheus text exposition: HELP and TYPE once per metric name, then its samples."""
-    lines: list[str] = []
-    described: set[str] = set()
-    for sample in samples:
-        if sample.name not in described:
-            described.add(sample.name)
-            lines.append(f"# HELP {sample.name} {sample.help}")
-            lines.append(f"# TYPE {sample.name} {sample.kind}")
-        labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels)
-        series = f"{sample.name}{{{labels}}}" if labels else sample.name
-        lines.append(f"{series} {sample.value:g}")
-    return "\n".join(lines) + "\n"
+class StageCounters(Collector):
+    """A part's counters, a dataclass of ints, as podflame_agent_<prefix>_<field>_total."""
+
+    def __init__(self, prefix: str, counters: "DataclassInstance") -> None:
+        self._prefix, self._counters = prefix, counters
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value in asdict(self._counters).items():
+            yield CounterMetricFamily(
+                f"{PREFIX}{self._prefix}_{name}_total", f"{self._prefix}: {name}.", value=value
+            )
+
+
+class CacheEntries(Collector):
+    """One gauge for every part's caches: entries per cache, labelled by its name."""
+
+    def __init__(self, sources: Sequence[CacheSizes]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        sizes: dict[str, int] = {}
+        for source in self._sources:
+            sizes.update(source())
+        family = GaugeMetricFamily(
+            PREFIX + "cache_entries", "Entries per agent cache.", labels=["cache"]
+        )
+        yield labelled(family, sizes)
 
 
 class MetricsServer:
-    """Serves `collect()` at /metrics on a background thread."""
+    """Serves `registry` at /metrics on a background thread."""
 
     def __init__(
         self,
         host: str,
         port: int,
-        collect: Callable[[], Iterable[Sample]],
+        registry: CollectorRegistry,
         timeout: float = CONNECTION_TIMEOUT,
     ) -> None:
-        self._server = _BoundedServer((host, port), _handler(collect, timeout))
+        self._server = _BoundedServer((host, port), _handler(registry, timeout))
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics")
 
     @property
@@ -79,6 +105,15 @@ class MetricsServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def registry_of(collectors: Iterable[Collector]) -> CollectorRegistry:
+    """A registry of its own with these collectors; two that export one metric name
+    fail here (auto_describe collects each once to learn its names)."""
+    registry = CollectorRegistry(auto_describe=True)
+    for collector in collectors:
+        registry.register(collector)
+    return registry
 
 
 # What socketserver hands its request methods (a stream socket, for HTTP).
@@ -112,7 +147,7 @@ class _BoundedServer(ThreadingHTTPServer):
 
 
 def _handler(
-    collect: Callable[[], Iterable[Sample]], connection_timeout: float
+    registry: CollectorRegistry, connection_timeout: float
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         # StreamRequestHandler sets it on the socket: each read and write of the
@@ -123,7 +158,7 @@ def _handler(
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404, "only /metrics is served here")
                 return
-            body = render(collect()).encode()
+            body = generate_latest(registry)
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE)
             self.send_header("Content-Length", str(len(body)))

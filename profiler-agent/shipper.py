@@ -28,12 +28,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from podflame.agent.spool import MemoryQueue, Pending, PendingQueue
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from podflame.agent.metrics import PREFIX, StageCounters
+from podflame.agent.spool import DiskSpool, MemoryQueue, Pending, PendingQueue
 from podflame.model import Batch
 
 log = logging.getLogger(__name__)
@@ -269,3 +274,27 @@ def retry_after_seconds(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)  # HTTP-dates are GMT
     return max(0.0, when.timestamp() - time.time())
+
+
+class ShipperCollector(Collector):
+    """What waits for the server, and the shipper's (and the spool's) counters."""
+
+    def __init__(self, shipper: Shipper) -> None:
+        self._queue = shipper.queue
+        self._stages = [StageCounters("shipper", shipper.stats)]
+        if isinstance(shipper.queue, DiskSpool):
+            self._stages.append(StageCounters("spool", shipper.queue.stats))
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            PREFIX + "shipper_pending_batches",
+            "Batches waiting for the server to acknowledge them.",
+            value=len(self._queue),
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "shipper_pending_bytes",
+            "Bytes of batches waiting for the server (on disk with --spool-dir).",
+            value=self._queue.size_bytes,
+        )
+        for stage in self._stages:
+            yield from stage.collect()

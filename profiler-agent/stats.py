@@ -1,11 +1,15 @@
-"""The agent's own counters, per stage, and how they look at /metrics."""
+"""The agent loop's own counters and the process tables', and their collectors for /metrics."""
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from podflame.agent.failures import LOOPS, PROCESS_STAGES, CaughtErrors
-from podflame.agent.metrics import Sample
+from podflame.agent.metrics import PREFIX, labelled
 from podflame.agent.sampler import Drain
 
 # Processes with fewer samples in a drain say little about their stacks.
@@ -66,187 +70,139 @@ class AgentStats:
         self.shallow = totals
 
 
-def collect(
-    stats: AgentStats,
-    stage_stats: dict[str, Any],
-    processes: int,
-    cache_sizes: dict[str, int] | None = None,
-    tables: dict[str, TableCounts] | None = None,
-) -> list[Sample]:
-    """Every metric; `stage_stats` maps a prefix to a dataclass of int counters,
-    `cache_sizes` a cache to its entries, `tables` a process table to its counters."""
-    return _counters(stats, stage_stats, processes) + _caches(
-        stats, cache_sizes or {}, tables or {}
-    )
+def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, help_text, value=value)
 
 
-def _caches(
-    stats: AgentStats, sizes: dict[str, int], tables: dict[str, TableCounts]
-) -> list[Sample]:
-    p = "podflame_agent_"
-    samples = [
-        Sample(p + "cache_entries", "gauge", "Entries per agent cache.", n, (("cache", c),))
-        for c, n in sorted(sizes.items())
-    ]
-    samples += [
-        Sample(
-            p + "announce_backlog",
-            "gauge",
-            "Announced processes waiting for capture, per process table.",
-            n,
-            (("table", t),),
-        )
-        for t, n in sorted(stats.announce_backlog.items())
-    ]
-    for table, (gone, from_parent, evicted, refreshed, skipped) in sorted(tables.items()):
-        samples.append(
-            Sample(
-                p + "processes_gone_at_capture_total",
-                "counter",
-                "Announced processes that had exited before the agent captured them "
-                "(their frames are [unknown] unless another process mapped the same files "
-                "or they were forked children given their parent's image).",
-                gone,
-                (("table", table),),
-            )
-        )
-        samples.append(
-            Sample(
-                p + "processes_named_from_parent_total",
-                "counter",
-                "Forked children (not exec'd) gone before capture, symbolized and "
-                "labelled with their parent's capture instead.",
-                from_parent,
-                (("table", table),),
-            )
-        )
-        samples.append(
-            Sample(
-                p + "maps_refreshed_total",
-                "counter",
-                "Memory maps of running processes read again: a sampled address lay "
-                "outside every mapping, or in JIT code.",
-                refreshed,
-                (("table", table),),
-            )
-        )
-        samples.append(
-            Sample(
-                p + "maps_refreshes_skipped_total",
-                "counter",
-                "Memory maps not read again because the last reads found nothing new "
-                "(backing off up to MAX_REFRESH_BACKOFF drains).",
-                skipped,
-                (("table", table),),
-            )
-        )
-        samples.append(
-            Sample(
-                p + "processes_evicted_total",
-                "counter",
-                "Process records dropped by the table's cap (MAX_RECORDS).",
-                evicted,
-                (("table", table),),
-            )
-        )
-    return samples
+def _by(
+    label: str, name: str, help_text: str, values: Mapping[str, float], *, gauge: bool = False
+) -> CounterMetricFamily | GaugeMetricFamily:
+    kind = GaugeMetricFamily if gauge else CounterMetricFamily
+    return labelled(kind(PREFIX + name, help_text, labels=[label]), values)
 
 
-def _caught(stats: AgentStats) -> list[Sample]:
-    p = "podflame_agent_"
-    process = [
-        Sample(
-            p + "process_errors_total",
-            "counter",
-            "Errors that cost one process its stacks (or names) for one interval, by stage.",
-            n,
-            (("stage", stage),),
-        )
-        for stage, n in sorted(stats.process_errors.counts.items())
-    ]
-    loops = [
-        Sample(
-            p + "loop_errors_total",
-            "counter",
-            "Errors that cost one iteration of a loop (a whole drain, an announcement batch).",
-            n,
-            (("loop", loop),),
-        )
-        for loop, n in sorted(stats.loop_errors.counts.items())
-    ]
-    return process + loops
+class AgentStatsCollector(Collector):
+    """The agent loop's counters (AgentStats) at /metrics."""
 
+    def __init__(self, stats: AgentStats) -> None:
+        self._stats = stats
 
-def _counters(stats: AgentStats, stage_stats: dict[str, Any], processes: int) -> list[Sample]:
-    p = "podflame_agent_"
-    samples = [
-        Sample(p + "drains_total", "counter", "Drains of the kernel maps.", stats.drains),
-        Sample(p + "samples_total", "counter", "CPU samples drained.", stats.samples),
-        Sample(
-            p + "samples_collided_total",
-            "counter",
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        yield _counter("drains_total", "Drains of the kernel maps.", stats.drains)
+        yield _counter("samples_total", "CPU samples drained.", stats.samples)
+        yield _counter(
+            "samples_collided_total",
             "Samples whose stack collided in the stack map and came through the overflow "
             "ring buffer instead (not lost).",
             stats.collided,
-        ),
-        Sample(p + "stacks_total", "counter", "Distinct stacks shipped per batch.", stats.stacks),
-        Sample(
-            p + "stacks_unsymbolized_total",
-            "counter",
+        )
+        yield _counter("stacks_total", "Distinct stacks shipped per batch.", stats.stacks)
+        yield _counter(
+            "stacks_unsymbolized_total",
             "Shipped stacks with at least one frame that could not be named.",
             stats.stacks_unsymbolized,
-        ),
-        Sample(p + "new_processes_total", "counter", "Processes announced.", stats.new_processes),
-        Sample(p + "processes", "gauge", "Processes the agent holds records of.", processes),
-    ]
-    samples += [
-        Sample(
-            p + "samples_dropped_total",
-            "counter",
+        )
+        yield _counter("new_processes_total", "Processes announced.", stats.new_processes)
+        yield _by(
+            "reason",
+            "samples_dropped_total",
             "Samples the kernel side could not record fully, by reason.",
-            n,
-            (("reason", reason),),
+            stats.dropped,
         )
-        for reason, n in sorted(stats.dropped.items())
-    ]
-    samples.append(
-        Sample(
-            p + "network_calls_total",
-            "counter",
+        yield from self._network()
+        yield from self._errors()
+        yield _by("stage", "stage_seconds_total", "Time spent per stage.", stats.seconds)
+        yield self._shallow()
+        yield _by(
+            "table",
+            "announce_backlog",
+            "Announced processes waiting for capture, per process table.",
+            stats.announce_backlog,
+            gauge=True,
+        )
+
+    def _network(self) -> Iterator[Metric]:
+        yield _counter(
+            "network_calls_total",
             "Network system calls measured (EAGAIN excluded).",
-            stats.network_calls,
+            self._stats.network_calls,
         )
-    )
-    samples += [
-        Sample(
-            p + "network_dropped_total",
-            "counter",
+        yield _by(
+            "reason",
+            "network_dropped_total",
             "Network events the kernel side could not record, by reason.",
-            n,
-            (("reason", reason),),
+            self._stats.network_dropped,
         )
-        for reason, n in sorted(stats.network_dropped.items())
-    ]
-    samples += _caught(stats)
-    samples += [
-        Sample(p + "stage_seconds_total", "counter", "Time spent per stage.", s, (("stage", st),))
-        for st, s in sorted(stats.seconds.items())
-    ]
-    for prefix, counters in stage_stats.items():
-        for name, value in asdict(counters).items():
-            samples.append(
-                Sample(f"{p}{prefix}_{name}_total", "counter", f"{prefix}: {name}.", value)
-            )
-    samples += [
-        Sample(
-            p + "shallow_stack_ratio",
-            "gauge",
+
+    def _errors(self) -> Iterator[Metric]:
+        yield _by(
+            "stage",
+            "process_errors_total",
+            "Errors that cost one process its stacks (or names) for one interval, by stage.",
+            self._stats.process_errors.counts,
+        )
+        yield _by(
+            "loop",
+            "loop_errors_total",
+            "Errors that cost one iteration of a loop (a whole drain, an announcement batch).",
+            self._stats.loop_errors.counts,
+        )
+
+    def _shallow(self) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            PREFIX + "shallow_stack_ratio",
             "Share of a process's samples whose user stack has at most one frame: "
             "near 1 means it was built without frame pointers.",
-            shallow / total,
-            (("pid", str(pid)), ("comm", comm)),
+            labels=["pid", "comm"],
         )
-        for pid, (comm, total, shallow) in sorted(stats.shallow.items())
-        if total >= SHALLOW_MIN_SAMPLES
-    ]
-    return samples
+        for pid, (comm, total, shallow) in sorted(self._stats.shallow.items()):
+            if total >= SHALLOW_MIN_SAMPLES:
+                family.add_metric([str(pid), comm], shallow / total)
+        return family
+
+
+# (help, the TableCounts field) of each process table counter, by metric name.
+_TABLE_COUNTERS = {
+    "processes_gone_at_capture_total": (
+        "Announced processes that had exited before the agent captured them "
+        "(their frames are [unknown] unless another process mapped the same files "
+        "or they were forked children given their parent's image).",
+        "gone_at_capture",
+    ),
+    "processes_named_from_parent_total": (
+        "Forked children (not exec'd) gone before capture, symbolized and "
+        "labelled with their parent's capture instead.",
+        "from_parent",
+    ),
+    "maps_refreshed_total": (
+        "Memory maps of running processes read again: a sampled address lay "
+        "outside every mapping, or in JIT code.",
+        "refreshed",
+    ),
+    "maps_refreshes_skipped_total": (
+        "Memory maps not read again because the last reads found nothing new "
+        "(backing off up to MAX_REFRESH_BACKOFF drains).",
+        "refreshes_skipped",
+    ),
+    "processes_evicted_total": (
+        "Process records dropped by the table's cap (MAX_RECORDS).",
+        "evicted",
+    ),
+}
+
+
+class ProcessTableCollector(Collector):
+    """The process tables' counters, labelled by table, and the records the first holds."""
+
+    def __init__(self, tables: Callable[[], Mapping[str, TableCounts]], held: Callable[[], int]):
+        self._tables, self._held = tables, held
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            PREFIX + "processes", "Processes the agent holds records of.", value=self._held()
+        )
+        counts = self._tables()
+        for name, (help_text, field_name) in _TABLE_COUNTERS.items():
+            values = {table: getattr(c, field_name) for table, c in counts.items()}
+            yield _by("table", name, help_text, values)

@@ -15,6 +15,7 @@ from podflame.server.deps import QueryLimits
 from podflame.server.errors import install_error_handlers
 from podflame.server.limits import IngestLimits
 from podflame.server.openapi import add_schemas
+from podflame.server.profile_types import ProfileTypes
 from podflame.server.routers import (
     diff,
     export,
@@ -32,7 +33,7 @@ from podflame.server.routers import (
     top,
 )
 from podflame.server.settings import DEFAULT_MAX_INGEST_BYTES
-from podflame.server.store import ProfileStore
+from podflame.server.store import Storage
 from podflame.server.telemetry import MeteredStore, MetricsMiddleware, Telemetry
 
 _DESCRIPTION = (
@@ -42,7 +43,7 @@ _DESCRIPTION = (
 
 
 def create_app(
-    store: ProfileStore,
+    store: Storage,
     *,
     max_ingest_bytes: int = DEFAULT_MAX_INGEST_BYTES,
     limits: QueryLimits | None = None,
@@ -53,7 +54,11 @@ def create_app(
     app = FastAPI(title="podflame", version=_version(), description=_DESCRIPTION)
     telemetry = Telemetry()
     app.state.telemetry = telemetry
-    app.state.store = MeteredStore(store, telemetry)
+    app.state.storage = store
+    app.state.store = MeteredStore(store, telemetry.ingest)
+    app.state.network_store = store
+    # The built-in types and those recorded in the store (one registry per app).
+    app.state.profile_types = ProfileTypes(store)
     app.state.max_ingest_bytes = max_ingest_bytes
     app.state.limits = limits or QueryLimits()
     app.state.ingest_limits = ingest_limits or IngestLimits()
@@ -62,7 +67,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit=max_ingest_bytes)
     if tokens is not None:
         app.add_middleware(BearerAuthMiddleware, authenticator=Authenticator(tokens))
-    app.add_middleware(MetricsMiddleware, telemetry=telemetry)
+    app.add_middleware(MetricsMiddleware, requests=telemetry.requests)
     routers = (ingest, pyroscope, export, top, flamegraph, diff, timeline, labels, profile_types)
     for module in (*routers, querier, render, network, metrics, health):
         app.include_router(module.router)

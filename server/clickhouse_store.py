@@ -1,4 +1,5 @@
-"""ProfileStore on ClickHouse, embedded (chDB) or a server, through clickhouse-connect.
+"""Storage on ClickHouse, embedded (chDB) or a server, through clickhouse-connect: one
+class for the three concerns of server/store.py (profiles, network, profile types).
 
 The same SQL runs on both (server/queries.py); all aggregation happens in
 ClickHouse, so Python only ever sees one row per distinct stack, function,

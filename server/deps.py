@@ -8,13 +8,14 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from podflame.model import ProfileType
 from podflame.server.auth import PRINCIPAL_STATE_KEY, Principal
 from podflame.server.errors import ParameterError
 from podflame.server.limits import IngestLimits
-from podflame.server.profile_types import require_profile_type
+from podflame.server.profile_types import ProfileTypes
 from podflame.server.selector import Matcher, Op, parse_selector
 from podflame.server.settings import DEFAULT_MAX_NODES
-from podflame.server.store import LabelSelection, ProfileQuery, ProfileStore
+from podflame.server.store import LabelSelection, NetworkStore, ProfileQuery, ProfileStore, Storage
 from podflame.server.timerange import (
     DEFAULT_FROM,
     DEFAULT_UNTIL,
@@ -69,6 +70,16 @@ def get_store(request: Request) -> ProfileStore:
     return store
 
 
+def get_network_store(request: Request) -> NetworkStore:
+    store: NetworkStore = request.app.state.network_store
+    return store
+
+
+def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
 def get_max_ingest_bytes(request: Request) -> int:
     limit: int = request.app.state.max_ingest_bytes
     return limit
@@ -90,16 +101,27 @@ def namespace_scope(request: Request) -> NamespaceRestriction:
     return NamespaceRestriction(principal.namespaces if principal else None)
 
 
-def profile_type_name(
-    store: Annotated[ProfileStore, Depends(get_store)],
+def get_profile_types(request: Request) -> ProfileTypes:
+    types: ProfileTypes = request.app.state.profile_types
+    return types
+
+
+def selected_profile_type(
+    types: Annotated[ProfileTypes, Depends(get_profile_types)],
     scope: Annotated[NamespaceRestriction, Depends(namespace_scope)],
     profile_type: Annotated[
         str, Query(alias="type", description="A name from /api/v1/profile-types.")
     ] = "cpu",
-) -> str:
+) -> ProfileType:
     # Types pushed by Pyroscope SDKs live in the store; a miss asks it (400 if unknown).
     # A caller limited to some namespaces is not told the types of the others.
-    return require_profile_type(store, profile_type, list_known=scope.namespaces is None)
+    return types.require(profile_type, list_known=scope.namespaces is None)
+
+
+def profile_type_name(
+    profile_type: Annotated[ProfileType, Depends(selected_profile_type)],
+) -> str:
+    return profile_type.name
 
 
 def label_selection(
@@ -151,6 +173,12 @@ def max_nodes(
 
 
 Store = Annotated[ProfileStore, Depends(get_store)]
+Network = Annotated[NetworkStore, Depends(get_network_store)]
+# The whole backend, for what concerns it whole (readiness).
+Backend = Annotated[Storage, Depends(get_storage)]
+# The app's profile types (built-in and recorded), and the one a query's `type` names.
+Types = Annotated[ProfileTypes, Depends(get_profile_types)]
+SelectedType = Annotated[ProfileType, Depends(selected_profile_type)]
 MaxIngestBytes = Annotated[int, Depends(get_max_ingest_bytes)]
 # What one ingest request may expand to (stacks, frames, pprof entries, profile types).
 Expansion = Annotated[IngestLimits, Depends(get_ingest_limits)]

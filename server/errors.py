@@ -113,7 +113,7 @@ async def _storage_error(request: Request, error: Exception) -> JSONResponse:
     timed_out = is_timeout(error)
     telemetry = getattr(request.app.state, "telemetry", None)
     if telemetry is not None:
-        telemetry.count_storage_error("timeout" if timed_out else "unavailable")
+        telemetry.storage_errors.count("timeout" if timed_out else "unavailable")
     if timed_out:
         message = "query timed out: narrow the selector or the time range (--query-timeout-seconds)"
         return error_response(504, message)

@@ -13,7 +13,7 @@ from podflame.server.clickhouse_store import open_store
 from podflame.server.deps import QueryLimits
 from podflame.server.limits import IngestLimits
 from podflame.server.settings import ServerSettings
-from podflame.server.store import ProfileStore
+from podflame.server.store import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class _StoreServer(uvicorn.Server):
     same chDB path again afterwards.
     """
 
-    def __init__(self, config: uvicorn.Config, store: ProfileStore) -> None:
+    def __init__(self, config: uvicorn.Config, store: Storage) -> None:
         super().__init__(config)
         self.store = store
         self._store_open = True

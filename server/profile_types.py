@@ -1,74 +1,136 @@
 """Which profile types exist: the built-ins plus those recorded in the store at ingest.
 
-The process-wide registry (`podflame.model.profile.PROFILE_TYPES`) is what
-ingest and queries check names against; this module keeps it in step with the
-store, so a type pushed by a Pyroscope SDK can be queried, also after a restart
-or when another server instance recorded it.
+`ProfileTypes` is the app's registry (one per app, made by `create_app` and handed to
+routers through `deps.Types`): what ingest and queries check names against. It keeps
+in step with its store, so a type pushed by a Pyroscope SDK can be queried, also after
+a restart or when another server instance recorded it.
 """
 
 import re
 import threading
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from weakref import WeakKeyDictionary
 
 from fastapi import HTTPException
 
 from podflame.model.profile import (
     BUILTIN_PROFILE_TYPES,
-    PROFILE_TYPES,
     TYPE_NAME,
     ProfileType,
     ProfileTypeConflict,
-    register_profile_type,
 )
-from podflame.server.store import ProfileStore
-
-# Per store, the names this process knows are recorded in it: ingest then
-# skips the store round trip. Weak, so a closed store (a test's) is forgotten.
-_recorded: "WeakKeyDictionary[ProfileStore, set[str]]" = WeakKeyDictionary()
-# Ingest and queries run in worker threads; checking then recording a type is one step.
-_lock = threading.RLock()
+from podflame.server.store import ProfileTypeStore
 
 
-def stored_profile_types(store: ProfileStore) -> list[ProfileType]:
-    """The runtime types recorded in the store, now also in the registry."""
-    with _lock:
-        return _load(store)
+class TooManyProfileTypes(ProfileTypeConflict):
+    """Recording the push's types would take the store past --max-profile-types."""
 
 
-def _load(store: ProfileStore) -> list[ProfileType]:
-    stored = store.profile_types()
-    known = _recorded.setdefault(store, set())
-    for profile_type in stored:
-        if profile_type.name not in BUILTIN_PROFILE_TYPES:
-            register_profile_type(profile_type)
-            known.add(profile_type.name)
-    return stored
+class ProfileTypes:
+    """The types one app knows: the built-ins, and those its store holds."""
 
+    def __init__(self, store: ProfileTypeStore) -> None:
+        self._store = store
+        self._known: dict[str, ProfileType] = dict(BUILTIN_PROFILE_TYPES)
+        # The runtime names known recorded in the store: ingest then skips the round trip.
+        self._recorded: set[str] = set()
+        # Ingest and queries run in worker threads; checking then recording is one step.
+        self._lock = threading.RLock()
 
-def all_profile_types(store: ProfileStore) -> list[ProfileType]:
-    """Built-in types first, then the recorded ones by name."""
-    stored = [
-        item for item in stored_profile_types(store) if item.name not in BUILTIN_PROFILE_TYPES
-    ]
-    return [*BUILTIN_PROFILE_TYPES.values(), *stored]
+    def known(self) -> list[ProfileType]:
+        """The types this app has seen so far (no store round trip)."""
+        with self._lock:
+            return list(self._known.values())
 
+    def get(self, name: str) -> ProfileType | None:
+        """The type of that name, asking the store on a miss."""
+        with self._lock:
+            if name not in self._known:
+                self._load()
+            return self._known.get(name)
 
-def require_profile_type(store: ProfileStore, name: str, *, list_known: bool = True) -> str:
-    """`name` if it is a known type (asking the store on a miss), else a 400.
+    def all(self) -> list[ProfileType]:
+        """Built-in types first, then the recorded ones by name (asks the store)."""
+        with self._lock:
+            stored = [item for item in self._load() if item.name not in BUILTIN_PROFILE_TYPES]
+        return [*BUILTIN_PROFILE_TYPES.values(), *stored]
 
-    The 400 lists the known types unless `list_known` is False (for a caller limited
-    to some namespaces, who is shown only the types with samples there).
-    """
-    if name not in PROFILE_TYPES:
-        stored_profile_types(store)
-    if name not in PROFILE_TYPES:
+    def require(self, name: str, *, list_known: bool = True) -> ProfileType:
+        """The type `name`, else a 400.
+
+        The 400 lists the known types unless `list_known` is False (for a caller limited
+        to some namespaces, who is shown only the types with samples there).
+        """
+        found = self.get(name)
+        if found is not None:
+            return found
         if not list_known:
             raise HTTPException(400, f"unknown profile type {name!r} (see /api/v1/profile-types)")
-        known = ", ".join(sorted(PROFILE_TYPES))
+        known = ", ".join(sorted(item.name for item in self.known()))
         raise HTTPException(400, f"unknown profile type {name!r} (known: {known})")
-    return name
+
+    def record(self, pushed: Sequence[ProfileType], max_types: int) -> dict[tuple[str, str], str]:
+        """Record the pushed types; for each (name, unit) pushed, the type name to store it
+        under.
+
+        A type is a name and a unit: values of different units are never summed. A name is
+        stored in the first unit recorded for it (the standard names only in SDK_UNITS); a
+        push of it in another unit is stored under `<name>_<unit>`, never breaking the
+        others. Everything is checked before anything is recorded: ProfileTypeConflict for
+        a reserved or invalid name, TooManyProfileTypes past `max_types` recorded types.
+        """
+        with self._lock:
+            if all(self._known_as_is(item) for item in pushed):
+                return {(item.name, item.unit): item.name for item in pushed}  # no round trip
+            stored = {item.name: item for item in self._store.profile_types()}
+            resolved = _plan(pushed, stored)
+            new = {t.name: t for t in resolved.values() if t.name not in stored}
+            if new and len(stored) + len(new) > max_types:
+                raise TooManyProfileTypes(
+                    f"recording profile type {next(iter(new))!r} would make more than"
+                    f" {max_types} profile types (--max-profile-types,"
+                    " PODFLAME_MAX_PROFILE_TYPES)"
+                )
+            if new:
+                # Another server may have recorded a name meanwhile: the first unit wins.
+                added = self._store.profile_types(list(new.values()))
+                stored = {item.name: item for item in added}
+            for item in resolved.values():
+                _check_unit(stored[item.name], item)
+                self._remember(stored[item.name])
+            return {key: item.name for key, item in resolved.items()}
+
+    def _load(self) -> list[ProfileType]:
+        stored = self._store.profile_types()
+        for profile_type in stored:
+            if profile_type.name not in BUILTIN_PROFILE_TYPES:
+                self._remember(profile_type)
+        return stored
+
+    def _remember(self, profile_type: ProfileType) -> None:
+        _check_name(profile_type.name)
+        self._known[profile_type.name] = profile_type
+        self._recorded.add(profile_type.name)
+
+    def _known_as_is(self, pushed: ProfileType) -> bool:
+        """Whether `pushed` is a type this app knows recorded, in the same unit."""
+        current = self._known.get(pushed.name)
+        return pushed.name in self._recorded and current is not None and current.unit == pushed.unit
+
+
+def _plan(
+    pushed: Sequence[ProfileType], stored: Mapping[str, ProfileType]
+) -> dict[tuple[str, str], ProfileType]:
+    """The type each pushed (name, unit) is stored as; a type this push records counts as
+    recorded for its later ones."""
+    planned = dict(stored)
+    resolved: dict[tuple[str, str], ProfileType] = {}
+    for item in pushed:
+        if (item.name, item.unit) not in resolved:
+            target = _resolve(item, planned)
+            resolved[item.name, item.unit] = target
+            planned.setdefault(target.name, target)
+    return resolved
 
 
 # The units Pyroscope SDKs push their standard types in. A push of one of these names
@@ -79,56 +141,6 @@ SDK_UNITS: Mapping[str, str] = MappingProxyType(
 )
 _UNIT_CHARS = re.compile(r"[^A-Za-z0-9_]")
 _MAX_UNIT_IN_NAME = 64
-
-
-class TooManyProfileTypes(ProfileTypeConflict):
-    """Recording the push's types would take the store past --max-profile-types."""
-
-
-def record_profile_types(
-    store: ProfileStore, pushed: Sequence[ProfileType], max_types: int
-) -> dict[tuple[str, str], str]:
-    """Record the pushed types; for each (name, unit) pushed, the type name to store it under.
-
-    A type is a name and a unit: values of different units are never summed. A name is
-    stored in the first unit recorded for it (the standard names only in SDK_UNITS); a
-    push of it in another unit is stored under `<name>_<unit>`, never breaking the others.
-    Everything is checked before anything is recorded: ProfileTypeConflict for a reserved
-    or invalid name, TooManyProfileTypes past `max_types` recorded types.
-    """
-    with _lock:
-        known = _recorded.setdefault(store, set())
-        if all(_known_as_is(item, known) for item in pushed):
-            return {(item.name, item.unit): item.name for item in pushed}  # no round trip
-        stored = {item.name: item for item in store.profile_types()}
-        # The types this push records count as recorded for its later ones.
-        planned = dict(stored)
-        resolved: dict[tuple[str, str], ProfileType] = {}
-        for item in pushed:
-            if (item.name, item.unit) not in resolved:
-                target = _resolve(item, planned)
-                resolved[item.name, item.unit] = target
-                planned.setdefault(target.name, target)
-        new = {name: item for name, item in planned.items() if name not in stored}
-        if new and len(stored) + len(new) > max_types:
-            raise TooManyProfileTypes(
-                f"recording profile type {next(iter(new))!r} would make more than"
-                f" {max_types} profile types (--max-profile-types, PODFLAME_MAX_PROFILE_TYPES)"
-            )
-        if new:
-            # Another server may have recorded a name meanwhile: the first unit wins.
-            stored = {item.name: item for item in store.profile_types(list(new.values()))}
-        for item in resolved.values():
-            _check_unit(stored[item.name], item)
-            register_profile_type(stored[item.name])
-            known.add(item.name)
-        return {key: item.name for key, item in resolved.items()}
-
-
-def _known_as_is(pushed: ProfileType, known: set[str]) -> bool:
-    """Whether `pushed` is a type this process knows recorded, in the same unit."""
-    current = PROFILE_TYPES.get(pushed.name)
-    return pushed.name in known and current is not None and current.unit == pushed.unit
 
 
 def _resolve(pushed: ProfileType, stored: Mapping[str, ProfileType]) -> ProfileType:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from podflame.model import PROFILE_TYPES, Batch
+from podflame.model import Batch
 from podflame.server.native import NativeBlock, strings
 from podflame.server.schema import LABEL_COLUMNS, PID_LABEL, SAMPLE_COLUMNS
 from podflame.server.stack_cache import StackCache
@@ -71,9 +71,6 @@ class BatchRows:
 
 def batch_rows(batch: Batch, cache: StackCache | None = None) -> BatchRows:
     """The batch's rows; stacks in `cache` are known stored and not hashed again."""
-    if batch.profile_type not in PROFILE_TYPES:
-        known = ", ".join(sorted(PROFILE_TYPES))
-        raise InvalidBatchError(f"unknown profile_type {batch.profile_type!r} (known: {known})")
     if batch.end_time_ns >= _MAX_TIME_NS:
         raise InvalidBatchError(f"end_time_ns={batch.end_time_ns} is out of range")
     cached = cache.hashes_of(batch.stacks) if cache else [None] * len(batch.stacks)

@@ -1,7 +1,9 @@
-"""The storage seam: what the HTTP layer needs from a profile store.
+"""The storage seams: what the HTTP layer needs from storage, one Protocol per concern.
 
-The API depends on this Protocol only, so a store can be swapped (or faked in a
-caller's tests) without touching the routers.
+Routers depend on the Protocol of their concern only (profiles, network, profile
+types); `Storage` is all of them plus ping and close, what `create_app` takes. The
+ClickHouse store implements the lot in one class; a store can be swapped (or faked in
+a caller's tests) without touching the routers.
 """
 
 from collections.abc import Sequence
@@ -131,8 +133,11 @@ class TopResult:
 
 
 class ProfileStore(Protocol):
+    """Profiles: what ingest writes and the profile queries read."""
+
     def ingest(self, batch: Batch) -> IngestResult:
-        """Store a batch; storing the same batch_id again changes nothing.
+        """Store a batch (its profile samples and its network rows); storing the same
+        batch_id again changes nothing.
 
         Raises InvalidBatchError for content the store rejects.
         """
@@ -168,6 +173,10 @@ class ProfileStore(Protocol):
         """The first `limit` distinct non-empty values of label `name`, sorted (pid numerically)."""
         ...
 
+
+class NetworkStore(Protocol):
+    """Network latency and connect() outcomes, for /api/v1/network."""
+
     def network_latency(self, query: LatencyQuery) -> list[LatencySums]:
         """The `query.limit` groups with the most calls, by count descending."""
         ...
@@ -183,13 +192,21 @@ class ProfileStore(Protocol):
         """The `limit` (source, address, port, destination) with the most connect() calls."""
         ...
 
-    def ping(self) -> None:
-        """Return if the store answers, else raise StorageError."""
-        ...
 
-    def close(self) -> None: ...
+class ProfileTypeStore(Protocol):
+    """The profile types recorded at runtime (server/profile_types.ProfileTypes reads it)."""
 
     def profile_types(self, add: Sequence[ProfileType] = ()) -> list[ProfileType]:
         """Record the runtime types in `add` (built-ins are never recorded), then list all
         recorded ones; the first unit recorded for a name wins."""
         ...
+
+
+class Storage(ProfileStore, NetworkStore, ProfileTypeStore, Protocol):
+    """The whole backend, as the composition root opens it and hands its parts out."""
+
+    def ping(self) -> None:
+        """Return if the store answers, else raise StorageError."""
+        ...
+
+    def close(self) -> None: ...

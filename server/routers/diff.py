@@ -11,9 +11,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from podflame.model import PROFILE_TYPES
 from podflame.model.tree import Stack, diff_graph
-from podflame.server.deps import Limits, MaxNodes, NamespaceScope, Store, profile_type_name
+from podflame.server.deps import (
+    Limits,
+    MaxNodes,
+    NamespaceScope,
+    SelectedType,
+    Store,
+    profile_type_name,
+)
 from podflame.server.errors import ERROR_RESPONSES, ParameterError
 from podflame.server.selector import Matcher, SelectorError, parse_selector
 from podflame.server.store import ProfileQuery, ProfileStore
@@ -83,12 +89,14 @@ DiffSides = Annotated[tuple[ProfileQuery, ProfileQuery], Depends(diff_sides)]
     summary="Compare two selections in one flame graph",
     responses=ERROR_RESPONSES,
 )
-def diff(store: Store, sides: DiffSides, max_nodes: MaxNodes) -> DiffResponse:
+def diff(
+    store: Store, sides: DiffSides, profile_type: SelectedType, max_nodes: MaxNodes
+) -> DiffResponse:
     left, right = sides
     tree = diff_graph(_stacks(store, left, "left"), _stacks(store, right, "right"), max_nodes)
     left_total, right_total = tree.totals
     return DiffResponse(
-        unit=PROFILE_TYPES[left.profile_type].unit,
+        unit=profile_type.unit,
         left_total=left_total,
         right_total=right_total,
         truncated=tree.truncated,

@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from podflame.model.profile import PROFILE_TYPES
 from podflame.server import exports
-from podflame.server.deps import SelectedProfile, Store
+from podflame.server.deps import SelectedProfile, SelectedType, Store
 from podflame.server.errors import ERROR_RESPONSES
 from podflame.server.exports import folded
 from podflame.server.store import ProfileQuery
@@ -38,6 +37,7 @@ FORMATS = ("folded", "pprof", "speedscope")
 def export(
     store: Store,
     selected: SelectedProfile,
+    profile_type: SelectedType,
     export_format: Annotated[
         str,
         Query(
@@ -56,7 +56,6 @@ def export(
     if export_format == "folded":
         return PlainTextResponse(folded(stacks))
     # The dependency checked the name, so the registry has it.
-    profile_type = PROFILE_TYPES[selected.profile_type]
     name = _file_stem(selected)
     if export_format == "pprof":
         data = exports.pprof(stacks, profile_type, selected.time_range)

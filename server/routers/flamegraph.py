@@ -3,9 +3,8 @@
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from podflame.model import PROFILE_TYPES
 from podflame.model.tree import flame_graph
-from podflame.server.deps import MaxNodes, SelectedProfile, Store
+from podflame.server.deps import MaxNodes, SelectedProfile, SelectedType, Store
 from podflame.server.errors import ERROR_RESPONSES
 
 router = APIRouter(tags=["query"])
@@ -33,11 +32,13 @@ class FlameGraphResponse(BaseModel):
     summary="Flame graph of the selected profile",
     responses=ERROR_RESPONSES,
 )
-def flamegraph(store: Store, selected: SelectedProfile, max_nodes: MaxNodes) -> FlameGraphResponse:
+def flamegraph(
+    store: Store, selected: SelectedProfile, profile_type: SelectedType, max_nodes: MaxNodes
+) -> FlameGraphResponse:
     stacks = store.stacks(selected)
     tree = flame_graph(((stack.frames, stack.value) for stack in stacks), max_nodes)
     return FlameGraphResponse(
-        unit=PROFILE_TYPES[selected.profile_type].unit,
+        unit=profile_type.unit,
         total=tree.totals[0],
         truncated=tree.truncated,
         names=tree.names,

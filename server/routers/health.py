@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from podflame.server.deps import Store
+from podflame.server.deps import Backend
 from podflame.server.errors import ERROR_RESPONSES
 
 router = APIRouter(tags=["health"])
@@ -21,7 +21,7 @@ def healthz() -> Status:
 @router.get(
     "/readyz", response_model=Status, summary="Readiness", responses={503: ERROR_RESPONSES[503]}
 )
-def readyz(store: Store) -> Status:
+def readyz(store: Backend) -> Status:
     # A StorageError becomes 503 through the app's handler.
     store.ping()
     return Status(status="ready")

@@ -9,11 +9,12 @@ from pydantic import BaseModel, Field, ValidationError
 
 from podflame.model import Batch
 from podflame.server.body import read_body
-from podflame.server.deps import Expansion, MaxIngestBytes, Store
+from podflame.server.deps import Expansion, MaxIngestBytes, Store, Types
 from podflame.server.errors import ERROR_RESPONSES, ErrorBody
 from podflame.server.gc_pause import pause_collector
 from podflame.server.limits import IngestLimits, bound_batch
-from podflame.server.store import ProfileStore
+from podflame.server.profile_types import ProfileTypes
+from podflame.server.store import InvalidBatchError, ProfileStore
 
 router = APIRouter(tags=["ingest"])
 
@@ -50,6 +51,7 @@ class IngestResponse(BaseModel):
 async def ingest(
     request: Request,
     store: Store,
+    types: Types,
     max_bytes: MaxIngestBytes,
     limits: Expansion,
     # Declared for the documentation only; read_body() looks at the header itself.
@@ -60,14 +62,21 @@ async def ingest(
     """A retried batch (same batch_id) is stored once."""
     body = await read_body(request, max_bytes)
     # Parsing a large batch and writing it block; keep them off the event loop.
-    return await run_in_threadpool(_store, store, body, limits)
+    return await run_in_threadpool(_store, store, types, body, limits)
 
 
-def _store(store: ProfileStore, body: bytes, limits: IngestLimits) -> IngestResponse:
+def _store(
+    store: ProfileStore, types: ProfileTypes, body: bytes, limits: IngestLimits
+) -> IngestResponse:
     # The batch is parsed, stored and freed inside the pause (see gc_pause).
     with pause_collector():
-        # IngestLimitExceeded goes to its 413 handler (errors.py).
-        result = store.ingest(bound_batch(parse_batch(body), limits))
+        batch = parse_batch(body)
+        # InvalidBatchError goes to its 400 handler, IngestLimitExceeded to its 413 (errors.py).
+        if types.get(batch.profile_type) is None:
+            known = ", ".join(sorted(item.name for item in types.known()))
+            message = f"unknown profile_type {batch.profile_type!r} (known: {known})"
+            raise InvalidBatchError(message)
+        result = store.ingest(bound_batch(batch, limits))
     return IngestResponse(stored_samples=result.stored_samples, stacks=result.stacks)
 
 

@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
+from prometheus_client import generate_latest
 
 from podflame.server.telemetry import CONTENT_TYPE, Telemetry
 
@@ -18,4 +19,4 @@ _EXAMPLE = "podflame_ingested_batches_total 3\n"
 )
 def metrics(request: Request) -> PlainTextResponse:
     telemetry: Telemetry = request.app.state.telemetry
-    return PlainTextResponse(telemetry.render(), media_type=CONTENT_TYPE)
+    return PlainTextResponse(generate_latest(telemetry.registry), media_type=CONTENT_TYPE)

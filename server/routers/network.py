@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
 from podflame.model.network import quantile
-from podflame.server.deps import Selected, Store
+from podflame.server.deps import Network, Selected
 from podflame.server.errors import ERROR_RESPONSES, ParameterError
 from podflame.server.selector import LABEL_NAME
 from podflame.server.store import LabelSelection, LatencyQuery, LatencyStep, LatencySums
@@ -141,7 +141,7 @@ class PeersResponse(BaseModel):
     responses=ERROR_RESPONSES,
 )
 def network_latency(
-    store: Store,
+    store: Network,
     selected: Selected,
     group_by: Annotated[
         str,
@@ -183,7 +183,7 @@ def network_latency(
     responses=ERROR_RESPONSES,
 )
 def network_peers(
-    store: Store,
+    store: Network,
     selected: Selected,
     limit: Annotated[
         int, Query(ge=1, le=MAX_PEERS, description="Most peers returned, by count.")

@@ -6,8 +6,15 @@ from fastapi import APIRouter
 
 from podflame.model import ProfileType
 from podflame.model.profile import BUILTIN_PROFILE_TYPES
-from podflame.server.deps import Limits, NamespaceRestriction, NamespaceScope, Store
-from podflame.server.profile_types import all_profile_types
+from podflame.server.deps import (
+    Limits,
+    NamespaceRestriction,
+    NamespaceScope,
+    QueryLimits,
+    Store,
+    Types,
+)
+from podflame.server.profile_types import ProfileTypes
 from podflame.server.store import ProfileQuery, ProfileStore
 from podflame.server.timerange import TimeRange
 
@@ -22,15 +29,25 @@ router = APIRouter(tags=["query"])
     " process_cpu), by name. A token limited to some namespaces sees the recorded types"
     " that have samples in them within --max-range.",
 )
-def profile_types(store: Store, scope: NamespaceScope, limits: Limits) -> list[ProfileType]:
-    types = all_profile_types(store)
+def profile_types(
+    store: Store, types: Types, scope: NamespaceScope, limits: Limits
+) -> list[ProfileType]:
+    return visible_types(store, types, scope, limits)
+
+
+def visible_types(
+    store: ProfileStore, types: ProfileTypes, scope: NamespaceRestriction, limits: QueryLimits
+) -> list[ProfileType]:
+    """All types for an unrestricted caller; else the built-ins and the recorded types
+    with recent samples in the caller's namespaces."""
+    every = types.all()
     if scope.namespaces is None:
-        return types
+        return every
     now = datetime.now(UTC)
     recent = TimeRange(now - limits.max_range, now)
     return [
         item
-        for item in types
+        for item in every
         if item.name in BUILTIN_PROFILE_TYPES or _has_samples(store, scope, item.name, recent)
     ]
 

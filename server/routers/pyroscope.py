@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse
 from podflame.model.pprof import PprofTooLarge
 from podflame.model.profile import ProfileTypeConflict
 from podflame.server.body import read_body
-from podflame.server.deps import Expansion, MaxIngestBytes, Store
+from podflame.server.deps import Expansion, MaxIngestBytes, Store, Types
 from podflame.server.errors import ERROR_RESPONSES, RETRY_AFTER_SECONDS, ErrorBody
 from podflame.server.limits import IngestLimitExceeded, IngestLimits
-from podflame.server.profile_types import record_profile_types
+from podflame.server.profile_types import ProfileTypes
 from podflame.server.pyroscope import (
     Converted,
     LegacyUpload,
@@ -81,7 +81,7 @@ class _ConnectFailure(Exception):
     },
 )
 async def push(
-    request: Request, store: Store, max_bytes: MaxIngestBytes, limits: Expansion
+    request: Request, store: Store, types: Types, max_bytes: MaxIngestBytes, limits: Expansion
 ) -> Response:
     """Each pushed pprof is stored under its series' `__name__` type (e.g. process_cpu)."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -94,17 +94,24 @@ async def push(
             body = await read_body(request, max_bytes)
         except HTTPException as error:
             raise _ConnectFailure(error.status_code, str(error.detail)) from None
-        await run_in_threadpool(_push, store, media, body, max_bytes, limits)
+        await run_in_threadpool(_push, store, types, media, body, max_bytes, limits)
     except _ConnectFailure as failure:
         return _connect_error(failure.status, failure.message)
     # An empty PushResponse: `{}` in protojson, zero bytes in protobuf.
     return Response(b"{}" if media == _JSON else b"", media_type=media)
 
 
-def _push(store: ProfileStore, media: str, body: bytes, limit: int, limits: IngestLimits) -> None:
+def _push(
+    store: ProfileStore,
+    types: ProfileTypes,
+    media: str,
+    body: bytes,
+    limit: int,
+    limits: IngestLimits,
+) -> None:
     try:
         series = decode_push_json(body) if media == _JSON else decode_push_proto(body)
-        _store(store, push_batches(series, body, limit, limits), limits)
+        _store(store, types, push_batches(series, body, limit, limits), limits)
     except (PprofTooLarge, IngestLimitExceeded) as error:
         raise _ConnectFailure(413, str(error)) from None
     except (PushError, ProfileTypeConflict, InvalidBatchError) as error:
@@ -131,6 +138,7 @@ def _connect_error(status: int, message: str) -> JSONResponse:
 async def legacy_ingest(
     request: Request,
     store: Store,
+    types: Types,
     max_bytes: MaxIngestBytes,
     limits: Expansion,
     name: Annotated[
@@ -163,7 +171,7 @@ async def legacy_ingest(
         raise HTTPException(400, f"unsupported format {upload_format!r} (supported: folded, pprof)")
     body = await read_body(request, max_bytes)
     request_body = _LegacyBody(content_type, multipart, upload_format, body)
-    await run_in_threadpool(_legacy, store, upload, request_body, max_bytes, limits)
+    await run_in_threadpool(_legacy, store, types, upload, request_body, max_bytes, limits)
     return Response(status_code=200)
 
 
@@ -177,6 +185,7 @@ class _LegacyBody:
 
 def _legacy(
     store: ProfileStore,
+    types: ProfileTypes,
     upload: LegacyUpload,
     body: _LegacyBody,
     limit: int,
@@ -191,18 +200,20 @@ def _legacy(
             converted = legacy_pprof(upload, body.data, body.data, limit, limits)
         else:
             converted = legacy_folded(upload, body.data, limits)
-        _store(store, converted, limits)
+        _store(store, types, converted, limits)
     except PprofTooLarge as error:
         raise HTTPException(413, str(error)) from None
     except (PushError, ProfileTypeConflict) as error:
         raise HTTPException(400, str(error)) from None
 
 
-def _store(store: ProfileStore, converted: Converted, limits: IngestLimits) -> None:
+def _store(
+    store: ProfileStore, types: ProfileTypes, converted: Converted, limits: IngestLimits
+) -> None:
     # Every type is checked before any is recorded, and the batches were checked while
     # converting: a refused upload writes nothing. Types first: a batch of a type the
     # registry does not know is refused.
-    names = record_profile_types(store, converted.types, limits.max_profile_types)
+    names = types.record(converted.types, limits.max_profile_types)
     for profile_type, batch in converted.batches:
         name = names[profile_type.name, profile_type.unit]
         if name != batch.profile_type:  # pushed in another unit than the name's

@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, HTTPException, Request, Response
 from google.protobuf.message import Message
 
-from podflame.model.profile import PROFILE_TYPES
 from podflame.model.tree import diff_graph, flame_graph
 from podflame.server import exports, querier
 from podflame.server import querier_pb2 as pb
@@ -23,13 +22,14 @@ from podflame.server.deps import (
     NamespaceRestriction,
     QueryLimits,
     get_limits,
+    get_profile_types,
     get_store,
     namespace_scope,
 )
 from podflame.server.errors import is_timeout
-from podflame.server.profile_types import all_profile_types
+from podflame.server.profile_types import ProfileTypes
 from podflame.server.querier import QuerierError, TypeId
-from podflame.server.routers.profile_types import profile_types as visible_profile_types
+from podflame.server.routers.profile_types import visible_types
 from podflame.server.selector import Matcher, SelectorError
 from podflame.server.store import ProfileQuery, ProfileStore, StorageError
 from podflame.server.timerange import TimeRangeError
@@ -47,23 +47,24 @@ RequestT = TypeVar("RequestT", bound=Message)
 
 @dataclass(frozen=True)
 class Caller:
-    """What every call needs: the store, the caller's namespaces and the query limits."""
+    """What every call needs: the store, the app's profile types, the caller's namespaces
+    and the query limits."""
 
     store: ProfileStore
+    profile_types: ProfileTypes
     scope: NamespaceRestriction
     limits: QueryLimits
 
     def types(self) -> list[TypeId]:
-        """Every known type's ID (the process's registry first: no store round trip)."""
-        # A copy: ingest threads may register a type meanwhile.
-        return querier.type_ids(list(PROFILE_TYPES.values()))
+        """Every known type's ID (the types the app has seen: no store round trip)."""
+        return querier.type_ids(self.profile_types.known())
 
     def resolve(self, text: str) -> str:
         try:
             return querier.resolve_type(text, self.types())
         except QuerierError:
             # Pushed by another server instance, or before a restart: ask the store.
-            return querier.resolve_type(text, querier.type_ids(all_profile_types(self.store)))
+            return querier.resolve_type(text, querier.type_ids(self.profile_types.all()))
 
     def query(self, type_text: str, selector: str, start: int, end: int) -> ProfileQuery:
         selection = querier.split_selector(selector)
@@ -109,7 +110,12 @@ class Caller:
 
 
 def caller_of(request: Request) -> Caller:
-    return Caller(get_store(request), namespace_scope(request), get_limits(request))
+    return Caller(
+        get_store(request),
+        get_profile_types(request),
+        namespace_scope(request),
+        get_limits(request),
+    )
 
 
 def _connect_error(error: Exception) -> ConnectError | None:
@@ -175,7 +181,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 @_route("ProfileTypes", pb.ProfileTypesRequest, "Profile types (Grafana's health check)")
 def profile_types(caller: Caller, _: pb.ProfileTypesRequest) -> pb.ProfileTypesResponse:
     # The types /api/v1/profile-types shows this caller.
-    types = visible_profile_types(caller.store, caller.scope, caller.limits)
+    types = visible_types(caller.store, caller.profile_types, caller.scope, caller.limits)
     return pb.ProfileTypesResponse(profile_types=[t.message() for t in querier.type_ids(types)])
 
 
@@ -248,7 +254,7 @@ def merged_flame_graph(store: ProfileStore, query: ProfileQuery, max_nodes: int)
 def select_merge_profile(caller: Caller, message: pb.SelectMergeProfileRequest) -> pb.Profile:
     query = caller.query(message.profile_typeID, message.label_selector, message.start, message.end)
     stacks = caller.store.stacks(query)
-    data = exports.pprof(stacks, PROFILE_TYPES[query.profile_type], query.time_range)
+    data = exports.pprof(stacks, caller.profile_types.require(query.profile_type), query.time_range)
     return pb.Profile.FromString(gzip.decompress(data))
 
 

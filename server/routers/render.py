@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from podflame.model.profile import PROFILE_TYPES
+from podflame.model.profile import ProfileType
 from podflame.server import querier
 from podflame.server import querier_pb2 as pb
 from podflame.server.errors import ERROR_RESPONSES, ParameterError
@@ -59,7 +59,10 @@ def render(
     graph = merged_flame_graph(
         caller.store, profile, caller.clamp_nodes(max_nodes_camel or max_nodes)
     )
-    body = _flamebearer(graph.names, graph.levels, graph.total, graph.max_self, profile, "single")
+    profile_type = caller.profile_types.require(profile.profile_type)
+    body = _flamebearer(
+        graph.names, graph.levels, graph.total, graph.max_self, profile_type, "single"
+    )
     body["timeline"] = _timeline(caller, profile)
     return body
 
@@ -86,7 +89,10 @@ def render_diff(
         raise ParameterError("rightQuery", "left and right must be of the same profile type")
     nodes = caller.clamp_nodes(max_nodes_camel or max_nodes)
     graph: pb.FlameGraphDiff = merged_diff(caller.store, left, right, nodes)
-    body = _flamebearer(graph.names, graph.levels, graph.total, graph.max_self, left, "double")
+    profile_type = caller.profile_types.require(left.profile_type)
+    body = _flamebearer(
+        graph.names, graph.levels, graph.total, graph.max_self, profile_type, "double"
+    )
     body["leftTicks"], body["rightTicks"] = graph.leftTicks, graph.rightTicks
     return body
 
@@ -116,9 +122,9 @@ def _millis(parameter: str, text: str, now: datetime) -> int:
 
 
 def _flamebearer(
-    names: Any, levels: Any, total: int, max_self: int, query: ProfileQuery, layout: str
+    names: Any, levels: Any, total: int, max_self: int, profile_type: ProfileType, layout: str
 ) -> dict[str, Any]:
-    type_id = querier.type_id(PROFILE_TYPES[query.profile_type])
+    type_id = querier.type_id(profile_type)
     units, sample_rate = _units(type_id.sample_unit)
     return {
         "version": 1,

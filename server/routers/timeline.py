@@ -6,8 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from podflame.model import PROFILE_TYPES
-from podflame.server.deps import SelectedProfile, Store
+from podflame.server.deps import SelectedProfile, SelectedType, Store
 from podflame.server.errors import ERROR_RESPONSES, ParameterError
 from podflame.server.timerange import TimeRange
 
@@ -43,6 +42,7 @@ class TimelineResponse(BaseModel):
 def timeline(
     store: Store,
     selected: SelectedProfile,
+    profile_type: SelectedType,
     step: Annotated[
         int | None,
         Query(
@@ -57,9 +57,7 @@ def timeline(
     if (end - first) / step > MAX_POINTS:
         raise ParameterError("step", f"{step} s gives more than {MAX_POINTS} points; raise it")
     points = fill(store.timeline(selected, step), first - first % step, end, step)
-    return TimelineResponse(
-        unit=PROFILE_TYPES[selected.profile_type].unit, step=step, points=points
-    )
+    return TimelineResponse(unit=profile_type.unit, step=step, points=points)
 
 
 def default_step(seconds: float) -> int:

@@ -5,8 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from podflame.model import PROFILE_TYPES
-from podflame.server.deps import SelectedProfile, Store
+from podflame.server.deps import SelectedProfile, SelectedType, Store
 from podflame.server.errors import ERROR_RESPONSES
 
 router = APIRouter(tags=["query"])
@@ -33,6 +32,7 @@ class TopResponse(BaseModel):
 def top(
     store: Store,
     selected: SelectedProfile,
+    profile_type: SelectedType,
     limit: Annotated[int, Query(ge=1, le=100_000, description="Most functions returned.")] = 1000,
 ) -> TopResponse:
     result = store.top(selected, limit)
@@ -40,5 +40,5 @@ def top(
         TopFunction(name=cost.name, self=cost.self_value, total=cost.total_value)
         for cost in result.functions
     ]
-    unit = PROFILE_TYPES[selected.profile_type].unit
+    unit = profile_type.unit
     return TopResponse(unit=unit, total=result.total, functions=functions)

@@ -8,15 +8,15 @@ from contextlib import ExitStack, contextmanager
 
 import httpx
 
-from podflame.agent.metrics import MAX_CONNECTIONS, MetricsServer, Sample
+from podflame.agent.metrics import MAX_CONNECTIONS, MetricsServer, registry_of
 from podflame.agent.settings import AgentSettings
-
-SAMPLES = [Sample("podflame_agent_drains_total", "counter", "Drains.", 3)]
+from podflame.agent.stats import AgentStats, AgentStatsCollector
 
 
 @contextmanager
 def metrics_server(timeout: float) -> Iterator[str]:
-    server = MetricsServer("127.0.0.1", 0, lambda: SAMPLES, timeout=timeout)
+    registry = registry_of([AgentStatsCollector(AgentStats(drains=3))])
+    server = MetricsServer("127.0.0.1", 0, registry, timeout=timeout)
     server.start()
     try:
         yield f"http://127.0.0.1:{server.port}/metrics"

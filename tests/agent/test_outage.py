@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from pydantic import AnyHttpUrl
 
 from podflame.agent.agent import build_agent
-from podflame.agent.metrics import render
 from podflame.agent.settings import AgentSettings
 from podflame.model import Batch
 from tests.agent.outage import blackhole, kill, rows_per_sample, start_server
@@ -196,7 +196,7 @@ def test_drains_go_on_while_the_server_never_answers(tmp_path: Path) -> None:
             wait_for(lambda: agent.stats.drains >= 4, timeout=60)
             # Sending in the drain loop would have needed a send (a connection) per drain.
             connections = hole.connections
-            values = parse_metrics(render(agent.metrics()))
+            values = parse_metrics(generate_latest(agent.registry).decode())
         finally:
             stop_event.set()
             thread.join(30)

@@ -181,7 +181,8 @@ def test_metrics_endpoint_reports_the_stages(frequent_agent: Agent, tmp_path: Pa
     assert 'podflame_agent_samples_dropped_total{reason="count_map"}' in values
     assert values['podflame_agent_stage_seconds_total{stage="build"}'] > 0
     assert values["podflame_agent_symbolizer_frames_resolved_total"] > 0
-    ratio = f'podflame_agent_shallow_stack_ratio{{pid="{workload.pid}",comm="burn7030"}}'
+    # Labels in name order, as prometheus_client writes them.
+    ratio = f'podflame_agent_shallow_stack_ratio{{comm="burn7030",pid="{workload.pid}"}}'
     assert values[ratio] < 0.05, "a frame-pointer build walks past its first frame"
 
 
@@ -283,7 +284,7 @@ def pid_of(server: str, comm: str, since: float) -> int:
 def render_metrics(agent: Agent) -> str:
     from podflame.agent.metrics import MetricsServer
 
-    server = MetricsServer("127.0.0.1", 0, agent.metrics)
+    server = MetricsServer("127.0.0.1", 0, agent.registry)
     server.start()
     try:
         response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10)

@@ -12,9 +12,10 @@ import pytest
 
 from podflame.agent.agent import read_one_opened
 from podflame.agent.captures import ProcessCaptures
+from podflame.agent.metrics import CacheEntries, registry_of
 from podflame.agent.processes import ProcessRecord, ProcessTable
 from podflame.agent.sampler import ProcessGeneration
-from podflame.agent.stats import AgentStats, TableCounts, collect
+from podflame.agent.stats import AgentStats, AgentStatsCollector, ProcessTableCollector, TableCounts
 from podflame.symbolizer import Symbolizer
 from tests.conftest import compile_c
 from tests.fixtures import FIXTURES
@@ -57,22 +58,27 @@ def test_ended_processes_are_dropped_at_the_end_of_a_drain(tmp_path: Path) -> No
 
 
 def test_cache_sizes_and_table_counters_are_exported() -> None:
-    samples = collect(
-        AgentStats(announce_backlog={"cpu": 7}),
-        {},
-        3,
-        {"processes_cpu": 3, "symbol_tables": 2},
-        {"cpu": TableCounts(5, from_parent=2, evicted=1, refreshed=4, refreshes_skipped=9)},
+    counts = {"cpu": TableCounts(5, from_parent=2, evicted=1, refreshed=4, refreshes_skipped=9)}
+    registry = registry_of(
+        [
+            AgentStatsCollector(AgentStats(announce_backlog={"cpu": 7})),
+            ProcessTableCollector(lambda: counts, lambda: 3),
+            CacheEntries([lambda: {"processes_cpu": 3}, lambda: {"symbol_tables": 2}]),
+        ]
     )
-    found = {(s.name, s.labels): s.value for s in samples}
-    assert found["podflame_agent_cache_entries", (("cache", "processes_cpu"),)] == 3
-    assert found["podflame_agent_cache_entries", (("cache", "symbol_tables"),)] == 2
-    assert found["podflame_agent_announce_backlog", (("table", "cpu"),)] == 7
-    assert found["podflame_agent_processes_gone_at_capture_total", (("table", "cpu"),)] == 5
-    assert found["podflame_agent_processes_evicted_total", (("table", "cpu"),)] == 1
-    assert found["podflame_agent_processes_named_from_parent_total", (("table", "cpu"),)] == 2
-    assert found["podflame_agent_maps_refreshed_total", (("table", "cpu"),)] == 4
-    assert found["podflame_agent_maps_refreshes_skipped_total", (("table", "cpu"),)] == 9
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value("podflame_agent_" + name, labels)
+
+    assert value("cache_entries", cache="processes_cpu") == 3
+    assert value("cache_entries", cache="symbol_tables") == 2
+    assert value("announce_backlog", table="cpu") == 7
+    assert value("processes") == 3
+    assert value("processes_gone_at_capture_total", table="cpu") == 5
+    assert value("processes_evicted_total", table="cpu") == 1
+    assert value("processes_named_from_parent_total", table="cpu") == 2
+    assert value("maps_refreshed_total", table="cpu") == 4
+    assert value("maps_refreshes_skipped_total", table="cpu") == 9
 
 
 def live_table() -> ProcessTable:

@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from podflame.model import pprof
-from podflame.model.profile import PROFILE_TYPES
 from podflame.server.app import create_app
 from podflame.server.body import MAX_GZIP_MEMBERS
 from podflame.server.clickhouse_store import ClickHouseStore
@@ -80,7 +79,6 @@ class Target:
 
 @pytest.fixture
 def target(store: ClickHouseStore, chdb_client: Client) -> Iterator[Target]:
-    saved = dict(PROFILE_TYPES)  # pushes register runtime types in this process
     api = TestClient(create_app(store, max_ingest_bytes=MAX_INGEST_BYTES))
     seeded = Target(api, chdb_client, store.database)
     # Some data of each kind, so a partial write would have something to join.
@@ -89,8 +87,6 @@ def target(store: ClickHouseStore, chdb_client: Client) -> Iterator[Target]:
     headers = {"content-type": "application/proto"}
     assert seeded.post(PUSH, content=push, headers=headers).status_code == 200
     yield seeded
-    PROFILE_TYPES.clear()
-    PROFILE_TYPES.update(saved)
 
 
 def a_batch(labels: dict[str, str] | None = None) -> dict[str, Any]:

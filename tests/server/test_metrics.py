@@ -44,7 +44,8 @@ def test_metrics_count_requests_ingest_and_memory(api: TestClient) -> None:
     assert samples[f'podflame_http_requests_total{{{route},status="200"}}'] == 3
     assert samples['podflame_http_requests_total{method="GET",route="/api/v1/top",status="400"}']
     assert samples['podflame_http_requests_total{method="GET",route="other",status="404"}'] == 1
-    assert samples[f'podflame_http_request_duration_seconds_bucket{{{route},le="+Inf"}}'] == 3
+    # Labels in name order, as prometheus_client writes them.
+    assert samples[f'podflame_http_request_duration_seconds_bucket{{le="+Inf",{route}}}'] == 3
     assert samples[f"podflame_http_request_duration_seconds_count{{{route}}}"] == 3
     assert samples[f"podflame_http_request_duration_seconds_sum{{{route}}}"] > 0
     assert samples["podflame_ingested_batches_total"] == 1
@@ -60,7 +61,8 @@ def test_histogram_buckets_are_cumulative(api: TestClient) -> None:
     for _ in range(5):
         api.get("/healthz")
     samples = parse(api.get("/metrics").text)
-    prefix = 'podflame_http_request_duration_seconds_bucket{method="GET",route="/healthz"'
-    buckets = [value for series, value in samples.items() if series.startswith(prefix)]
+    prefix = "podflame_http_request_duration_seconds_bucket{"
+    route = 'method="GET",route="/healthz"}'
+    buckets = [v for series, v in samples.items() if series.startswith(prefix) and route in series]
     assert buckets == sorted(buckets)
     assert buckets[-1] == 5

@@ -21,7 +21,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from podflame.model.profile import PROFILE_TYPES
 from podflame.server.app import create_app
 from podflame.server.auth import TokenEntry
 from podflame.server.clickhouse_store import ClickHouseStore
@@ -68,7 +67,6 @@ LABEL_NAMES = ["namespace", "pod", "comm", "pid", "service_name"]
 
 @pytest.fixture
 def secured(store: ClickHouseStore) -> Iterator[TestClient]:
-    saved = dict(PROFILE_TYPES)  # pushes register runtime types in this process
     client = TestClient(create_app(store, max_ingest_bytes=MAX_INGEST_BYTES, tokens=TOKENS))
     stacks = [
         ["main", "shop_visible_frame"],
@@ -120,8 +118,6 @@ def secured(store: ClickHouseStore) -> Iterator[TestClient]:
         headers = {**bearer(AGENT), "content-type": "application/proto"}
         assert client.post(PUSH, content=body, headers=headers).status_code == 200
     yield client
-    PROFILE_TYPES.clear()
-    PROFILE_TYPES.update(saved)
 
 
 def network() -> dict[str, Any]:

@@ -4,15 +4,17 @@ import base64
 import gzip
 import json
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Sequence
 
 import httpx
 import pytest
+from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
 from podflame.model import pprof
 from podflame.model.pprof import Function, Line, Location, Profile, Sample, ValueType
-from podflame.model.profile import PROFILE_TYPES, TRUNCATED_FRAME, ProfileType
+from podflame.model.profile import TRUNCATED_FRAME, ProfileType
 from podflame.server.app import create_app
 from podflame.server.clickhouse_store import ClickHouseStore
 from podflame.server.limits import IngestLimits
@@ -37,15 +39,6 @@ PY_STACKS = {
     ("<module>", "main", "handle_request"): 20_000_000,
     ("<module>", "main"): 10_000_000,
 }
-
-
-@pytest.fixture(autouse=True)
-def forget_runtime_types() -> Iterator[None]:
-    """Each test starts as a fresh server would: only the built-in types in the registry."""
-    saved = dict(PROFILE_TYPES)
-    yield
-    PROFILE_TYPES.clear()
-    PROFILE_TYPES.update(saved)
 
 
 # --- building requests by hand ---------------------------------------------------------------
@@ -193,20 +186,39 @@ def test_every_sample_type_becomes_a_profile_type(api: TestClient) -> None:
     assert listed["process_cpu_samples"] == "count"
 
 
-def test_sdk_types_are_queryable_after_a_restart(api: TestClient) -> None:
+def restarted(store: ClickHouseStore) -> TestClient:
+    """A fresh server on the same store: it knows only the built-in types, the store the rest."""
+    return TestClient(create_app(store, max_ingest_bytes=MAX_INGEST_BYTES))
+
+
+def test_sdk_types_are_queryable_after_a_restart(api: TestClient, store: ClickHouseStore) -> None:
     assert push(api, push_request([(SDK_LABELS, [python_pprof()])])).status_code == 200
-    # A fresh process knows only the built-in types; the store knows the rest.
-    del PROFILE_TYPES["process_cpu"]
-    assert stacks_of(api, "process_cpu") == expected(PY_STACKS)
-    response = api.get("/api/v1/export", params={"type": "heap"})
+    fresh = restarted(store)
+    assert stacks_of(fresh, "process_cpu") == expected(PY_STACKS)
+    response = fresh.get("/api/v1/export", params={"type": "heap"})
     assert response.status_code == 400
     assert "process_cpu" in response.json()["error"]
 
 
-def test_the_profile_types_list_comes_from_the_store(api: TestClient) -> None:
+def test_each_app_knows_the_types_of_its_own_store(api: TestClient, chdb_client: Client) -> None:
+    """Profile types belong to an app and its store, not to the process: a type pushed to
+    one server is unknown (400) to another on another database."""
     assert push(api, push_request([(SDK_LABELS, [python_pprof()])])).status_code == 200
-    del PROFILE_TYPES["process_cpu"]
-    listed = api.get("/api/v1/profile-types").json()
+    database = f"t_{uuid.uuid4().hex}"
+    try:
+        other = TestClient(create_app(ClickHouseStore(chdb_client, database=database)))
+        response = other.get("/api/v1/export", params={"type": "process_cpu"})
+        assert response.status_code == 400, response.text
+        assert "unknown profile type 'process_cpu'" in response.json()["error"]
+    finally:
+        chdb_client.command(f"DROP DATABASE IF EXISTS {database}")
+
+
+def test_the_profile_types_list_comes_from_the_store(
+    api: TestClient, store: ClickHouseStore
+) -> None:
+    assert push(api, push_request([(SDK_LABELS, [python_pprof()])])).status_code == 200
+    listed = restarted(store).get("/api/v1/profile-types").json()
     assert [item["name"] for item in listed] == ["cpu", "net_wait", "process_cpu"]
     assert listed[2]["unit"] == "nanoseconds"
 

@@ -10,7 +10,7 @@ from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
 from podflame.model.profile import CPU as CPU_TYPE
-from podflame.model.profile import PROFILE_TYPES, ProfileType
+from podflame.model.profile import ProfileType
 from podflame.server import querier
 from podflame.server import querier_pb2 as pb
 from podflame.server.app import create_app
@@ -48,15 +48,6 @@ def api(chdb_client: Client) -> Iterator[TestClient]:
         assert client.post("/api/v1/ingest", json=body).status_code == 200
     yield client
     chdb_client.command(f"DROP DATABASE IF EXISTS {database}")
-
-
-@pytest.fixture(autouse=True)
-def forget_runtime_types() -> Iterator[None]:
-    """Pushes register runtime types in this process: each test starts with the built-ins."""
-    saved = dict(PROFILE_TYPES)
-    yield
-    PROFILE_TYPES.clear()
-    PROFILE_TYPES.update(saved)
 
 
 def merge(api: TestClient, selector: str, **fields: int) -> pb.FlameGraph:

@@ -26,7 +26,6 @@ from tests.server.test_pyroscope import (
     PY_STACKS,
     SDK_LABELS,
     expected,
-    forget_runtime_types,
     push_request,
     python_pprof,
 )
@@ -135,7 +134,6 @@ def test_a_batch_failed_between_tables_is_completed_by_its_retry(
     assert folded(api, type="net_wait") == {"main;recv": 53_000}
 
 
-@pytest.mark.usefixtures(forget_runtime_types.__name__)
 def test_pyroscope_ingest_paths_are_503_then_stored_once(
     api: TestClient, store: ClickHouseStore, chdb_client: Client
 ) -> None:
