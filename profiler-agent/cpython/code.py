@@ -1,8 +1,8 @@
 """Code objects to qualname, file and line, read from the process's memory.
 
 A code object's names and line table do not change while it lives, so each is read once
-and kept (in a bounded LRU keyed by its address: a freed code object's address reused by
-another is a known, rare mislabel until the entry ages out).
+and kept (in an LRU bounded by entries and bytes, keyed by its address: a freed code
+object's address reused by another is a known, rare mislabel until the entry ages out).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .memory import ProcessMemory, UnreadableMemory
 from .walker import RawFrame
 
 MAX_CODE_OBJECTS = 4096
+MAX_CACHE_BYTES = 8 << 20  # per process: names and line tables, as read
 MAX_NAME_CHARS = 1024
 MAX_LINE_TABLE = 256 << 10
 # PyASCIIObject: length at 16, the state bit field at 32 (kind: bits 2-4, compact: 5,
@@ -49,11 +50,17 @@ class CodeReader:
     """Resolves sampled frames of one process, a bounded cache of its code objects."""
 
     def __init__(
-        self, memory: ProcessMemory, interpreter: Interpreter, capacity: int = MAX_CODE_OBJECTS
+        self,
+        memory: ProcessMemory,
+        interpreter: Interpreter,
+        capacity: int = MAX_CODE_OBJECTS,
+        max_bytes: int = MAX_CACHE_BYTES,
     ) -> None:
         self.memory = memory
         self.interpreter = interpreter
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.nbytes = 0
         self._codes: OrderedDict[int, CodeInfo] = OrderedDict()
 
     def resolve(self, frame: RawFrame) -> PythonFrame:
@@ -74,12 +81,17 @@ class CodeReader:
         except UnreadableMemory as exc:
             raise NotACode(str(exc)) from exc
         self._codes[address] = info
-        if len(self._codes) > self.capacity:
-            self._codes.popitem(last=False)
+        self.nbytes += _size(info)
+        while len(self._codes) > self.capacity or (self.nbytes > self.max_bytes and self._codes):
+            self.nbytes -= _size(self._codes.popitem(last=False)[1])
         return info
 
     def __len__(self) -> int:
         return len(self._codes)
+
+
+def _size(info: CodeInfo) -> int:
+    return len(info.line_table) + 4 * (len(info.qualname) + len(info.filename)) + 128
 
 
 def _read_code(memory: ProcessMemory, interpreter: Interpreter, address: int) -> CodeInfo:

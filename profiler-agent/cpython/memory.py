@@ -14,6 +14,7 @@ import ctypes.util
 import functools
 import os
 import struct
+import time
 from bisect import bisect_right
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,9 @@ from pathlib import Path
 from podflame.symbolizer.procmaps import Mapping, parse_line
 
 MAX_READ = 1 << 20
+# A process maps memory after it was attached (new heap arenas hold new code objects):
+# an address outside the known mappings reads the maps again, at most this often.
+REFRESH_SECONDS = 1.0
 
 
 class UnreadableMemory(Exception):
@@ -67,15 +71,31 @@ def _readable(parsed: Iterable[tuple[Mapping, str] | None]) -> list[tuple[int, i
 class ProcessMemory:
     """Reads of one process's memory, checked against its readable mappings."""
 
-    def __init__(self, pid: int, ranges: list[tuple[int, int]]) -> None:
+    def __init__(self, pid: int, ranges: list[tuple[int, int]], proc: Path = Path("/proc")) -> None:
         self.pid = pid
-        self._ranges = ranges
-        self._starts = [start for start, _ in ranges]
+        self.proc = proc
+        self._set_ranges(ranges)
         self.bytes_read = 0
 
     @classmethod
     def attach(cls, pid: int, proc: Path = Path("/proc")) -> ProcessMemory:
-        return cls(pid, readable_ranges(pid, proc))
+        return cls(pid, readable_ranges(pid, proc), proc)
+
+    def _set_ranges(self, ranges: list[tuple[int, int]]) -> None:
+        self._ranges = ranges
+        self._starts = [start for start, _ in ranges]
+        self._refreshed = time.monotonic()
+
+    def _refresh(self) -> bool:
+        """Read the mappings again if the last reading is old enough; whether it was."""
+        if time.monotonic() - self._refreshed < REFRESH_SECONDS:
+            return False
+        try:
+            self._set_ranges(readable_ranges(self.pid, self.proc))
+        except OSError:
+            self._refreshed = time.monotonic()
+            return False
+        return True
 
     def contains(self, address: int, size: int) -> bool:
         """[address, address + size) lies inside one readable mapping."""
@@ -83,7 +103,11 @@ class ProcessMemory:
         return i >= 0 and address + size <= self._ranges[i][1] and size >= 0
 
     def read(self, address: int, size: int) -> bytes:
-        if not 0 <= size <= MAX_READ or not self.contains(address, size):
+        if not 0 <= size <= MAX_READ:
+            raise UnreadableMemory(f"{size} bytes at {address:#x}: over the bound")
+        if not self.contains(address, size) and not (
+            self._refresh() and self.contains(address, size)
+        ):
             raise UnreadableMemory(f"{size} bytes at {address:#x}")
         buffer = ctypes.create_string_buffer(size)
         local = _IoVec(ctypes.cast(buffer, ctypes.c_void_p), size)

@@ -17,7 +17,7 @@ import pytest
 from podflame.agent.cpython import ProcessMemory, PythonProcess, PythonProcesses, UnreadableMemory
 from podflame.agent.cpython.code import MAX_NAME_CHARS
 from podflame.agent.cpython.layouts import DEBUG_COOKIE
-from podflame.agent.cpython.memory import MAX_READ, readable_ranges
+from podflame.agent.cpython.memory import MAX_READ, REFRESH_SECONDS, readable_ranges
 from tests.agent.pythons import interpreters, target, wait_sleeping
 
 PYTHONS = interpreters()
@@ -246,3 +246,15 @@ def test_reads_outside_the_mappings_or_over_the_bound_are_refused() -> None:
     with pytest.raises(UnreadableMemory):
         memory.read(end - 4, 8)
     buffer.close()
+
+
+def test_memory_mapped_after_attaching_is_read_after_a_refresh(tmp_path: Path) -> None:
+    memory = ProcessMemory.attach(os.getpid())
+    backing = tmp_path / "late"
+    backing.write_bytes(b"late" + bytes(4092))
+    with open(backing, "r+b") as file:
+        buffer = mmap.mmap(file.fileno(), 4096)  # a file mapping: merged with no other
+    address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    assert not memory.contains(address, 4)
+    memory._refreshed -= REFRESH_SECONDS  # as if attached a while ago
+    assert memory.read(address, 4) == b"late"

@@ -73,6 +73,10 @@ def test_code_objects_are_read_once(blocked: tuple[PythonProcess, dict[str, Any]
     for frame in frames:
         small.resolve(frame)
     assert len(small) == 2
+    one_code = CodeReader(process.memory, process.interpreter, max_bytes=1)
+    for frame in frames:
+        one_code.resolve(frame)
+    assert len(one_code) == 0 and one_code.nbytes == 0  # each too big to keep
 
 
 @pytest.mark.parametrize(("label", "python"), PYTHONS, ids=[label for label, _ in PYTHONS])
