@@ -1,6 +1,6 @@
-"""Line tables decoded as each interpreter decodes its own: every instruction of every code
-range of every code object of two stdlib modules (json.decoder, threading), under every CPython 3.6+
-on the machine (co_lnotab, 3.10's co_linetable, the 3.11+ location table)."""
+"""Line tables decoded as each interpreter decodes its own: both ends of every line range
+of every code object of json.decoder and json.encoder, under every CPython 3.6+ on the
+machine (co_lnotab, 3.10's co_linetable, the 3.11+ location table)."""
 
 import json
 import subprocess
@@ -30,7 +30,7 @@ def test_lines_are_the_interpreters_own(label: str, python: Path) -> None:
             for offset in {start, end - 2}:  # both ends of the range
                 assert line_for(kind, raw, first, offset) == line, (label, offset)
                 checked += 1
-    assert checked > 500
+    assert checked > 200
 
 
 @pytest.mark.parametrize("kind", list(LineTable))
