@@ -113,6 +113,87 @@ struct overflow_sample {
 
 BPF_RINGBUF_OUTPUT(overflow, 256); // pages: about 500 collided samples in flight
 
+#include "cpython.h" // Python frames of CPython processes
+
+// Python stacks (see cpython.h for the walk).
+BPF_HASH(py_procs, u32, struct py_offsets, PY_PROCS);
+BPF_HASH(py_stacks_0, u64, struct py_stack, PY_STACK_ENTRIES);
+BPF_HASH(py_stacks_1, u64, struct py_stack, PY_STACK_ENTRIES);
+BPF_HASH(py_counts_0, struct py_sample_key, u64, COUNT_MAP_ENTRIES);
+BPF_HASH(py_counts_1, struct py_sample_key, u64, COUNT_MAP_ENTRIES);
+BPF_PERCPU_ARRAY(py_scratch, struct py_stack, 1); // too big for the BPF stack
+BPF_PERCPU_ARRAY(py_errors, u64, 3); // no thread state, stack cut, count map full
+
+static __always_inline void py_error(u32 reason) {
+    u64 *value = py_errors.lookup(&reason);
+    if (value)
+        (*value)++;
+}
+
+// As counts_lookup / counts_insert: one map per branch.
+static __always_inline u64 *py_counts_lookup(u32 slot, struct py_sample_key *key) {
+    if (slot == 0)
+        return py_counts_0.lookup(key);
+    return py_counts_1.lookup(key);
+}
+
+static __always_inline int py_counts_insert(u32 slot, struct py_sample_key *key, u64 *value) {
+    if (slot == 0)
+        return py_counts_0.insert(key, value);
+    return py_counts_1.insert(key, value);
+}
+
+static __always_inline void py_stacks_update(u32 slot, u64 *hash, struct py_stack *stack) {
+    if (slot == 0) {
+        py_stacks_0.update(hash, stack);
+        return;
+    }
+    py_stacks_1.update(hash, stack);
+}
+
+static __always_inline void py_count(u32 slot, struct py_sample_key *key) {
+    u64 one = 1;
+    u64 *value = py_counts_lookup(slot, key);
+    if (value) {
+        __sync_fetch_and_add(value, 1);
+        return;
+    }
+    if (py_counts_insert(slot, key, &one) == 0)
+        return;
+    value = py_counts_lookup(slot, key);
+    if (value)
+        __sync_fetch_and_add(value, 1);
+    else
+        py_error(2);
+}
+
+// The hook in on_sample: the sample's Python stack, if its process runs a known CPython.
+static __always_inline void py_sample(u32 slot, struct sample_key *native, u32 tid) {
+    u32 pid = native->pid;
+    struct py_offsets *py = py_procs.lookup(&pid);
+    if (!py)
+        return;
+    u32 zero = 0;
+    struct py_stack *stack = py_scratch.lookup(&zero);
+    if (!stack)
+        return;
+    u64 state = py_thread_state(py, tid);
+    if (!state) {
+        py_error(0); // a thread that never ran Python, or one not yet in the list
+        return;
+    }
+    u64 frame = py_pointer(state + py->tstate_frame);
+    if (frame && py->cframe_current_frame != PY_NONE)
+        frame = py_pointer(frame + py->cframe_current_frame);
+    struct py_sample_key key = {};
+    key.native = *native;
+    key.stack = py_walk(py, frame, stack);
+    if (!stack->complete)
+        py_error(1);
+    py_stacks_update(slot, &key.stack, stack);
+    py_count(slot, &key);
+}
+
 // BCC rewrites map method calls at compile time and cannot pass maps around
 // as pointers, so the slot is chosen inside these two small accessors.
 static __always_inline u64 *counts_lookup(u32 slot, struct sample_key *key) {
@@ -249,5 +330,6 @@ int on_sample(struct bpf_perf_event_data *ctx) {
         count_drop(DROP_KERNEL_STACK);
 
     record(active, &key);
+    py_sample(active, &key, (u32)id);
     return 0;
 }

@@ -22,6 +22,7 @@ from podflame.agent.bpfmaps import (
     stack_addresses,
     switch_slot,
 )
+from podflame.agent.cpython.bpfmaps import PyOffsets, PythonSample, read_python_slot
 from podflame.bpf import source_path
 from podflame.symbolizer.text import decode
 
@@ -115,6 +116,9 @@ class Drain:
     samples: list[SampleCount] = field(default_factory=list)
     drops: dict[str, int] = field(default_factory=dict)
     overflowed: int = 0  # samples among `samples` whose stacks collided in the stack map
+    # How many of a native sample's count ran which Python stack (bpf/cpython.h), for
+    # the processes registered with `CpuSampler.watch_python`.
+    python: list[PythonSample] = field(default_factory=list)
 
     @property
     def total_samples(self) -> int:
@@ -177,6 +181,8 @@ class CpuSampler:
             f"-DCOUNT_MAP_ENTRIES={self.sizes.count_entries}",
             f"-DKERNEL_STACKS={int(self.kernel_stacks)}",
             f"-DKNOWN_PIDS={KNOWN_PIDS}",
+            # BCC compiles the source as /virtual/main.c: its own headers need the path.
+            f"-I{source_path(BPF_SOURCE).parent}",
         ]
         self._bpf = BPF(src_file=str(source_path(BPF_SOURCE)).encode(), cflags=cflags)
         self._table("new_processes").open_ring_buffer(self._on_new_process)
@@ -246,8 +252,19 @@ class CpuSampler:
             drain.overflowed = len(self._overflow)
             self._overflow = []
         drain.drops = self._read_drops()
+        drain.python = read_python_slot(self._bpf, old)
         clear_stack_map(self._table(f"stacks_{old}"))
         return drain
+
+    def watch_python(self, pid: int, offsets: PyOffsets) -> None:
+        """Walk the Python stacks of `pid`'s samples with these offsets (bpf/cpython.h)."""
+        self._table("py_procs")[ctypes.c_uint32(pid)] = offsets
+
+    def forget_python(self, pid: int) -> None:
+        table = self._table("py_procs")
+        key = ctypes.c_uint32(pid)
+        if key in table:
+            del table[key]
 
     def _table(self, name: str) -> Any:
         return self._bpf[name.encode()]

@@ -302,6 +302,54 @@ def read_named_section(stream: BinaryIO, name: str, max_size: int) -> tuple[byte
     return _guarded(find, stream)
 
 
+@dataclass(frozen=True, slots=True)
+class NamedSymbols:
+    """The link-time addresses of a few symbols (of any type) and the load segments."""
+
+    values: dict[str, int]
+    segments: tuple[LoadSegment, ...]
+    little_endian: bool
+
+
+def read_named_symbols(stream: BinaryIO, names: frozenset[str]) -> NamedSymbols:
+    """Where `names` are defined (.symtab first, then .dynsym); raises only `ElfError`.
+
+    For data symbols an interpreter exports (`_PyRuntime`, `Py_Version`...), which
+    `ElfSymbols` leaves out: it keeps functions only. A name is looked up in the string
+    table as bytes, so no string is decoded for the thousands of symbols not asked for.
+    """
+
+    def find(stream: BinaryIO) -> NamedSymbols:
+        elf = _Elf(stream)
+        values: dict[str, int] = {}
+        for header in elf.symbol_tables():
+            entries, strtab = elf.table_contents(header)
+            defined = entries[(entries["shndx"] != 0) & (entries["value"] != 0)]
+            for name in names - values.keys():
+                found = _defined_value(defined, strtab, name.encode())
+                if found is not None:
+                    values[name] = found
+        return NamedSymbols(values, elf.load_segments(), elf.little_endian)
+
+    return _guarded(find, stream)
+
+
+def _defined_value(entries: Entries, strtab: bytes, name: bytes) -> int | None:
+    """The value of the first defined entry called `name`.
+
+    Every place the bytes of `name` end in a NUL is a string `name` at that offset: a
+    linker may point a symbol into the tail of a longer name.
+    """
+    needle = name + b"\0"
+    start = 0
+    while (at := strtab.find(needle, start)) >= 0:
+        start = at + 1
+        hits = entries[entries["name"] == at]
+        if len(hits):
+            return int(hits[0]["value"])
+    return None
+
+
 class _Elf:
     """Bounds-checked access to one ELF file's headers, sections and symbols."""
 
