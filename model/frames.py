@@ -33,7 +33,7 @@ class FrameKind(StrEnum):
     PYTHON = "python"  # an interpreter's frame: qualified name, file and line
 
 
-@dataclass(frozen=True, slots=True, weakref_slot=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True, eq=False)
 class Frame:
     """One frame. Immutable and hashable: stacks are tuples of frames, deduplicated.
 
@@ -48,17 +48,45 @@ class Frame:
     file: str = ""
     line: int = 0
     resolved: bool = True
-    # Computed once: a stack's frames are hashed each time a stack is looked up.
-    _hash: int = field(init=False, repr=False, compare=False, default=0)
+    # Computed once: ingest hashes and compares the frames of thousands of stacks.
+    _hash: int = field(init=False, repr=False, default=0)
+    _plain: bool = field(init=False, repr=False, default=False)
+    # Equal for equal frames, and hashed and compared by C code (the label of a plain
+    # frame, else the fields as a tuple): what a dict of many stacks is keyed by.
+    key: object = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         # A plain str: an enum member hashes by its member name, not its value.
         object.__setattr__(self, "kind", str(self.kind))
-        key = (self.kind, self.name, self.module, self.offset, self.file, self.line, self.resolved)
-        object.__setattr__(self, "_hash", hash(key))
+        object.__setattr__(self, "_hash", hash(self._fields()))
+        object.__setattr__(self, "_plain", self._says_no_more_than_its_label())
+        object.__setattr__(self, "key", self.label if self._plain else self._fields())
+
+    def _fields(self) -> tuple[str, str, str, int | None, str, int, bool]:
+        return (self.kind, self.name, self.module, self.offset, self.file, self.line, self.resolved)
 
     def __hash__(self) -> int:
         return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, Frame) or self._hash != other._hash:
+            return False
+        return self._fields() == other._fields()
+
+    def _says_no_more_than_its_label(self) -> bool:
+        """Whether `from_label(label)` is this frame (worked out without making one)."""
+        if self.file or self.line:
+            return False
+        found = _UNRESOLVED.fullmatch(self.name) if "+0x" in self.name else None
+        if self.kind == FrameKind.NATIVE and found is not None:
+            offset = int(found["offset"], 16)
+            return not self.resolved and (self.module, self.offset) == (found["module"], offset)
+        if self.module or self.offset is not None:
+            return False
+        named = self.name != UNKNOWN_FRAME
+        return self.kind in (FrameKind.KERNEL, FrameKind.NATIVE) and self.resolved == named
 
     @property
     def label(self) -> str:
@@ -70,7 +98,7 @@ class Frame:
     @property
     def is_plain(self) -> bool:
         """True when `label` says all there is: `from_label(label)` gives this frame back."""
-        return self == Frame.from_label(self.label)
+        return self._plain
 
     @classmethod
     def from_label(cls, label: str) -> "Frame":
