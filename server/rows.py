@@ -8,6 +8,7 @@ arrays); samples_block() writes them as one Native block for ClickHouse.
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 
 import numpy as np
 
@@ -38,11 +39,18 @@ def stack_hash(
     """
     memo = {} if encoded is None else encoded
     frames = [f if isinstance(f, Frame) else Frame.from_label(f) for f in stack]
-    parts = [memo.get(id(f)) or memo.setdefault(id(f), _encoded(f)) for f in frames]
-    data = b"".join(label for label, _ in parts)
-    if not all(frame.is_plain for frame in frames):
-        data += b"\0details" + b"".join(detail for _, detail in parts)
+    for frame in frames:
+        if id(frame) not in memo:
+            memo[id(frame)] = _encoded(frame)
+    # map with C functions: no Python code per frame of the many stacks of a batch.
+    parts = list(map(memo.__getitem__, map(id, frames)))
+    data = b"".join(map(_FIRST, parts))
+    if not all(map(_IS_PLAIN, frames)):
+        data += b"\0details" + b"".join(map(_SECOND, parts))
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+_FIRST, _SECOND, _IS_PLAIN = itemgetter(0), itemgetter(1), attrgetter("is_plain")
 
 
 def _encoded(frame: Frame) -> tuple[bytes, bytes]:

@@ -67,7 +67,15 @@ class StackCache:
         """Cache `stacks`; returns them as stored (tuples of shared frames)."""
         with self._lock:
             # Frames repeat across stacks; each distinct one is stored once.
-            added = {key: tuple(map(self._shared, frames)) for key, frames in stacks.items()}
+            shared: dict[int, Frame] = {}
+            for frames in stacks.values():
+                for frame in frames:
+                    if id(frame) not in shared:
+                        shared[id(frame)] = self._shared(frame)
+            added = {
+                key: tuple(map(shared.__getitem__, map(id, frames)))
+                for key, frames in stacks.items()
+            }
             for key, frames in added.items():
                 # Two stacks with one hash (a collision): keep the index in step.
                 replaced = self._frames.get(key)
