@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from podflame.model.frames import Frame
 from podflame.model.profile import TRUNCATED_FRAME
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -568,27 +569,40 @@ def _encode_function(function: Function, strings: _StringTable) -> bytes:
 
 
 def profile_from_stacks(
-    stacks: Iterable[tuple[Sequence[str], int]],
+    stacks: Iterable[tuple[Sequence[Frame | str], int]],
     sample_type: ValueType,
     *,
     period: int = 0,
     time_nanos: int = 0,
     duration_nanos: int = 0,
 ) -> Profile:
-    """One sample per stack (frames root first); one function and location per frame name."""
-    ids: dict[str, int] = {}
+    """One sample per stack (frames root first, a name read as `Frame.from_label`).
+
+    One function per frame label and source file (its filename the file, where
+    known), one location per function and line (its Line.line the line).
+    """
+    functions: dict[tuple[str, str], int] = {}
+    locations: dict[tuple[int, int], int] = {}
     samples = []
     for frames, value in stacks:
-        # setdefault hands out ids 1, 2, ... in order of first appearance.
-        leaf_first = [ids.setdefault(frame, len(ids) + 1) for frame in reversed(frames)]
+        leaf_first = []
+        for item in reversed(frames):
+            frame = Frame.from_label(item) if isinstance(item, str) else item
+            # setdefault hands out ids 1, 2, ... in order of first appearance.
+            function = functions.setdefault((frame.label, frame.file), len(functions) + 1)
+            leaf_first.append(locations.setdefault((function, frame.line), len(locations) + 1))
         samples.append(Sample(location_ids=leaf_first, values=[value]))
-    functions = [Function(id=index, name=name) for name, index in ids.items()]
-    locations = [Location(id=index, lines=[Line(function_id=index)]) for index in ids.values()]
     return Profile(
         sample_types=[sample_type],
         samples=samples,
-        locations=locations,
-        functions=functions,
+        locations=[
+            Location(id=index, lines=[Line(function_id=function, line=line)])
+            for (function, line), index in locations.items()
+        ],
+        functions=[
+            Function(id=index, name=name, filename=file)
+            for (name, file), index in functions.items()
+        ],
         time_nanos=time_nanos,
         duration_nanos=duration_nanos,
         period_type=sample_type,

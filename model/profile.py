@@ -1,22 +1,14 @@
-"""Profile types and frame naming shared by every stage."""
+"""Profile types and stack truncation shared by every stage."""
 
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-# Brendan Gregg's FlameGraph convention: kernel frames carry a "_[k]" suffix,
-# so they stay recognisable in folded text and any tool that reads it.
-KERNEL_FRAME_SUFFIX = "_[k]"
-
-
-def kernel_frame(name: str) -> str:
-    return name + KERNEL_FRAME_SUFFIX
-
-
-def is_kernel_frame(name: str) -> bool:
-    return name.endswith(KERNEL_FRAME_SUFFIX)
-
+# Frame naming lives in frames.py; re-exported for the modules that import it from here.
+from podflame.model.frames import KERNEL_FRAME_SUFFIX as KERNEL_FRAME_SUFFIX
+from podflame.model.frames import is_kernel_frame as is_kernel_frame
+from podflame.model.frames import kernel_frame as kernel_frame
 
 # The root frame of a stack cut to its leaf end (the server's --max-stack-frames): the
 # leaf frames, where the time is spent, are kept; one fixed name, so cut stacks that
@@ -26,6 +18,14 @@ TRUNCATED_FRAME = "[truncated]"
 
 def truncate_stack(frames: Sequence[str], max_frames: int) -> list[str]:
     """`frames` (root first), or their last `max_frames - 1` under TRUNCATED_FRAME."""
+    if len(frames) <= max_frames:
+        return list(frames)
+    return [TRUNCATED_FRAME, *frames[len(frames) - max_frames + 1 :]]
+
+
+def truncate_wire_stack(frames: Sequence[int | str], max_frames: int) -> list[int | str]:
+    """The same for a wire stack (model.wire: frame indexes or names); the root it
+    is cut under is the TRUNCATED_FRAME name, whatever form its other frames have."""
     if len(frames) <= max_frames:
         return list(frames)
     return [TRUNCATED_FRAME, *frames[len(frames) - max_frames + 1 :]]

@@ -2,15 +2,29 @@
 
 A batch holds the stacks seen during one drain interval once each, and per
 process (one `Series` per label set) the value of every stack it was seen in.
+
+Version 2 (typed frames): `frames` lists the batch's distinct frames once each
+(kind, name, module, offset, file, line, resolved) and a stack is a list of
+indexes into it. A stack may still be a list of strings (version 1, and
+sources that only have names, such as Pyroscope pushes): each string is read
+as `Frame.from_label` reads it.
 """
 
+from operator import itemgetter
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from podflame.model.frames import Frame
 from podflame.model.network import Connection, LatencyHistogram
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+MAX_FRAME_CHARS = 4096
+# An offset or index the storage's signed 64-bit columns hold.
+_MAX_INT64 = 2**63 - 1
+
+FrameText = Annotated[str, Field(max_length=MAX_FRAME_CHARS)]
+FrameIndex = Annotated[int, Field(ge=0, le=_MAX_INT64)]
 
 Label = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
@@ -20,6 +34,38 @@ class StackValue(BaseModel):
 
     stack: int = Field(ge=0, description="Index into Batch.stacks.")
     value: int = Field(gt=0, description="Value in the profile type's unit.")
+
+
+class WireFrame(BaseModel):
+    """One frame (podflame.model.frames.Frame) as the wire carries it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Any short lowercase name: a newer agent's kind reaches an older server as itself.
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="kernel, native, jit, ...")
+    name: FrameText
+    module: FrameText = ""
+    offset: int | None = Field(default=None, ge=0, le=_MAX_INT64)
+    file: FrameText = ""
+    line: int = Field(default=0, ge=0, le=2**32 - 1)
+    resolved: bool = True
+
+    @classmethod
+    def of(cls, frame: Frame) -> "WireFrame":
+        return cls.model_construct(
+            kind=frame.kind,
+            name=frame.name,
+            module=frame.module,
+            offset=frame.offset,
+            file=frame.file,
+            line=frame.line,
+            resolved=frame.resolved,
+        )
+
+    def frame(self) -> Frame:
+        return Frame(
+            self.kind, self.name, self.module, self.offset, self.file, self.line, self.resolved
+        )
 
 
 class Series(BaseModel):
@@ -44,8 +90,12 @@ class Batch(BaseModel):
     period: int = Field(gt=0, description="Value of one sample, in the profile type's unit.")
     start_time_ns: int = Field(ge=0, description="Start of the interval, Unix nanoseconds.")
     end_time_ns: int = Field(ge=0, description="End of the interval, Unix nanoseconds.")
-    stacks: list[list[Annotated[str, Field(max_length=4096)]]] = Field(
-        description="Distinct stacks, frames root first; kernel frames end in '_[k]'."
+    frames: list[WireFrame] = Field(
+        default_factory=list, description="Version 2: the distinct frames the stacks refer to."
+    )
+    stacks: list[list[FrameIndex | FrameText]] = Field(
+        description="Distinct stacks, frames root first: indexes into `frames` (version 2),"
+        " or frame names (kernel frames end in '_[k]')."
     )
     series: list[Series]
     counters: dict[str, int] = Field(
@@ -64,6 +114,15 @@ class Batch(BaseModel):
     def _check_references(self) -> "Batch":
         if self.end_time_ns < self.start_time_ns:
             raise ValueError("end_time_ns is before start_time_ns")
+        if self.frames and self.version < 2:
+            raise ValueError("frames need version 2")
+        for s_index, stack in enumerate(self.stacks):
+            for frame in stack:
+                if isinstance(frame, int) and frame >= len(self.frames):
+                    raise ValueError(
+                        f"stacks[{s_index}] refers to frame {frame},"
+                        f" but the batch has {len(self.frames)} frames"
+                    )
         for s_index, series in enumerate(self.series):
             for sample in series.samples:
                 if sample.stack >= len(self.stacks):
@@ -72,3 +131,34 @@ class Batch(BaseModel):
                         f"but the batch has {len(self.stacks)} stacks"
                     )
         return self
+
+    def typed_stacks(self) -> list[tuple[Frame, ...]]:
+        """The stacks as frame records, whichever form they came in. A frame read from a
+        name or an index is one object for all the stacks that name it."""
+        records = [frame.frame() for frame in self.frames]
+        named: dict[str, Frame] = {}
+        return [_typed(stack, records, named) for stack in self.stacks]
+
+
+def _typed(
+    stack: list[int | str], records: list[Frame], named: dict[str, Frame]
+) -> tuple[Frame, ...]:
+    if len(stack) > 1:
+        try:  # the usual case, indexes only: picked by C code, not frame by frame
+            found: tuple[Frame, ...] = itemgetter(*stack)(records)
+            return found
+        except TypeError:  # a name among them
+            pass
+    return tuple(
+        records[item]
+        if isinstance(item, int)
+        else named.get(item) or named.setdefault(item, Frame.from_label(item))
+        for item in stack
+    )
+
+
+def stacks_of(stacks: "list[tuple[Frame, ...]]") -> tuple[list[WireFrame], list[list[int]]]:
+    """(the distinct frames, each stack as indexes into them): version 2's form."""
+    index: dict[Frame, int] = {}
+    indexed = [[index.setdefault(frame, len(index)) for frame in stack] for stack in stacks]
+    return [WireFrame.of(frame) for frame in index], indexed

@@ -1,4 +1,4 @@
-"""The agent's loops and its composition root: drain -> symbolize -> attribute -> ship.
+"""The agent's loops and its composition root: drain -> attribute -> symbolize -> label -> ship.
 
 Threads: the drain loop (every --interval) and one announcement loop per BPF
 program (the CPU sampler, and the network tracer when it runs), which
@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
-from podflame.agent.batch import BatchBuilder
+from podflame.agent.batch import BatchBuilder, Stack, Window
 from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.heap import release_free_memory
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, LabelProvider
+from podflame.agent.lifetimes import ProcessLifetimes, by_process
 from podflame.agent.metrics import CacheEntries, CacheSizes, StageCounters, registry_of
-from podflame.agent.netbatch import NetworkBatchBuilder
+from podflame.agent.netbatch import NetworkBatchBuilder, network_processes
 from podflame.agent.network import NetworkDrain, NetworkTracer
 from podflame.agent.peers import NoPeers, PeerResolver, PodPeers
 from podflame.agent.processes import ProcessTable
@@ -37,9 +38,8 @@ from podflame.agent.settings import AgentSettings
 from podflame.agent.shipper import Shipper, ShipperCollector
 from podflame.agent.spool import DiskSpool, MemoryQueue, PendingQueue
 from podflame.agent.stats import AgentStats, AgentStatsCollector, ProcessTableCollector
-from podflame.model import KERNEL_FRAME_SUFFIX, Batch
 from podflame.model.profile import NET_WAIT
-from podflame.symbolizer import Symbolizer, is_symbolized
+from podflame.symbolizer import Symbolizer
 
 if TYPE_CHECKING:
     from podflame.agent.kubernetes import KubernetesMetadata
@@ -66,6 +66,7 @@ class NetworkSide:
     tracer: NetworkTracer
     builder: NetworkBatchBuilder
     processes: ProcessTable
+    lifetimes: ProcessLifetimes
 
 
 @dataclass
@@ -85,6 +86,13 @@ class Agent:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # What /metrics serves; build_agent registers the parts' collectors in it.
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # The CPU table's lifetimes: attributed at each drain, ended after it.
+    lifetimes: ProcessLifetimes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lifetimes = ProcessLifetimes(
+            self.processes, self.symbolizer, self.stats.process_errors
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Drain every interval until `stop` is set, then drain once more and give the
@@ -194,13 +202,20 @@ class Agent:
             self.stats.loop_errors.record(loop, error)
 
     def _tick_cpu(self) -> None:
+        """The drain's steps in order: read the kernel maps, attribute the samples to
+        processes, symbolize, label, batch; then the drain ends for the process table."""
         with self._timed("drain"):
             drain = self.sampler.drain()
         with self.lock, self._timed("build"):
             self.symbolizer.refresh()  # kernel modules may have come or gone
-            batch = self.builder.build(drain, {})
-            self._account(drain, batch)
-            batch.counters = self.counters(drain)
+            groups = by_process(drain.samples)
+            processes = self.lifetimes.attribute(groups)
+            stacks = self.builder.symbolize(processes)
+            labels = self.builder.label(processes)
+            self._account(drain, [s for p, counts in stacks.items() if p in labels for s in counts])
+            window = Window(drain.start_ns, drain.end_ns)
+            batch = self.builder.to_batch(window, stacks, labels, self.counters(drain))
+            self.lifetimes.end(groups.keys())
         with self._timed("ship"):
             self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
         # Counted once its batch is queued: a scrape never sees a drain whose
@@ -211,7 +226,10 @@ class Agent:
         with self._timed("network_drain"):
             drain = network.tracer.drain()
         with self.lock, self._timed("network_build"):
-            batch = network.builder.build(drain, _network_counters(drain))
+            groups, comms = network_processes(drain)
+            processes = network.lifetimes.attribute(groups, comms)
+            batch = network.builder.build(drain, processes, _network_counters(drain))
+            network.lifetimes.end(groups.keys())
             self.stats.network_calls += drain.calls
             for reason, count in drain.drops.items():
                 self.stats.network_dropped[reason] += count
@@ -221,16 +239,16 @@ class Agent:
         with self._timed("ship"):
             self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
 
-    def _account(self, drain: Drain, batch: Batch) -> None:
+    def _account(self, drain: Drain, shipped: list[Stack]) -> None:
+        """Count the drain's samples and drops, and its distinct stacks (`shipped`: of
+        the processes that get a series), those with a frame not named apart."""
         self.stats.samples += drain.total_samples
         self.stats.collided += drain.overflowed
         for reason, count in drain.drops.items():
             self.stats.dropped[reason] += count
-        unsymbolized = sum(
-            not all(is_symbolized(f.removesuffix(KERNEL_FRAME_SUFFIX)) for f in stack)
-            for stack in batch.stacks
-        )
-        self.stats.stacks += len(batch.stacks)
+        distinct = set(shipped)
+        unsymbolized = sum(not all(frame.resolved for frame in stack) for stack in distinct)
+        self.stats.stacks += len(distinct)
         self.stats.stacks_unsymbolized += unsymbolized
         self.stats.count_shallow_stacks(drain, self.processes.pids())
         _log_drops(drain)
@@ -333,13 +351,13 @@ def build_network(
     processes = ProcessTable(captures)
     stacks = BatchBuilder(
         symbolizer=symbolizer,
-        processes=processes,
         labels=labels,
         period_ns=1,  # each stack's value is the nanoseconds its calls took
         profile_type=NET_WAIT.name,
         errors=stats.process_errors,
     )
-    return NetworkSide(tracer, NetworkBatchBuilder(stacks, peers=peers), processes)
+    lifetimes = ProcessLifetimes(processes, symbolizer, stats.process_errors)
+    return NetworkSide(tracer, NetworkBatchBuilder(stacks, peers=peers), processes, lifetimes)
 
 
 def build_agent(settings: AgentSettings) -> Agent:
@@ -374,7 +392,6 @@ def build_agent(settings: AgentSettings) -> Agent:
     stats = AgentStats()  # its process_errors are shared with the batch builders
     builder = BatchBuilder(
         symbolizer=symbolizer,
-        processes=processes,
         labels=labels,
         period_ns=sampler.period_ns,
         errors=stats.process_errors,

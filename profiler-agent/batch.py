@@ -1,127 +1,140 @@
-"""Turns one drain of the kernel maps into a wire `Batch`: symbolize, attribute, group.
+"""The drain's steps after the kernel maps are read and processes attributed
+(lifetimes.py): symbolize -> label -> batch.
 
-Symbolization is per process (user frames, against the memory image captured
-while the process lived) and shared (kernel frames); each distinct address is
-resolved once per drain. An error in one process's capture, symbolization or
-labels costs that process's stacks for this drain (counted), not the batch.
+Each step reads what the one before produced and changes no shared state:
+`symbolize` turns a process's samples into stacks of typed frames (user frames
+against the memory image captured while the process lived, kernel frames
+shared, each distinct address resolved once per drain), `label` names the
+processes, `to_batch` groups the two into a wire `Batch`. An error in one
+process's symbolization or labels costs that process's stacks for this drain
+(counted), not the batch.
 """
 
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence, Set
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from podflame.agent.failures import PROCESS_STAGES, CaughtErrors
 from podflame.agent.labels import LabelProvider, ProcessIdentity
-from podflame.agent.processes import ProcessRecord, ProcessTable
-from podflame.agent.sampler import Drain, ProcessGeneration, SampleCount
-from podflame.model import Batch, Series, StackValue, kernel_frame
-from podflame.symbolizer import ProcessImage
+from podflame.agent.lifetimes import Attributed, user_addresses
+from podflame.agent.sampler import ProcessGeneration, SampleCount
+from podflame.model import Batch, Series, StackValue
+from podflame.model.frames import KERNEL_FRAME_SUFFIX, Frame, FrameKind
+from podflame.model.wire import MAX_FRAME_CHARS, stacks_of
+from podflame.symbolizer import ProcessImage, Symbol
 from podflame.symbolizer.text import display
 
-NO_STACK = "[no stack]"
-# The wire format's limit on a frame name (model.wire); some C++ template
-# instantiations demangle to longer names.
-MAX_FRAME_CHARS = 4096
+NO_STACK = Frame(FrameKind.NATIVE, "[no stack]")
+# Names longer than the wire format's limit (some C++ template instantiations
+# demangle to longer ones) end in this.
 TRUNCATED = "..."
+
+Stack = tuple[Frame, ...]
 
 
 class StackSymbolizer(Protocol):
-    def kernel(self, addresses: Sequence[int]) -> list[str]: ...
+    def kernel_symbols(self, addresses: Sequence[int]) -> list[Symbol]: ...
 
-    def resolve(self, image: ProcessImage | None, addresses: Sequence[int]) -> list[str]: ...
+    def resolve_symbols(
+        self, image: ProcessImage | None, addresses: Sequence[int]
+    ) -> list[Symbol]: ...
 
-    def is_stale(self, image: ProcessImage | None, addresses: Sequence[int]) -> bool: ...
+
+@dataclass(frozen=True)
+class Window:
+    """The interval a batch covers."""
+
+    start_ns: int
+    end_ns: int
 
 
 @dataclass
 class BatchBuilder:
     symbolizer: StackSymbolizer
-    processes: ProcessTable
     labels: LabelProvider
     period_ns: int
     profile_type: str = "cpu"
     errors: CaughtErrors = field(default_factory=lambda: CaughtErrors.of("process", PROCESS_STAGES))
 
     def build(
-        self,
-        drain: Drain,
-        counters: dict[str, int],
-        *,
-        seen: Set[ProcessGeneration] = frozenset(),
+        self, window: Window, processes: Sequence[Attributed], counters: dict[str, int]
     ) -> Batch:
-        """`seen`: processes active in this interval besides those in the samples."""
-        kernel_names = self._kernel_names(drain.samples)
-        stacks: dict[tuple[str, ...], int] = {}
-        grouped = _by_process(drain.samples)
+        """The three steps in one call."""
+        return self.to_batch(window, self.symbolize(processes), self.label(processes), counters)
+
+    def symbolize(self, processes: Sequence[Attributed]) -> dict[ProcessGeneration, Counter[Stack]]:
+        """Per process, the sample count of each of its stacks (root first); a process
+        whose frames could not be named is left out (counted)."""
+        kernel = self._kernel_frames([s for p in processes for s in p.samples])
+        stacks: dict[ProcessGeneration, Counter[Stack]] = {}
+        for attributed in processes:
+            try:
+                user = self._user_frames(attributed)
+            except Exception as error:  # anything the process's data can provoke
+                self.errors.record("symbolize", error, f"pid {attributed.process.pid}")
+                continue
+            stacks[attributed.process] = _stacks(attributed.samples, user, kernel)
+        return stacks
+
+    def label(self, processes: Sequence[Attributed]) -> dict[ProcessGeneration, dict[str, str]]:
+        """Per process, its labels; a process whose labels failed is left out (counted)."""
+        labels: dict[ProcessGeneration, dict[str, str]] = {}
+        for attributed in processes:
+            try:
+                labels[attributed.process] = self._labels(attributed)
+            except Exception as error:  # anything the process's data can provoke
+                self.errors.record("labels", error, f"pid {attributed.process.pid}")
+        return labels
+
+    def to_batch(
+        self,
+        window: Window,
+        stacks: Mapping[ProcessGeneration, Counter[Stack]],
+        labels: Mapping[ProcessGeneration, dict[str, str]],
+        counters: dict[str, int],
+    ) -> Batch:
+        """The processes with stacks and labels as series; each distinct stack once."""
+        index: dict[Stack, int] = {}
         series = [
-            found
-            for process, samples in grouped.items()
-            if (found := self._series(process, samples, kernel_names, stacks)) is not None
+            Series(labels=labels[process], samples=_values(counts, index, self.period_ns))
+            for process, counts in stacks.items()
+            if process in labels and counts
         ]
-        self.processes.end_drain(set(grouped) | seen)
+        frames, indexed = stacks_of(list(index))
         return Batch(
             batch_id=uuid.uuid4().hex,
             profile_type=self.profile_type,
             period=self.period_ns,
-            start_time_ns=drain.start_ns,
-            end_time_ns=drain.end_ns,
-            stacks=[list(frames) for frames in stacks],
+            start_time_ns=window.start_ns,
+            end_time_ns=window.end_ns,
+            frames=frames,
+            stacks=indexed,
             series=series,
             counters=counters,
         )
 
-    def _kernel_names(self, samples: list[SampleCount]) -> dict[int, str]:
+    def _kernel_frames(self, samples: list[SampleCount]) -> dict[int, Frame]:
         addresses = sorted({a for s in samples for a in s.kernel_stack})
-        names = self.symbolizer.kernel(addresses)
-        return {a: _bounded(kernel_frame(n)) for a, n in zip(addresses, names, strict=True)}
+        symbols = self.symbolizer.kernel_symbols(addresses)
+        return {a: _frame(FrameKind.KERNEL, s) for a, s in zip(addresses, symbols, strict=True)}
 
-    def _series(
-        self,
-        process: ProcessGeneration,
-        samples: list[SampleCount],
-        kernel_names: dict[int, str],
-        stacks: dict[tuple[str, ...], int],
-    ) -> Series | None:
-        """The process's series; None if reading it failed (counted and logged)."""
-        stage = "capture"
-        try:
-            record = self.processes.lookup(process)
-            stage = "labels"
-            labels = self._labels(record, samples[0].comm)
-            stage = "symbolize"
-            names = self._user_names(record, samples)
-        except Exception as error:  # anything the process's data can provoke
-            self.errors.record(stage, error, f"pid {process.pid}")
-            return None
-        values = _stack_values(samples, names, kernel_names, stacks, self.period_ns)
-        return Series(labels=labels, samples=values)
+    def _user_frames(self, attributed: Attributed) -> dict[int, Frame]:
+        addresses = user_addresses(attributed.samples)
+        symbols = self.symbolizer.resolve_symbols(attributed.record.image, addresses)
+        return {
+            a: _frame(FrameKind.JIT if s.jit else FrameKind.NATIVE, s)
+            for a, s in zip(addresses, symbols, strict=True)
+        }
 
-    def _user_names(self, record: ProcessRecord, samples: list[SampleCount]) -> dict[int, str]:
-        addresses = sorted({a for s in samples for a in s.user_stack})
-        if self.symbolizer.is_stale(record.image, addresses):
-            # Reading the memory map again only when an address needs it keeps
-            # the drain cheap for the many processes whose map never changes.
-            self.processes.refresh(record)
-        resolved = self.symbolizer.resolve(record.image, addresses)
-        return {a: _bounded(n) for a, n in zip(addresses, resolved, strict=True)}
-
-    def labels_of(self, process: ProcessGeneration, comm: str) -> dict[str, str] | None:
-        """The labels a series of `process` carries (`comm`: the kernel's name for it);
-        None if reading them failed (counted and logged)."""
-        try:
-            return self._labels(self.processes.lookup(process), comm)
-        except Exception as error:  # anything the process's data can provoke
-            self.errors.record("labels", error, f"pid {process.pid}")
-            return None
-
-    def _labels(self, record: ProcessRecord, comm: str) -> dict[str, str]:
+    def _labels(self, attributed: Attributed) -> dict[str, str]:
+        record = attributed.record
         identity = ProcessIdentity(
             pid=record.pid,
             # The kernel reports the sampled thread's name; the process's own
             # name wins when it was captured.
-            comm=record.comm or comm,
+            comm=record.comm or attributed.comm,
             start_ticks=record.start_ticks,
             cgroup=record.cgroup,
         )
@@ -129,38 +142,46 @@ class BatchBuilder:
         return {name: _bounded(value) for name, value in labels.items()}
 
 
-def _stack_values(
-    samples: list[SampleCount],
-    names: dict[int, str],
-    kernel_names: dict[int, str],
-    stacks: dict[tuple[str, ...], int],
-    period_ns: int,
-) -> list[StackValue]:
-    """The process's value per stack; each distinct stack is added to `stacks` once."""
-    values: dict[int, int] = defaultdict(int)
+def _stacks(
+    samples: list[SampleCount], user: dict[int, Frame], kernel: dict[int, Frame]
+) -> Counter[Stack]:
+    """The sample count of each stack of one process."""
+    counts: Counter[Stack] = Counter()
     for sample in samples:
-        # BPF walks leaf first; the wire format is root first, kernel frames
-        # below (leafward of) the user frames that called into the kernel.
-        frames = tuple(names[a] for a in reversed(sample.user_stack)) + tuple(
-            kernel_names[a] for a in reversed(sample.kernel_stack)
+        # BPF walks leaf first; stacks are root first, kernel frames below
+        # (leafward of) the user frames that called into the kernel.
+        frames = tuple(user[a] for a in reversed(sample.user_stack)) + tuple(
+            kernel[a] for a in reversed(sample.kernel_stack)
         )
-        index = stacks.setdefault(frames or (NO_STACK,), len(stacks))
-        values[index] += sample.count * period_ns
-    return [StackValue(stack=i, value=v) for i, v in values.items()]
+        counts[frames or (NO_STACK,)] += sample.count
+    return counts
 
 
-def _by_process(samples: list[SampleCount]) -> dict[ProcessGeneration, list[SampleCount]]:
-    grouped: dict[ProcessGeneration, list[SampleCount]] = defaultdict(list)
-    for sample in samples:
-        grouped[sample.process].append(sample)
-    return grouped
+def _values(counts: Counter[Stack], index: dict[Stack, int], period_ns: int) -> list[StackValue]:
+    """A series' values; each distinct stack is added to `index` once."""
+    return [
+        StackValue(stack=index.setdefault(stack, len(index)), value=count * period_ns)
+        for stack, count in counts.items()
+    ]
 
 
-def _bounded(text: str) -> str:
+def _frame(kind: FrameKind, symbol: Symbol) -> Frame:
+    # A kernel frame's label adds its suffix: the name leaves room for it.
+    room = MAX_FRAME_CHARS - (len(KERNEL_FRAME_SUFFIX) if kind == FrameKind.KERNEL else 0)
+    return Frame(
+        kind,
+        _bounded(symbol.name, room),
+        module=_bounded(symbol.module),
+        offset=symbol.offset,
+        resolved=symbol.resolved,
+    )
+
+
+def _bounded(text: str, most: int = MAX_FRAME_CHARS) -> str:
     """A frame name or label value the wire format accepts: a batch with a longer
     one, or one that is not valid Unicode, would be rejected whole. The edges that
     read text decode it so already (symbolizer.text); this is the last guard."""
     text = display(text)
-    if len(text) <= MAX_FRAME_CHARS:
+    if len(text) <= most:
         return text
-    return text[: MAX_FRAME_CHARS - len(TRUNCATED)] + TRUNCATED
+    return text[: most - len(TRUNCATED)] + TRUNCATED

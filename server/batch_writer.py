@@ -21,8 +21,9 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from podflame.model import Batch
+from podflame.model.frames import Frame
 from podflame.server.network_store import NetworkInserter, NetworkRows, network_rows
-from podflame.server.rows import BatchRows, batch_rows, samples_block
+from podflame.server.rows import BatchRows, batch_rows, frame_details, samples_block
 from podflame.server.schema import (
     BATCH_KEY_TABLES,
     SAMPLE_COLUMNS,
@@ -134,7 +135,9 @@ class GroupWriter:
             stored.setdefault(table, set()).add(int(key))
         return stored
 
-    def _insert_new_stacks(self, client: Client, parts: Iterable[dict[int, list[str]]]) -> None:
+    def _insert_new_stacks(
+        self, client: Client, parts: Iterable[dict[int, tuple[Frame, ...]]]
+    ) -> None:
         # Most stacks of a batch were stored before, and the cache knows most of
         # those; of the rest, sending only the new ones keeps the stacks table
         # (and its merges) small.
@@ -146,7 +149,11 @@ class GroupWriter:
             parameters={"hashes": list(stacks)},
         ).result_columns
         seen = set(known[0]) if known else set()
-        new = [[key, frames] for key, frames in stacks.items() if key not in seen]
+        new = [
+            [key, [frame.label for frame in frames], frame_details(frames)]
+            for key, frames in stacks.items()
+            if key not in seen
+        ]
         if new:
             client.insert("stacks", new, column_names=list(STACK_COLUMNS), database=self._database)
         self._cache.add(stacks)

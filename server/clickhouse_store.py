@@ -17,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from podflame.model import Batch, ProfileType
+from podflame.model.frames import Frame
 from podflame.server.batch_writer import GroupWriter, PreparedBatch, prepare
 from podflame.server.group_commit import GroupCommit
 from podflame.server.network_queries import NetworkReader
@@ -31,6 +32,7 @@ from podflame.server.queries import (
     TOTAL,
     stack_totals,
 )
+from podflame.server.rows import stack_of
 from podflame.server.schema import (
     LABEL_COLUMNS,
     PID_LABEL,
@@ -234,13 +236,14 @@ class ClickHouseStore:
         with self._lock:
             self._client.set_client_setting("max_execution_time", seconds)
 
-    def _frames(self, hashes: list[int]) -> dict[int, tuple[str, ...]]:
+    def _frames(self, hashes: list[int]) -> dict[int, tuple[Frame, ...]]:
         """Frames of each hash, from the cache or else the stacks table."""
         found, missing = self._cache.lookup(hashes)
         for start in range(0, len(missing), _LOOKUP_CHUNK):
             chunk = missing[start : start + _LOOKUP_CHUNK]
             rows = self._query(FRAMES.format(db=self._db), {"hashes": chunk})
-            found.update(self._cache.add({int(key): frames for key, frames in rows}))
+            stacks = {int(key): stack_of(*stored) for key, stored in rows}
+            found.update(self._cache.add(stacks))
         return found
 
     def _select(

@@ -41,7 +41,7 @@ def pprof(stacks: Sequence[StackTotal], profile_type: ProfileType, time_range: T
     values = [stack.value for stack in stacks]
     start_ns = _unix_ns(time_range.start.timestamp())
     profile = profile_from_stacks(
-        ((stack.frames, stack.value) for stack in stacks),
+        ((stack.stack, stack.value) for stack in stacks),
         sample_type(profile_type),
         period=math.gcd(*values) if values else 0,
         time_nanos=start_ns,
@@ -53,9 +53,13 @@ def pprof(stacks: Sequence[StackTotal], profile_type: ProfileType, time_range: T
 def speedscope(
     stacks: Sequence[StackTotal], profile_type: ProfileType, name: str
 ) -> dict[str, Any]:
-    """speedscope's file format: one "sampled" profile, a sample and a weight per stack."""
-    index: dict[str, int] = {}
-    samples = [[index.setdefault(frame, len(index)) for frame in stack.frames] for stack in stacks]
+    """speedscope's file format: one "sampled" profile, a sample and a weight per stack;
+    a frame's file and line where known."""
+    index: dict[tuple[str, str, int], int] = {}
+    samples = [
+        [index.setdefault((f.label, f.file, f.line), len(index)) for f in stack.stack]
+        for stack in stacks
+    ]
     weights = [stack.value for stack in stacks]
     unit = profile_type.unit if profile_type.unit in _SPEEDSCOPE_UNITS else "none"
     return {
@@ -63,7 +67,7 @@ def speedscope(
         "name": name,
         "exporter": "podflame",
         "activeProfileIndex": 0,
-        "shared": {"frames": [{"name": frame} for frame in index]},
+        "shared": {"frames": [_speedscope_frame(*frame) for frame in index]},
         "profiles": [
             {
                 "type": "sampled",
@@ -81,3 +85,12 @@ def speedscope(
 
 def _unix_ns(seconds: float) -> int:
     return round(seconds * 1_000_000_000)
+
+
+def _speedscope_frame(name: str, file: str, line: int) -> dict[str, str | int]:
+    frame: dict[str, str | int] = {"name": name}
+    if file:
+        frame["file"] = file
+    if line:
+        frame["line"] = line
+    return frame

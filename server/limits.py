@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 
 from podflame.model import Batch
 from podflame.model.pprof import PprofLimitExceeded, PprofLimits
-from podflame.model.profile import truncate_stack
+from podflame.model.profile import truncate_wire_stack
 
 DEFAULT_MAX_STACK_FRAMES = 1024
 DEFAULT_MAX_STACKS_PER_PUSH = 1_000_000
@@ -109,8 +109,9 @@ def bound_batch(batch: Batch, limits: IngestLimits) -> Batch:
     holds too many stacks or frames."""
     depth = limits.max_stack_frames
     frames = sum(min(len(stack), depth) for stack in batch.stacks)
-    check_expansion(limits, len(batch.stacks), frames)
+    # A typed batch's frame table holds at most as many frames as its stacks name.
+    check_expansion(limits, len(batch.stacks), max(frames, len(batch.frames)))
     if all(len(stack) <= depth for stack in batch.stacks):
         return batch
-    stacks = [truncate_stack(stack, depth) for stack in batch.stacks]
+    stacks = [truncate_wire_stack(stack, depth) for stack in batch.stacks]
     return batch.model_copy(update={"stacks": stacks})

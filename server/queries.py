@@ -17,7 +17,8 @@ STACK_VALUES = (
 
 # The stacks table may hold a stack twice until ReplacingMergeTree merges.
 FRAMES = """
-SELECT hash, any(frames) FROM {db}.stacks WHERE hash IN {{hashes:Array(UInt64)}} GROUP BY hash
+SELECT hash, any((frames, details)) FROM {db}.stacks WHERE hash IN {{hashes:Array(UInt64)}}
+GROUP BY hash
 """
 
 # Frames joined to the summed stacks, for aggregating over frames in SQL. The

@@ -8,10 +8,12 @@ arrays); samples_block() writes them as one Native block for ClickHouse.
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 
 import numpy as np
 
 from podflame.model import Batch
+from podflame.model.frames import KERNEL_FRAME_SUFFIX, Frame, FrameKind
 from podflame.server.native import NativeBlock, strings
 from podflame.server.schema import LABEL_COLUMNS, PID_LABEL, SAMPLE_COLUMNS
 from podflame.server.stack_cache import StackCache
@@ -23,15 +25,72 @@ _MAX_TIME_NS = 4_102_444_800 * 10**9
 _NOT_EXTRA = frozenset((*LABEL_COLUMNS, PID_LABEL))
 
 
-def stack_hash(frames: Sequence[str]) -> int:
-    """A stable 64-bit key for a stack.
+def stack_hash(
+    stack: Sequence[Frame] | Sequence[str], encoded: dict[int, tuple[bytes, bytes]] | None = None
+) -> int:
+    """A stable 64-bit key for a stack (a name is read as `Frame.from_label`).
 
-    Each frame is length-prefixed, so no frame content (not even a newline or
-    a NUL) can make two different stacks encode to the same bytes.
+    Each frame's label is length-prefixed, so no frame content (not even a newline
+    or a NUL) can make two different stacks encode to the same bytes. A stack whose
+    frames all say no more than their labels hashes as it did before frames were
+    typed (as strings), so it is stored once; the others add their details.
+    `encoded`: each frame's bytes by id(frame), kept across the stacks of a batch (whose
+    frames are shared objects, Batch.typed_stacks, alive while it is hashed).
     """
-    encoded = [frame.encode() for frame in frames]
-    data = b"".join(len(frame).to_bytes(4, "big") + frame for frame in encoded)
+    memo = {} if encoded is None else encoded
+    frames = [f if isinstance(f, Frame) else Frame.from_label(f) for f in stack]
+    for frame in frames:
+        if id(frame) not in memo:
+            memo[id(frame)] = _encoded(frame)
+    # map with C functions: no Python code per frame of the many stacks of a batch.
+    parts = list(map(memo.__getitem__, map(id, frames)))
+    data = b"".join(map(_FIRST, parts))
+    if not all(map(_IS_PLAIN, frames)):
+        data += b"\0details" + b"".join(map(_SECOND, parts))
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+_FIRST, _SECOND, _IS_PLAIN = itemgetter(0), itemgetter(1), attrgetter("is_plain")
+
+
+def _encoded(frame: Frame) -> tuple[bytes, bytes]:
+    """(the length-prefixed label, the length-prefixed details) of a frame."""
+    return _prefixed(frame.label), _prefixed(repr(_detail(frame)))
+
+
+def _prefixed(text: str) -> bytes:
+    encoded = text.encode()
+    return len(encoded).to_bytes(4, "big") + encoded
+
+
+FrameDetail = tuple[str, str, int, str, int, bool]
+
+
+def frame_details(frames: Sequence[Frame]) -> list[FrameDetail]:
+    """The stacks table's `details` of a stack: per frame (kind, module, offset or -1,
+    file, line, resolved); none when every frame is what its label says."""
+    if all(frame.is_plain for frame in frames):
+        return []
+    return [_detail(frame) for frame in frames]
+
+
+def _detail(f: Frame) -> FrameDetail:
+    return (f.kind, f.module, -1 if f.offset is None else f.offset, f.file, f.line, f.resolved)
+
+
+def stack_of(labels: Sequence[str], details: Sequence[FrameDetail]) -> tuple[Frame, ...]:
+    """A stored stack's frames: from its details, or else (rows stored before frames
+    were typed, and plain stacks) from its labels."""
+    if len(details) != len(labels):
+        return tuple(Frame.from_label(label) for label in labels)
+    return tuple(
+        Frame(kind, _name(kind, label), module, None if offset < 0 else offset, file, line, ok)
+        for label, (kind, module, offset, file, line, ok) in zip(labels, details, strict=True)
+    )
+
+
+def _name(kind: str, label: str) -> str:
+    return label.removesuffix(KERNEL_FRAME_SUFFIX) if kind == FrameKind.KERNEL else label
 
 
 def batch_key(batch_id: str) -> int:
@@ -56,8 +115,8 @@ class BatchRows:
     timestamp_ms: int
     # Distinct stacks of the batch: hash -> frames; `uncached` those the stack
     # cache does not know to be stored.
-    stacks: dict[int, list[str]]
-    uncached: dict[int, list[str]]
+    stacks: dict[int, tuple[Frame, ...]]
+    uncached: dict[int, tuple[Frame, ...]]
     series: SeriesLabels
     # Sample rows per series; then per row (series after series) its stack and value.
     counts: np.ndarray
@@ -73,9 +132,13 @@ def batch_rows(batch: Batch, cache: StackCache | None = None) -> BatchRows:
     """The batch's rows; stacks in `cache` are known stored and not hashed again."""
     if batch.end_time_ns >= _MAX_TIME_NS:
         raise InvalidBatchError(f"end_time_ns={batch.end_time_ns} is out of range")
-    cached = cache.hashes_of(batch.stacks) if cache else [None] * len(batch.stacks)
-    hashes = [stack_hash(f) if h is None else h for h, f in zip(cached, batch.stacks, strict=True)]
-    uncached = {h: f for h, c, f in zip(hashes, cached, batch.stacks, strict=True) if c is None}
+    typed = batch.typed_stacks()
+    cached = cache.hashes_of(typed) if cache else [None] * len(typed)
+    encoded: dict[int, tuple[bytes, bytes]] = {}
+    hashes = [
+        stack_hash(f, encoded) if h is None else h for h, f in zip(cached, typed, strict=True)
+    ]
+    uncached = {h: f for h, c, f in zip(hashes, cached, typed, strict=True) if c is None}
     stack_index: list[int] = []
     values: list[int] = []
     for series in batch.series:
@@ -85,7 +148,7 @@ def batch_rows(batch: Batch, cache: StackCache | None = None) -> BatchRows:
         batch_key=batch_key(batch.batch_id),
         profile_type=batch.profile_type,
         timestamp_ms=batch.end_time_ns // 10**6,
-        stacks=dict(zip(hashes, batch.stacks, strict=True)),
+        stacks=dict(zip(hashes, typed, strict=True)),
         uncached=uncached,
         series=_series_labels(batch),
         counts=np.array([len(series.samples) for series in batch.series], dtype=np.intp),

@@ -31,7 +31,7 @@ SAMPLE_COLUMNS = (
     "value",
     "batch_key",
 )
-STACK_COLUMNS = ("hash", "frames")
+STACK_COLUMNS = ("hash", "frames", "details")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Cluster names come from the servers' remote_servers configuration, where
@@ -193,6 +193,20 @@ _BATCH_KEY_V4 = tuple(
     )
 )
 
+# Version 5: typed frames (podflame.model.frames). `frames` keeps each frame's label,
+# which the queries that aggregate by function read; `details` holds per frame
+# (kind, module, offset or -1, file, line, resolved), or nothing when every frame
+# is what its label says (rows.frame_details). Rows from before have none: their
+# frames are read back from the labels (rows.stack_of).
+FRAME_DETAIL_TYPE = (
+    "Array(Tuple(kind LowCardinality(String), module String, offset Int64, file String,"
+    " line UInt32, resolved Bool))"
+)
+_FRAME_DETAILS_V5 = (
+    f"ALTER TABLE {{db}}.stacks ADD COLUMN IF NOT EXISTS details {FRAME_DETAIL_TYPE}"
+    " CODEC(ZSTD(1))",
+)
+
 # The tables whose rows expire after the retention.
 RETENTION_TABLES = ("samples", "network_latency", "network_peers")
 
@@ -202,6 +216,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (_NETWORK_LATENCY_V2, _NETWORK_PEERS_V2),
     (_HOURLY_LATENCY_V3, _MATERIALIZE_HOURLY_V3),
     _BATCH_KEY_V4,
+    _FRAME_DETAILS_V5,
 )
 
 

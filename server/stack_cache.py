@@ -12,12 +12,17 @@ round trip to learn whether the stacks table holds it already.
 
 import sys
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from operator import attrgetter
 
-Frames = tuple[str, ...]
+from podflame.model.frames import Frame
 
-# ~100 MB for stacks of ~30 frames, the names shared through sys.intern.
+Frames = tuple[Frame, ...]
+
+# ~100 MB for stacks of ~30 frames, each distinct frame held once (see add).
 DEFAULT_MAX_STACKS = 200_000
 
 
@@ -27,8 +32,10 @@ class StackCache:
     def __init__(self, max_stacks: int = DEFAULT_MAX_STACKS) -> None:
         self._max = max_stacks
         self._frames: OrderedDict[int, Frames] = OrderedDict()
-        # The same tuples as keys: a second index costs a dict slot per stack.
-        self._hashes: dict[Frames, int] = {}
+        # By the frames' keys (Frame.key), which C code hashes and compares.
+        self._hashes: dict[tuple[object, ...], int] = {}
+        # Each distinct frame once, while a cached stack holds it.
+        self._pool: weakref.WeakValueDictionary[Frame, Frame] = weakref.WeakValueDictionary()
         # Query and ingest endpoints run in worker threads.
         self._lock = threading.Lock()
 
@@ -46,9 +53,9 @@ class StackCache:
                     found[key] = frames
         return found, missing
 
-    def hashes_of(self, stacks: Sequence[Sequence[str]]) -> list[int | None]:
+    def hashes_of(self, stacks: Sequence[Sequence[Frame]]) -> list[int | None]:
         """Per stack, its hash if the cache holds it (so it is stored), else None."""
-        keys = [tuple(frames) for frames in stacks]
+        keys = [_key(frames) for frames in stacks]
         with self._lock:
             found = [self._hashes.get(key) for key in keys]
             for key in found:
@@ -56,19 +63,44 @@ class StackCache:
                     self._frames.move_to_end(key)
         return found
 
-    def add(self, stacks: Mapping[int, Sequence[str]]) -> dict[int, Frames]:
-        """Cache `stacks`; returns them as stored (tuples of interned names)."""
-        # Function names repeat across stacks; interning stores each once.
-        added = {key: tuple(sys.intern(name) for name in frames) for key, frames in stacks.items()}
+    def add(self, stacks: Mapping[int, Sequence[Frame]]) -> dict[int, Frames]:
+        """Cache `stacks`; returns them as stored (tuples of shared frames)."""
         with self._lock:
+            # Frames repeat across stacks; each distinct one is stored once.
+            shared: dict[int, Frame] = {}
+            for frames in stacks.values():
+                for frame in frames:
+                    if id(frame) not in shared:
+                        shared[id(frame)] = self._shared(frame)
+            added = {
+                key: tuple(map(shared.__getitem__, map(id, frames)))
+                for key, frames in stacks.items()
+            }
             for key, frames in added.items():
                 # Two stacks with one hash (a collision): keep the index in step.
                 replaced = self._frames.get(key)
                 if replaced is not None and replaced != frames:
-                    self._hashes.pop(replaced, None)
+                    self._hashes.pop(_key(replaced), None)
                 self._frames[key] = frames
-                self._hashes[frames] = key
+                self._hashes[_key(frames)] = key
             while len(self._frames) > self._max:
                 _, frames = self._frames.popitem(last=False)
-                self._hashes.pop(frames, None)
+                self._hashes.pop(_key(frames), None)
         return added
+
+    def _shared(self, frame: Frame) -> Frame:
+        """The cache's copy of `frame` (its name interned), under the lock."""
+        found = self._pool.get(frame)
+        if found is None:
+            found = replace(frame, name=sys.intern(frame.name))
+            # Keyed by the frame given, not the copy: a key is held strongly, and the
+            # entry must go once no stack holds the copy.
+            self._pool[frame] = found
+        return found
+
+
+def _key(frames: Sequence[Frame]) -> tuple[object, ...]:
+    return tuple(map(_FRAME_KEY, frames))  # map and attrgetter: no Python code per frame
+
+
+_FRAME_KEY = attrgetter("key")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from podflame.model import Batch, ProfileType
+from podflame.model.frames import Frame
 from podflame.server.selector import Matcher
 from podflame.server.timerange import TimeRange
 
@@ -113,8 +114,13 @@ class IngestResult:
 class StackTotal:
     """One distinct stack, frames root first, and the sum of its values."""
 
-    frames: tuple[str, ...]
+    stack: tuple[Frame, ...]
     value: int
+
+    @property
+    def frames(self) -> tuple[str, ...]:
+        """The frames' labels: what the flame graph and the folded text show."""
+        return tuple(frame.label for frame in self.stack)
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,13 @@ from ELF files reached through /proc/PID/root.
 
 from .kallsyms import KernelSymbols
 from .symbolizer import PendingRead, ProcessImage, Symbolizer, SymbolizerStats, is_symbolized
+from .symbols import Symbol
 
 __all__ = [
     "KernelSymbols",
     "PendingRead",
     "ProcessImage",
+    "Symbol",
     "Symbolizer",
     "SymbolizerStats",
     "is_symbolized",

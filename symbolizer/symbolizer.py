@@ -42,6 +42,7 @@ from .files import open_in_root, open_regular
 from .kallsyms import KernelSymbols
 from .perfmap import PerfMap, PerfMaps
 from .procmaps import Mapping, MappingIndex, ProcessGone, read_maps
+from .symbols import Symbol
 from .text import display
 
 UNKNOWN = "[unknown]"
@@ -53,6 +54,11 @@ _FALLBACK = re.compile(r".+\+0x[0-9a-f]+")
 
 def fallback_frame(module_path: str, offset: int) -> str:
     return f"{display(os.path.basename(module_path))}+0x{offset:x}"
+
+
+def _fallback_symbol(module_path: str, offset: int) -> Symbol:
+    module = display(os.path.basename(module_path))
+    return Symbol(f"{module}+0x{offset:x}", module, offset, resolved=False)
 
 
 def is_symbolized(name: str) -> bool:
@@ -202,6 +208,10 @@ class Symbolizer:
 
     def kernel(self, addresses: Sequence[int]) -> list[str]:
         """Names of kernel text addresses; ``[unknown]`` where there is none."""
+        return [symbol.name for symbol in self.kernel_symbols(addresses)]
+
+    def kernel_symbols(self, addresses: Sequence[int]) -> list[Symbol]:
+        """The symbols of kernel text addresses; unresolved ``[unknown]`` where there is none."""
         table = self._kernel_symbols()
         names = [None] * len(addresses) if table is None else table.lookup_many(addresses)
         return [self._counted(name) for name in names]
@@ -333,14 +343,18 @@ class Symbolizer:
         return False
 
     def resolve(self, image: ProcessImage | None, addresses: Sequence[int]) -> list[str]:
-        """Names of `addresses` in a captured process, in order; never raises.
+        """Names of `addresses` in a captured process, in order; never raises."""
+        return [symbol.name for symbol in self.resolve_symbols(image, addresses)]
+
+    def resolve_symbols(self, image: ProcessImage | None, addresses: Sequence[int]) -> list[Symbol]:
+        """Symbols of `addresses` in a captured process, in order; never raises.
 
         Pass all of a process's addresses (many stacks) in one call: the
         lookups are grouped per mapping.
         """
         if image is None:
             return [self._counted(None) for _ in addresses]
-        names: list[str | None] = [None] * len(addresses)
+        names: list[Symbol | None] = [None] * len(addresses)
         in_files: dict[Mapping, list[int]] = {}
         for i, address in enumerate(addresses):
             mapping = image.mappings.find(address)
@@ -354,7 +368,7 @@ class Symbolizer:
         for mapping, positions in in_files.items():
             found = [addresses[i] for i in positions]
             self._file_frames(self._table_for(image, mapping), mapping, found, positions, names)
-        return [UNKNOWN if name is None else name for name in names]
+        return [Symbol(UNKNOWN, resolved=False) if name is None else name for name in names]
 
     def _table_for(self, image: ProcessImage, mapping: Mapping) -> ElfSymbols | None:
         """The symbol table of one of `image`'s file mappings, read when first needed:
@@ -378,19 +392,19 @@ class Symbolizer:
         mapping: Mapping,
         addresses: list[int],
         positions: list[int],
-        names: list[str | None],
+        names: list[Symbol | None],
     ) -> None:
         """Fill in the frames of one file mapping: function names, else ``module+0xOFFSET``."""
         offsets = [mapping.file_offset(a) for a in addresses]
         found = [None] * len(offsets) if symbols is None else symbols.lookup_offsets(offsets)
         for i, offset, name in zip(positions, offsets, found, strict=True):
             if name is not None:
-                names[i] = self._counted(demangle(name))
+                names[i] = self._counted(demangle(name), mapping)
             else:
                 self.stats.frames_unresolved += 1
-                names[i] = fallback_frame(mapping.path, offset)
+                names[i] = _fallback_symbol(mapping.path, offset)
 
-    def _special_frame(self, image: ProcessImage, mapping: Mapping, address: int) -> str:
+    def _special_frame(self, image: ProcessImage, mapping: Mapping, address: int) -> Symbol:
         """A frame in memory not backed by a file.
 
         [vdso] and [vsyscall] keep their names. Anonymous executable memory is
@@ -398,18 +412,20 @@ class Symbolizer:
         """
         if mapping.is_pseudo:
             self.stats.frames_resolved += 1
-            return display(mapping.path)
+            return Symbol(display(mapping.path), module=display(mapping.path))
         name = image.jit.lookup(address) if image.jit is not None else None
         if name is not None:
             self.stats.jit_frames += 1
-        return self._counted(name)
+        symbol = self._counted(name)
+        return Symbol(symbol.name, resolved=symbol.resolved, jit=True)
 
-    def _counted(self, name: str | None) -> str:
+    def _counted(self, name: str | None, mapping: Mapping | None = None) -> Symbol:
         if name is None:
             self.stats.frames_unresolved += 1
-            return UNKNOWN
+            return Symbol(UNKNOWN, resolved=False)
         self.stats.frames_resolved += 1
-        return name
+        module = display(os.path.basename(mapping.path)) if mapping is not None else ""
+        return Symbol(name, module)
 
     # Binaries ----------------------------------------------------------
 

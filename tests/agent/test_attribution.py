@@ -21,6 +21,7 @@ from podflame.agent.processes import ProcessTable
 from podflame.agent.procfs import read_comm, read_start_ticks
 from podflame.agent.sampler import Drain, ProcessGeneration, SampleCount
 from podflame.symbolizer import Symbolizer
+from tests.agent.drainlib import drain_batch, lifetimes_of
 from tests.agent.test_kubernetes import wait_until
 from tests.kube_apiserver import ContainerSpec, FakeKubeApi, fake_kube_api, pod_json
 from tests.kube_cgroups import LAYOUTS, ContainerCgroup, container_cgroup, inner_pid
@@ -141,14 +142,15 @@ def test_a_late_pod_labels_the_next_drain_and_an_exited_process_keeps_its_cgroup
     ):
         symbolizer = Symbolizer()
         processes = ProcessTable(ProcessCaptures(symbolizer, cgroups=CgroupResolver()))
-        builder = BatchBuilder(symbolizer, processes, labels, period_ns=10_000_000)
+        builder = BatchBuilder(symbolizer, labels, period_ns=10_000_000)
+        lifetimes = lifetimes_of(processes, builder)
         process = ProcessGeneration(pid, 1)
         processes.announce(process)  # its first sample: captured while it lives
-        first = builder.build(drain_of(process, "sleep"), {}).series[0].labels
+        first = drain_batch(lifetimes, builder, drain_of(process, "sleep")).series[0].labels
         container = ContainerSpec("main", cgroup.container_id)
         api.add_pod(pod_json("job-0", cgroup.pod_uid, NODE, [container]))
         wait_until(lambda: len(metadata.index) == 1)
-        second = builder.build(drain_of(process, "sleep"), {}).series[0].labels
+        second = drain_batch(lifetimes, builder, drain_of(process, "sleep")).series[0].labels
         cgroup.remove()  # the process exits before the next drain
         assert not Path(f"/proc/{pid}").exists()
         # Providers that never saw it: only what the process table captured can label it.
@@ -156,7 +158,7 @@ def test_a_late_pod_labels_the_next_drain_and_an_exited_process_keeps_its_cgroup
         builder.labels = CombinedLabels(
             [HostLabels(NODE), CgroupLabels(fresh), PodLabels(metadata.index, fresh)]
         )
-        third = builder.build(drain_of(process, "sleep"), {}).series[0].labels
+        third = drain_batch(lifetimes, builder, drain_of(process, "sleep")).series[0].labels
     assert first["container_id"] == cgroup.container_id and "pod" not in first
     assert (second["pod"], second["container"]) == ("job-0", "main")
     assert second["container_id"] == cgroup.container_id

@@ -27,12 +27,14 @@ from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.failures import PROCESS_STAGES, CaughtErrors
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels
+from podflame.agent.lifetimes import ProcessLifetimes
 from podflame.agent.processes import ProcessTable
 from podflame.agent.sampler import Drain, ProcessGeneration, SampleCount
 from podflame.agent.shipper import encode
 from podflame.model import Batch
 from podflame.symbolizer import Symbolizer
 from podflame.symbolizer.text import decode
+from tests.agent.drainlib import drain_batch, lifetimes_of
 
 EXAMPLES = 30
 SCALES = [1, pytest.param(20, marks=pytest.mark.soak, id="soak")]
@@ -105,13 +107,14 @@ def lay_out(proc: Path, pid: int, texts: dict[str, bytes]) -> None:
             file.write(texts["file"])
 
 
-def pipeline(proc: Path) -> tuple[ProcessTable, BatchBuilder]:
+def pipeline(proc: Path) -> tuple[ProcessTable, ProcessLifetimes, BatchBuilder]:
     symbolizer = Symbolizer(proc=proc)
     cgroups = CgroupResolver(proc)
     table = ProcessTable(ProcessCaptures(symbolizer, proc=proc, cgroups=cgroups))
     labels = CombinedLabels([HostLabels("node-a"), CgroupLabels(cgroups)])
     errors = CaughtErrors.of("process", PROCESS_STAGES)
-    return table, BatchBuilder(symbolizer, table, labels, period_ns=1, errors=errors)
+    builder = BatchBuilder(symbolizer, labels, period_ns=1, errors=errors)
+    return table, lifetimes_of(table, builder), builder
 
 
 def drain_of(pid: int, texts: dict[str, bytes], offsets: list[int]) -> list[SampleCount]:
@@ -143,7 +146,7 @@ def test_random_proc_texts_never_fail_the_drain(proc_root: Path, scale: int) -> 
     def case(texts: tuple[dict[str, bytes], ...], offsets: list[int]) -> None:
         with tempfile.TemporaryDirectory(dir=proc_root) as directory:
             proc = Path(directory)
-            table, builder = pipeline(proc)
+            table, lifetimes, builder = pipeline(proc)
             samples = []
             for pid, process in zip(PIDS, texts, strict=True):
                 lay_out(proc, pid, process)
@@ -151,7 +154,7 @@ def test_random_proc_texts_never_fail_the_drain(proc_root: Path, scale: int) -> 
                 samples += drain_of(pid, process, offsets)
             while table.read_opened():
                 pass
-            batch = builder.build(Drain(start_ns=0, end_ns=1, samples=samples), {})
+            batch = drain_batch(lifetimes, builder, Drain(start_ns=0, end_ns=1, samples=samples))
             table.close()
         assert builder.errors.counts == dict.fromkeys(PROCESS_STAGES, 0)
         assert len(batch.series) == len(PIDS)

@@ -22,7 +22,7 @@ from podflame.agent.pods import PodRef
 from podflame.agent.sampler import Announcement
 from podflame.agent.settings import AgentSettings
 from podflame.model import is_kernel_frame
-from podflame.symbolizer import ProcessImage
+from podflame.symbolizer import ProcessImage, Symbol
 from tests.conftest import compile_c
 from tests.fixtures import FIXTURES, build_burn7030
 from tests.kube_apiserver import fake_kube_api, pod_json
@@ -221,14 +221,11 @@ class KernelNamesFail:
     def __init__(self, symbolizer: StackSymbolizer) -> None:
         self.symbolizer = symbolizer
 
-    def kernel(self, addresses: Sequence[int]) -> list[str]:
+    def kernel_symbols(self, addresses: Sequence[int]) -> list[Symbol]:
         raise RuntimeError("kernel symbols broke")
 
-    def resolve(self, image: ProcessImage | None, addresses: Sequence[int]) -> list[str]:
-        return self.symbolizer.resolve(image, addresses)
-
-    def is_stale(self, image: ProcessImage | None, addresses: Sequence[int]) -> bool:
-        return self.symbolizer.is_stale(image, addresses)
+    def resolve_symbols(self, image: ProcessImage | None, addresses: Sequence[int]) -> list[Symbol]:
+        return self.symbolizer.resolve_symbols(image, addresses)
 
 
 def test_a_failed_drain_is_counted_and_the_next_one_ships(

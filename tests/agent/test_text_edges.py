@@ -7,6 +7,7 @@ The bytes b"pfbar_\\xff\\xfe" are not UTF-8; everywhere they must come out as th
 """
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.kubeapi import valid_text
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, ProcessIdentity
+from podflame.agent.lifetimes import ProcessLifetimes
 from podflame.agent.pods import PodMatch, parse_pod
 from podflame.agent.processes import ProcessTable
 from podflame.agent.procfs import read_comm, read_stat
@@ -28,6 +30,7 @@ from podflame.symbolizer.kallsyms import parse_kallsyms
 from podflame.symbolizer.procmaps import parse_maps
 from podflame.symbolizer.symbolizer import fallback_frame
 from podflame.symbolizer.text import decode, display
+from tests.agent.drainlib import drain_batch, lifetimes_of
 
 RAW = b"pfbar_\xff\xfe"
 SHOWN = r"pfbar_\xff\xfe"
@@ -117,11 +120,12 @@ class FailingFor:
         return {}
 
 
-def builder_for(proc: Path, *providers: object) -> BatchBuilder:
+def builder_for(proc: Path, *providers: object) -> tuple[ProcessLifetimes, BatchBuilder]:
     symbolizer = Symbolizer(proc=proc)
     processes = ProcessTable(ProcessCaptures(symbolizer, proc=proc, cgroups=CgroupResolver(proc)))
     labels = CombinedLabels([HostLabels("node-a"), CgroupLabels(CgroupResolver(proc)), *providers])  # type: ignore[list-item]
-    return BatchBuilder(symbolizer, processes, labels, period_ns=1)
+    builder = BatchBuilder(symbolizer, labels, period_ns=1)
+    return lifetimes_of(processes, builder), builder
 
 
 def samples_of(*pids: int) -> Drain:
@@ -133,7 +137,7 @@ def samples_of(*pids: int) -> Drain:
 
 
 def test_the_last_guard_escapes_and_bounds_label_values(tmp_path: Path) -> None:
-    batch = builder_for(tmp_path, OddLabels()).build(samples_of(PID), {})
+    batch = drain_batch(*builder_for(tmp_path, OddLabels()), samples_of(PID))
     value = batch.series[0].labels["odd"]
     assert value.startswith(r"\xffxxx") and len(value) == 4096
     assert Batch.model_validate_json(batch.model_dump_json()) == batch
@@ -147,12 +151,17 @@ def test_an_error_in_one_process_costs_only_its_stacks(tmp_path: Path, stage: st
         directory.mkdir()
         (directory / "maps").write_bytes(maps)
         (directory / "stat").write_bytes(stat_of(b"a").replace(b"%d" % PID, b"%d" % pid, 1))
-    builder = builder_for(tmp_path, FailingFor(PID) if stage == "labels" else FailingFor(-1))
+    lifetimes, builder = builder_for(
+        tmp_path, FailingFor(PID) if stage == "labels" else FailingFor(-1)
+    )
     if stage == "symbolize":
-        builder.processes.announce(ProcessGeneration(PID, 1))
-        # No real input is known to break the symbolizer (that is the point): a broken image.
-        builder.processes.lookup(ProcessGeneration(PID, 1)).image = "not an image"  # type: ignore[assignment]
-    batch = builder.build(samples_of(PID, PID + 1), {})
+        lifetimes.table.announce(ProcessGeneration(PID, 1))
+        # No real input is known to break the symbolizer (that is the point): an image
+        # whose tables are broken (its mappings are sound: it is not read again).
+        record = lifetimes.table.lookup(ProcessGeneration(PID, 1))
+        assert record.image is not None
+        record.image = replace(record.image, tables="not tables")  # type: ignore[arg-type]
+    batch = drain_batch(lifetimes, builder, samples_of(PID, PID + 1))
     assert [s.labels["pid"] for s in batch.series] == [str(PID + 1)]
     assert builder.errors.counts[stage] == 1
     assert sum(builder.errors.counts.values()) == 1

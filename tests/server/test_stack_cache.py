@@ -1,49 +1,65 @@
 from clickhouse_connect.driver.client import Client
 
 from podflame.model import Batch
+from podflame.model.frames import Frame
 from podflame.server.clickhouse_store import ClickHouseStore
 from podflame.server.rows import batch_rows, stack_hash
 from podflame.server.stack_cache import StackCache
 from tests.server.conftest import batch
 
 
+def stack(*names: str) -> tuple[Frame, ...]:
+    return tuple(Frame.from_label(name) for name in names)
+
+
 def test_a_cached_stack_is_found_by_hash_and_by_frames() -> None:
     cache = StackCache()
-    cache.add({stack_hash(["a", "b"]): ["a", "b"]})
-    assert cache.hashes_of([["a", "b"], ("a", "b"), ["a"]]) == [stack_hash(["a", "b"])] * 2 + [None]
-    found, missing = cache.lookup([stack_hash(["a", "b"]), 7])
-    assert found == {stack_hash(["a", "b"]): ("a", "b")}
+    cache.add({stack_hash(stack("a", "b")): list(stack("a", "b"))})
+    found = cache.hashes_of([list(stack("a", "b")), stack("a", "b"), stack("a")])
+    assert found == [stack_hash(stack("a", "b"))] * 2 + [None]
+    found_frames, missing = cache.lookup([stack_hash(stack("a", "b")), 7])
+    assert found_frames == {stack_hash(stack("a", "b")): stack("a", "b")}
     assert missing == [7]
+
+
+def test_a_stack_of_plain_frames_hashes_as_its_names_did() -> None:
+    """Stacks stored before frames were typed keep their hash (blake2b of the
+    length-prefixed names, as then), so the same stack is stored once."""
+    # The value the string-frame code computed for ["main", "read_[k]"].
+    assert stack_hash(stack("main", "read_[k]")) == 0x447D3D4A9E4DE36C
+    plain = stack("main", "libc.so.6+0x1a")
+    detailed = (Frame("native", "main", module="app"), plain[1])
+    assert stack_hash(plain) != stack_hash(detailed)
 
 
 def test_the_least_recently_used_stack_leaves_both_indexes() -> None:
     cache = StackCache(max_stacks=2)
-    stacks = [["a"], ["b"], ["c"]]
+    stacks = [stack("a"), stack("b"), stack("c")]
     cache.add({stack_hash(stacks[0]): stacks[0], stack_hash(stacks[1]): stacks[1]})
     cache.hashes_of([stacks[0]])  # a is used again, so b is the oldest
     cache.add({stack_hash(stacks[2]): stacks[2]})
-    assert cache.hashes_of(stacks) == [stack_hash(["a"]), None, stack_hash(["c"])]
-    assert cache.lookup([stack_hash(["b"])]) == ({}, [stack_hash(["b"])])
+    assert cache.hashes_of(stacks) == [stack_hash(stack("a")), None, stack_hash(stack("c"))]
+    assert cache.lookup([stack_hash(stack("b"))]) == ({}, [stack_hash(stack("b"))])
 
 
 def test_a_colliding_hash_keeps_the_frames_index_bounded() -> None:
     cache = StackCache(max_stacks=1)
-    cache.add({1: ["a"]})
-    cache.add({1: ["b"]})
-    assert cache.hashes_of([["a"], ["b"]]) == [None, 1]
-    cache.add({2: ["c"]})
-    assert cache.hashes_of([["a"], ["b"], ["c"]]) == [None, None, 2]
+    cache.add({1: stack("a")})
+    cache.add({1: stack("b")})
+    assert cache.hashes_of([stack("a"), stack("b")]) == [None, 1]
+    cache.add({2: stack("c")})
+    assert cache.hashes_of([stack("a"), stack("b"), stack("c")]) == [None, None, 2]
 
 
 def test_rows_use_the_cached_hash_and_list_only_uncached_stacks() -> None:
     cache = StackCache()
     # A wrong hash on purpose: proves the cached value is used, not recomputed.
-    cache.add({42: ["main", "work"]})
+    cache.add({42: stack("main", "work")})
     rows = batch_rows(
         Batch.model_validate(batch([["main", "work"], ["main"]], [({}, [(0, 1), (1, 2)])])), cache
     )
-    assert rows.stack_hash.tolist() == [42, stack_hash(["main"])]
-    assert rows.uncached == {stack_hash(["main"]): ["main"]}
+    assert rows.stack_hash.tolist() == [42, stack_hash(stack("main"))]
+    assert rows.uncached == {stack_hash(stack("main")): stack("main")}
 
 
 def test_ingest_stores_a_stack_once_and_then_knows_it(

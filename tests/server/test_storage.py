@@ -108,9 +108,9 @@ def test_a_version_1_database_gains_the_network_tables_and_keeps_its_samples(
     monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:1])
     monkeypatch.setattr(schema, "RETENTION_TABLES", ("samples",))
     old = ClickHouseStore(chdb_client, database=database)
-    # Plus the batch column today's writer needs (version 4 runs again, idempotent).
-    for statement in MIGRATIONS[3]:
-        if ".samples " in statement:
+    # Plus the columns today's writer needs (versions 4 and 5 run again, idempotent).
+    for statement in MIGRATIONS[3] + MIGRATIONS[4]:
+        if ".samples " in statement or ".stacks " in statement:
             chdb_client.command(schema.render(statement, database, retention_days=7)[0])
     old.ingest(Batch.model_validate(batch([["main"]], [({"pod": "p"}, [(0, 5)])])))
     monkeypatch.undo()
