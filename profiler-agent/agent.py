@@ -34,6 +34,12 @@ from podflame.agent.settings import AgentSettings
 from podflame.agent.shipper import Shipper
 from podflame.agent.spool import DiskSpool, MemoryQueue, PendingQueue
 from podflame.agent.stats import AgentStats, collect
+from podflame.agent.unwinding import (
+    UnwindLoader,
+    build_unwinder,
+    unwind_map_sizes,
+    unwind_metrics,
+)
 from podflame.model import KERNEL_FRAME_SUFFIX, Batch
 from podflame.model.profile import NET_WAIT
 from podflame.symbolizer import Symbolizer, is_symbolized
@@ -80,11 +86,15 @@ class Agent:
     network: NetworkSide | None = None
     stats: AgentStats = field(default_factory=AgentStats)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Loads captured processes' unwind tables (None: --unwind-tables is off).
+    unwinder: UnwindLoader | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Drain every interval until `stop` is set, then drain once more and give the
         server `shutdown_timeout` seconds (from the stop) to acknowledge what is queued."""
         self.shipper.start()
+        if self.unwinder is not None:
+            self.unwinder.start()
         announcers = [
             threading.Thread(target=self._announce_loop, args=(stop, poll, table), name=name)
             for name, poll, table in self._announcement_sources()
@@ -120,6 +130,8 @@ class Agent:
             deadline = max(deadline + self.interval, time.monotonic())
 
     def _close_sources(self) -> None:
+        if self.unwinder is not None:
+            self.unwinder.close()
         self.sampler.close()
         for table in self._process_tables().values():
             table.close()
@@ -167,6 +179,8 @@ class Agent:
                 self._announce_one(announcement, table)
                 self.stats.new_processes += 1
                 self.stats.announce_backlog[source] = len(announcements) - done - 1
+            if self.unwinder is not None and source == "cpu":
+                self.unwinder.submit(announcement.process.pid)  # loaded on its own thread
 
     def _announce_one(self, announcement: Announcement, table: ProcessTable) -> None:
         """Capture the process; if that fails, the drain that samples it tries again."""
@@ -249,6 +263,7 @@ class Agent:
         queue = self.shipper.queue
         return [
             *collect(self.stats, self._stage_stats(), len(self.processes), sizes, counts),
+            *self._unwind_metrics(),
             Sample(
                 "podflame_agent_shipper_pending_batches",
                 "gauge",
@@ -262,6 +277,11 @@ class Agent:
                 queue.size_bytes,
             ),
         ]
+
+    def _unwind_metrics(self) -> list[Sample]:
+        if self.unwinder is None:
+            return []
+        return unwind_metrics(self.sampler, self.unwinder)
 
     def _process_tables(self) -> dict[str, ProcessTable]:
         tables = {"cpu": self.processes}
@@ -292,6 +312,9 @@ class Agent:
             stages["spool"] = self.shipper.queue.stats
         if self.kubernetes is not None:
             stages["kubernetes"] = self.kubernetes.stats
+        if self.unwinder is not None:
+            stages["unwind_tables"] = self.unwinder.tables.stats
+            stages["unwind_loader"] = self.unwinder.stats
         return stages
 
     def _timed(self, stage: str) -> "_StageTimer":
@@ -383,10 +406,12 @@ def build_agent(settings: AgentSettings) -> Agent:
         token=settings.token,
         ca_file=settings.ca_file,
     )
+    unwind_sizes = unwind_map_sizes(settings) if settings.unwind_tables else None
     sampler = CpuSampler(
         frequency=settings.frequency,
         interval=settings.interval,
         kernel_stacks=settings.kernel_stacks,
+        unwind=unwind_sizes,
     )
     symbolizer = Symbolizer(
         max_bytes=settings.symbol_cache_bytes, cache_dir=settings.symbol_cache_dir
@@ -424,6 +449,9 @@ def build_agent(settings: AgentSettings) -> Agent:
         if network is not None:
             network.tracer.close()
         raise
+    unwinder = None
+    if unwind_sizes is not None:
+        unwinder = build_unwinder(settings, sampler, symbolizer, unwind_sizes)
     return Agent(
         sampler,
         builder,
@@ -435,6 +463,7 @@ def build_agent(settings: AgentSettings) -> Agent:
         kubernetes=kubernetes,
         network=network,
         stats=stats,
+        unwinder=unwinder,
     )
 
 

@@ -25,9 +25,10 @@ from .cfi import ROW_DTYPE, UnwindTable, decode, merge
 from .diskcache import DiskCache, _crc32, _exactly, _touch, _write_atomically
 from .elf import ElfError, LoadSegment, _build_id, _Elf, _guarded
 
-# What one file's CFI may cost to read (the .eh_frame of a 400 MB library is
-# about 20 MB; .debug_frame is rarely used alongside it).
-MAX_CFI_BYTES = 64 << 20
+# What one file's CFI may cost to read and decode (about 1.5 s per MB): libc's
+# .eh_frame is 150 KB, libLLVM's 5 MB; bigger ones (chDB's library) are not
+# decoded, their code is walked with frame pointers (counted in `errors`).
+MAX_CFI_BYTES = 8 << 20
 FORMAT = 1
 _SUFFIX = f".v{FORMAT}.unwind.symbols"  # *.symbols: under the symbol cache's size cap
 _MAGIC = b"PODFLAME-UNWIND" + struct.pack("<I", FORMAT)
