@@ -158,3 +158,63 @@ def test_agent_loads_tables_of_the_processes_it_captures(
     assert metrics[("podflame_agent_user_stacks_total", (("walk", "tables"),))] > 0
     assert metrics[("podflame_agent_unwind_rows", ())] > 0
     assert metrics[("podflame_agent_unwind_loader_processes_loaded_total", ())] >= 1
+
+
+def test_debian_bzip2_reaches_bz2_bzwrite_as_perf_does(sampler: CpuSampler, tmp_path: Path) -> None:
+    """Debian's own bzip2 -9 (stripped executable, libbz2 without frame pointers): the share
+    of samples reaching BZ2_bzWrite (in .dynsym) and each named libbz2 function, as perf's."""
+    if not Path("/usr/bin/bzip2").exists():
+        pytest.skip("bzip2 is not installed")
+    require_tool("perf", "linux-perf")
+    data = tmp_path / "input.txt"
+    words = [f"w{(i * 7919) % 5003:x}" for i in range(5003)]
+    data.write_text(" ".join(words[(i * i) % 5003] for i in range(12_000_000)))
+    loop = f"while true; do bzip2 -9 -c {data} > /dev/null; done"
+    shell = subprocess.Popen(["sh", "-c", loop])
+    symbolizer = Symbolizer(max_bytes=64 << 20)
+    loader = UnwindLoader(sampler.table, UnwindTables(), symbolizer.open_mapping, SIZES.rows)
+    try:
+        time.sleep(0.5)
+        found = subprocess.run(["pgrep", "-P", str(shell.pid)], capture_output=True, text=True)
+        pid = int(found.stdout.split()[0])
+        assert loader.load(pid)
+        image = symbolizer.image(pid, eager=True)
+        assert image is not None
+        while symbolizer.read_opened(image):
+            pass
+        sampler.drain()
+        perf_data = tmp_path / "perf.data"
+        subprocess.run(
+            [
+                *("perf", "record", "-q", "-F", str(FREQUENCY), "-e", "cpu-clock"),
+                *("--call-graph", "dwarf", "-p", str(pid), "-o", str(perf_data)),
+                *("--", "sleep", "6"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        ours = [
+            Stack(tuple(symbolizer.resolve(image, s.user_stack)), s.count)
+            for s in sampler.drain().samples
+            if s.process.pid == pid
+        ]
+    finally:
+        shell.kill()
+        subprocess.run(["pkill", "-P", str(shell.pid)], check=False)
+        shell.wait()
+    script = subprocess.run(
+        ["perf", "script", "-i", str(perf_data), "-F", "comm,pid,ip,sym"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    perf = parse_perf_script(script)
+    report = [
+        f"{f}: podflame {_inclusive(ours, f):.1%}, perf {_inclusive(perf, f):.1%}"
+        for f in ("BZ2_bzWrite", "BZ2_bzCompress", "BZ2_compressBlock", "BZ2_blockSort")
+    ]
+    print("\n".join(report))
+    assert _inclusive(ours, "BZ2_bzWrite") >= 0.9, report
+    assert abs(_inclusive(ours, "BZ2_bzWrite") - _inclusive(perf, "BZ2_bzWrite")) <= 0.05, report
+    for function in ("BZ2_bzCompress", "BZ2_compressBlock", "BZ2_blockSort"):
+        assert abs(_inclusive(ours, function) - _inclusive(perf, function)) <= 0.03, report
