@@ -39,6 +39,8 @@
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
 
+#include "unwind.h" // unwinding with .eh_frame tables (off unless UNWIND_ENABLED)
+
 #ifndef STACK_MAP_ENTRIES
 #define STACK_MAP_ENTRIES 16384
 #endif
@@ -58,6 +60,7 @@ struct sample_key {
     s32 user_stack_id;   // negative: the -errno bpf_get_stackid returned
     s32 kernel_stack_id; // negative: as above, or -1 when kernel stacks are off
     char comm[16];       // the sampled thread's name
+    u64 unwound_stack;   // nonzero: the user stack is ustacks_<slot>[this] (unwind.h)
 };
 
 // Counters of samples the kernel side could not record.
@@ -254,6 +257,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     u32 pid = bpf_get_current_pid_tgid() >> 32;
     known_pids.delete(&pid);
     parents.delete(&pid); // a new image: the parent's no longer describes it
+    unwind_forget(pid);
     return 0;
 }
 
@@ -306,8 +310,15 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     key.generation = generation_of(pid);
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     key.kernel_stack_id = -1;
+    key.unwound_stack = unwind_user_stack(ctx, pid, active);
 
-    if (active == 0) {
+    if (key.unwound_stack) {
+        key.user_stack_id = -EFAULT; // no frame-pointer stack: the unwound one stands for it
+#if KERNEL_STACKS
+        key.kernel_stack_id = active == 0 ? stacks_0.get_stackid(ctx, 0)
+                                          : stacks_1.get_stackid(ctx, 0);
+#endif
+    } else if (active == 0) {
         key.user_stack_id = stacks_0.get_stackid(ctx, BPF_F_USER_STACK);
 #if KERNEL_STACKS
         key.kernel_stack_id = stacks_0.get_stackid(ctx, 0);

@@ -38,6 +38,12 @@ from podflame.agent.settings import AgentSettings
 from podflame.agent.shipper import Shipper, ShipperCollector
 from podflame.agent.spool import DiskSpool, MemoryQueue, PendingQueue
 from podflame.agent.stats import AgentStats, AgentStatsCollector, ProcessTableCollector
+from podflame.agent.unwinding import (
+    UnwindCollector,
+    UnwindLoader,
+    build_unwinder,
+    unwind_map_sizes,
+)
 from podflame.model.profile import NET_WAIT
 from podflame.symbolizer import Symbolizer
 
@@ -84,6 +90,8 @@ class Agent:
     network: NetworkSide | None = None
     stats: AgentStats = field(default_factory=AgentStats)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Loads captured processes' unwind tables (None: --unwind-tables is off).
+    unwinder: UnwindLoader | None = None
     # What /metrics serves; build_agent registers the parts' collectors in it.
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     # The CPU table's lifetimes: attributed at each drain, ended after it.
@@ -98,6 +106,8 @@ class Agent:
         """Drain every interval until `stop` is set, then drain once more and give the
         server `shutdown_timeout` seconds (from the stop) to acknowledge what is queued."""
         self.shipper.start()
+        if self.unwinder is not None:
+            self.unwinder.start()
         announcers = [
             threading.Thread(target=self._announce_loop, args=(stop, poll, table), name=name)
             for name, poll, table in self._announcement_sources()
@@ -133,6 +143,8 @@ class Agent:
             deadline = max(deadline + self.interval, time.monotonic())
 
     def _close_sources(self) -> None:
+        if self.unwinder is not None:
+            self.unwinder.close()
         self.sampler.close()
         for table in self.process_tables().values():
             table.close()
@@ -180,6 +192,8 @@ class Agent:
                 self._announce_one(announcement, table)
                 self.stats.new_processes += 1
                 self.stats.announce_backlog[source] = len(announcements) - done - 1
+            if self.unwinder is not None and source == "cpu":
+                self.unwinder.submit(announcement.process.pid)  # loaded on its own thread
 
     def _announce_one(self, announcement: Announcement, table: ProcessTable) -> None:
         """Capture the process; if that fails, the drain that samples it tries again."""
@@ -279,6 +293,9 @@ class Agent:
             stages["spool"] = self.shipper.queue.stats
         if self.kubernetes is not None:
             stages["kubernetes"] = self.kubernetes.stats
+        if self.unwinder is not None:
+            stages["unwind_tables"] = self.unwinder.tables.stats
+            stages["unwind_loader"] = self.unwinder.stats
         return stages
 
     def _timed(self, stage: str) -> "_StageTimer":
@@ -370,10 +387,12 @@ def build_agent(settings: AgentSettings) -> Agent:
         token=settings.token,
         ca_file=settings.ca_file,
     )
+    unwind_sizes = unwind_map_sizes(settings) if settings.unwind_tables else None
     sampler = CpuSampler(
         frequency=settings.frequency,
         interval=settings.interval,
         kernel_stacks=settings.kernel_stacks,
+        unwind=unwind_sizes,
     )
     symbolizer = Symbolizer(
         max_bytes=settings.symbol_cache_bytes, cache_dir=settings.symbol_cache_dir
@@ -410,6 +429,9 @@ def build_agent(settings: AgentSettings) -> Agent:
         if network is not None:
             network.tracer.close()
         raise
+    unwinder = None
+    if unwind_sizes is not None:
+        unwinder = build_unwinder(settings, sampler, symbolizer, unwind_sizes)
     agent = Agent(
         sampler,
         builder,
@@ -421,6 +443,7 @@ def build_agent(settings: AgentSettings) -> Agent:
         kubernetes=kubernetes,
         network=network,
         stats=stats,
+        unwinder=unwinder,
     )
     agent.registry = registry_of(metric_collectors(agent))
     return agent
@@ -444,6 +467,8 @@ def metric_collectors(agent: Agent) -> list[Collector]:
     ]
     if agent.kubernetes is not None:
         collectors.append(StageCounters("kubernetes", agent.kubernetes.stats))
+    if agent.unwinder is not None:
+        collectors.append(UnwindCollector(agent.sampler, agent.unwinder))
     return collectors
 
 

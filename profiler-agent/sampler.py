@@ -17,13 +17,14 @@ from typing import Any
 
 from podflame.agent.bpfmaps import (
     clear_stack_map,
+    read_and_clear,
     read_and_clear_counts,
     release_compiler_memory,
     stack_addresses,
     switch_slot,
 )
 from podflame.agent.cpython.bpfmaps import PyOffsets, PythonSample, read_python_slot
-from podflame.bpf import source_path
+from podflame.bpf import source_text
 from podflame.symbolizer.text import decode
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,32 @@ class MapSizes:
     count_entries: int
 
 
+@dataclass(frozen=True)
+class UnwindSizes:
+    """The maps of unwinding with .eh_frame tables (bpf/unwind.h)."""
+
+    rows: int  # rows of all tables together (16 bytes each)
+    processes: int  # processes with tables at once (LRU)
+    stacks: int  # unwound stacks per drain interval (1,032 bytes each, two maps)
+
+    def cflags(self) -> list[str]:
+        return [
+            "-DUNWIND_ENABLED=1",
+            f"-DUNWIND_ROWS={self.rows}",
+            f"-DUNWIND_PROCESSES={self.processes}",
+            f"-DUNWIND_STACKS={self.stacks}",
+        ]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the maps' values (the kernel adds some per entry)."""
+        return 16 * self.rows + 1032 * self.processes + 2 * 1024 * self.stacks
+
+
+# Must match enum unwind_outcome in bpf/unwind.h.
+UNWIND_OUTCOMES = ("tables", "no_tables", "kernel_mode", "truncated", "map_full")
+
+
 def map_sizes(frequency: int, interval: float, cpus: int) -> MapSizes:
     """Size the maps for the samples one interval can produce.
 
@@ -159,11 +186,13 @@ class CpuSampler:
         interval: float,
         kernel_stacks: bool,
         sizes: MapSizes | None = None,
+        unwind: UnwindSizes | None = None,
     ) -> None:
         self.frequency = frequency
         self.period_ns = round(1e9 / frequency)
         self.kernel_stacks = kernel_stacks
         self.sizes = sizes or map_sizes(frequency, interval, os.cpu_count() or 1)
+        self.unwind = unwind  # None: frame pointers only
         self._bpf: Any = None
         self._slot = 0
         self._last_drain_ns = time.time_ns()
@@ -181,10 +210,9 @@ class CpuSampler:
             f"-DCOUNT_MAP_ENTRIES={self.sizes.count_entries}",
             f"-DKERNEL_STACKS={int(self.kernel_stacks)}",
             f"-DKNOWN_PIDS={KNOWN_PIDS}",
-            # BCC compiles the source as /virtual/main.c: its own headers need the path.
-            f"-I{source_path(BPF_SOURCE).parent}",
+            *(self.unwind.cflags() if self.unwind else []),
         ]
-        self._bpf = BPF(src_file=str(source_path(BPF_SOURCE)).encode(), cflags=cflags)
+        self._bpf = BPF(text=source_text(BPF_SOURCE).encode(), cflags=cflags)
         self._table("new_processes").open_ring_buffer(self._on_new_process)
         self._table("overflow").open_ring_buffer(self._on_overflow)
         self._set_slot(0)
@@ -274,18 +302,48 @@ class CpuSampler:
         config[ctypes.c_int(0)] = ctypes.c_uint32(slot)
         self._slot = slot
 
+    def table(self, name: str) -> Any:
+        """A map of the loaded program by name (the unwind table loader writes some)."""
+        if self._bpf is None:
+            raise RuntimeError("sampler not started")
+        return self._table(name)
+
+    def unwind_outcomes(self) -> dict[str, int]:
+        """User stacks by how they were walked since the start (empty: unwinding is off)."""
+        if self._bpf is None or self.unwind is None:
+            return {}
+        table = self._table("unwind_outcomes")
+        return {
+            outcome: int(table.sum(ctypes.c_int(index)).value)
+            for index, outcome in enumerate(UNWIND_OUTCOMES)
+        }
+
     def _read_slot(self, slot: int) -> Iterator[SampleCount]:
         counts = self._table(f"counts_{slot}")
         stacks = self._table(f"stacks_{slot}")
         cache: dict[int, tuple[int, ...]] = {}
+        unwound = self._unwound_stacks(slot)
         for key, value in read_and_clear_counts(counts):
+            user_stack = unwound.get(key.unwound_stack, ()) if key.unwound_stack else None
             yield SampleCount(
                 process=ProcessGeneration(key.pid, key.generation),
                 comm=decode(key.comm),
-                user_stack=_stack(stacks, key.user_stack_id, cache),
+                user_stack=user_stack
+                if user_stack is not None
+                else _stack(stacks, key.user_stack_id, cache),
                 kernel_stack=_stack(stacks, key.kernel_stack_id, cache),
                 count=value,
             )
+
+    def _unwound_stacks(self, slot: int) -> dict[int, tuple[int, ...]]:
+        """The stacks unwound with tables into `slot` (then emptied), by hash, as call sites."""
+        if self.unwind is None:
+            return {}
+        stacks = {}
+        for key, value in read_and_clear(self._table(f"ustacks_{slot}")):
+            depth = min(int(value.depth), MAX_STACK_DEPTH)
+            stacks[int(getattr(key, "value", key))] = call_sites(tuple(value.frames[:depth]))
+        return stacks
 
     def _read_drops(self) -> dict[str, int]:
         """Drops since the last drain.

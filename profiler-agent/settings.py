@@ -56,6 +56,18 @@ class AgentSettings(BaseSettings):
     kernel_stacks: bool = Field(
         default=True, description="Record kernel frames below the user frames."
     )
+    unwind_tables: bool = Field(
+        default=False,
+        description="Walk user stacks with unwind tables built from the binaries' .eh_frame, "
+        "so code built without frame pointers keeps its callers (x86-64; see profiling.md).",
+    )
+    unwind_table_rows: int = Field(
+        default=1 << 20,
+        ge=1 << 10,
+        le=1 << 24,
+        description="With --unwind-tables: rows of all loaded tables together, 16 bytes each "
+        "in kernel memory; tables past it are not loaded (frame pointers there).",
+    )
     network: bool = Field(
         default=True,
         description="Trace network system calls: latency histograms per process and call, "

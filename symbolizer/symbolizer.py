@@ -489,6 +489,10 @@ class Symbolizer:
             "layouts": len(self._layouts),
         }
 
+    def open_mapping(self, pid: int, mapping: Mapping) -> BinaryIO | None:
+        """The file behind `mapping` of live process `pid`, as frames are resolved (or None)."""
+        return self._open_binary(pid, mapping)
+
     def _open_binary(self, pid: int, mapping: Mapping) -> BinaryIO | None:
         """Open the mapped file as the process sees it.
 
