@@ -468,7 +468,11 @@ def metric_collectors(agent: Agent) -> list[Collector]:
     if agent.kubernetes is not None:
         collectors.append(StageCounters("kubernetes", agent.kubernetes.stats))
     if agent.unwinder is not None:
-        collectors.append(UnwindCollector(agent.sampler, agent.unwinder))
+        collectors += [
+            UnwindCollector(agent.sampler, agent.unwinder),
+            StageCounters("unwind_tables", agent.unwinder.tables.stats),
+            StageCounters("unwind_loader", agent.unwinder.stats),
+        ]
     return collectors
 
 

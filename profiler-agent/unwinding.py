@@ -152,17 +152,24 @@ class UnwindLoader:
             self.stats.ranges_dropped += len(ranges) - MAX_RANGES
             ranges = sorted(ranges, key=lambda r: -r.rows)[:MAX_RANGES]  # the biggest code
         ranges.sort(key=lambda r: r.start)  # the BPF side searches them
+        # A forked child announced before its exec() may exec while its files are
+        # read (seconds, for a parent that maps big libraries): the ranges then
+        # describe the old image and are not written, and the new image is loaded.
+        if self._exec_since(pid, mappings):
+            return []
         self._write_process(pid, ranges)
-        if _executable(self._maps_now(pid)) != _executable(mappings):
-            # It exec'd while its files were read (a forked child announced before
-            # its exec): the ranges describe the old image. The exec hook may have
-            # run before they were written, so they are removed here, and the new
-            # image loaded.
-            self._forget(pid)
-            self.submit(pid)
+        if self._exec_since(pid, mappings):
+            self._forget(pid)  # the exec hook may have run before the ranges were written
             return []
         self.stats.processes_loaded += 1
         return ranges
+
+    def _exec_since(self, pid: int, mappings: list[Mapping]) -> bool:
+        """Whether `pid` maps other code than `mappings` now; if so, it is loaded again."""
+        if _executable(self._maps_now(pid)) == _executable(mappings):
+            return False
+        self.submit(pid)
+        return True
 
     def _maps_now(self, pid: int) -> list[Mapping]:
         try:
