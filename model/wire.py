@@ -10,7 +10,7 @@ sources that only have names, such as Pyroscope pushes): each string is read
 as `Frame.from_label` reads it.
 """
 
-from operator import itemgetter
+from itertools import chain
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -135,26 +135,14 @@ class Batch(BaseModel):
     def typed_stacks(self) -> list[tuple[Frame, ...]]:
         """The stacks as frame records, whichever form they came in. A frame read from a
         name or an index is one object for all the stacks that name it."""
-        records = [frame.frame() for frame in self.frames]
-        named: dict[str, Frame] = {}
-        return [_typed(stack, records, named) for stack in self.stacks]
-
-
-def _typed(
-    stack: list[int | str], records: list[Frame], named: dict[str, Frame]
-) -> tuple[Frame, ...]:
-    if len(stack) > 1:
-        try:  # the usual case, indexes only: picked by C code, not frame by frame
-            found: tuple[Frame, ...] = itemgetter(*stack)(records)
-            return found
-        except TypeError:  # a name among them
-            pass
-    return tuple(
-        records[item]
-        if isinstance(item, int)
-        else named.get(item) or named.setdefault(item, Frame.from_label(item))
-        for item in stack
-    )
+        # One lookup for both forms (an index is an int key, a name a str key), filled
+        # once per distinct frame: each stack is then picked by C code, not frame by frame.
+        lookup: dict[int | str, Frame] = dict(enumerate(frame.frame() for frame in self.frames))
+        for name in set(chain.from_iterable(self.stacks)).difference(lookup):
+            if isinstance(name, str):  # indexes were checked against the frames
+                lookup[name] = Frame.from_label(name)
+        pick = lookup.__getitem__
+        return [tuple(map(pick, stack)) for stack in self.stacks]
 
 
 def stacks_of(stacks: "list[tuple[Frame, ...]]") -> tuple[list[WireFrame], list[list[int]]]:

@@ -8,6 +8,7 @@ arrays); samples_block() writes them as one Native block for ClickHouse.
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import attrgetter, itemgetter
 
 import numpy as np
@@ -42,15 +43,28 @@ def stack_hash(
     for frame in frames:
         if id(frame) not in memo:
             memo[id(frame)] = _encoded(frame)
-    # map with C functions: no Python code per frame of the many stacks of a batch.
-    parts = list(map(memo.__getitem__, map(id, frames)))
+    return _hash_of_encoded(frames, memo)
+
+
+def _hash_of_encoded(frames: Sequence[Frame], encoded: dict[int, tuple[bytes, bytes]]) -> int:
+    """stack_hash of frames whose bytes `encoded` holds: map with C functions only,
+    no Python code per frame of the many stacks of a batch."""
+    parts = list(map(encoded.__getitem__, map(id, frames)))
     data = b"".join(map(_FIRST, parts))
     if not all(map(_IS_PLAIN, frames)):
         data += b"\0details" + b"".join(map(_SECOND, parts))
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-_FIRST, _SECOND, _IS_PLAIN = itemgetter(0), itemgetter(1), attrgetter("is_plain")
+def _encoded_frames(stacks: Sequence[Sequence[Frame]]) -> dict[int, tuple[bytes, bytes]]:
+    """Each distinct frame's bytes by id(frame), encoded once for all the stacks."""
+    frames = chain.from_iterable(stacks)
+    distinct = dict(zip(map(id, frames), chain.from_iterable(stacks), strict=True))
+    return {key: _encoded(frame) for key, frame in distinct.items()}
+
+
+# Frame._plain, not the property: attrgetter reads a slot without Python code.
+_FIRST, _SECOND, _IS_PLAIN = itemgetter(0), itemgetter(1), attrgetter("_plain")
 
 
 def _encoded(frame: Frame) -> tuple[bytes, bytes]:
@@ -134,9 +148,10 @@ def batch_rows(batch: Batch, cache: StackCache | None = None) -> BatchRows:
         raise InvalidBatchError(f"end_time_ns={batch.end_time_ns} is out of range")
     typed = batch.typed_stacks()
     cached = cache.hashes_of(typed) if cache else [None] * len(typed)
-    encoded: dict[int, tuple[bytes, bytes]] = {}
+    new = [frames for h, frames in zip(cached, typed, strict=True) if h is None]
+    encoded = _encoded_frames(new)
     hashes = [
-        stack_hash(f, encoded) if h is None else h for h, f in zip(cached, typed, strict=True)
+        _hash_of_encoded(f, encoded) if h is None else h for h, f in zip(cached, typed, strict=True)
     ]
     uncached = {h: f for h, c, f in zip(hashes, cached, typed, strict=True) if c is None}
     stack_index: list[int] = []
