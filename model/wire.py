@@ -117,12 +117,13 @@ class Batch(BaseModel):
         if self.frames and self.version < 2:
             raise ValueError("frames need version 2")
         for s_index, stack in enumerate(self.stacks):
-            for frame in stack:
-                if isinstance(frame, int) and frame >= len(self.frames):
-                    raise ValueError(
-                        f"stacks[{s_index}] refers to frame {frame},"
-                        f" but the batch has {len(self.frames)} frames"
-                    )
+            if _may_refer_past(stack, len(self.frames)):
+                for frame in stack:
+                    if isinstance(frame, int) and frame >= len(self.frames):
+                        raise ValueError(
+                            f"stacks[{s_index}] refers to frame {frame},"
+                            f" but the batch has {len(self.frames)} frames"
+                        )
         for s_index, series in enumerate(self.series):
             for sample in series.samples:
                 if sample.stack >= len(self.stacks):
@@ -143,6 +144,16 @@ class Batch(BaseModel):
                 lookup[name] = Frame.from_label(name)
         pick = lookup.__getitem__
         return [tuple(map(pick, stack)) for stack in self.stacks]
+
+
+def _may_refer_past(stack: list[int | str], count: int) -> bool:
+    """False when no index of `stack` reaches `count`: found by C code (max) for a
+    stack of indexes only or of names only, the usual cases; a mixed one is checked."""
+    try:
+        top = max(stack, default=None)
+    except TypeError:  # indexes and names: compared one by one
+        return True
+    return isinstance(top, int) and top >= count
 
 
 def stacks_of(stacks: "list[tuple[Frame, ...]]") -> tuple[list[WireFrame], list[list[int]]]:
