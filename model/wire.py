@@ -10,6 +10,7 @@ sources that only have names, such as Pyroscope pushes): each string is read
 as `Frame.from_label` reads it.
 """
 
+from collections.abc import Sequence
 from itertools import chain
 from typing import Annotated
 
@@ -133,15 +134,34 @@ class Batch(BaseModel):
                     )
         return self
 
-    def typed_stacks(self) -> list[tuple[Frame, ...]]:
-        """The stacks as frame records, whichever form they came in. A frame read from a
-        name or an index is one object for all the stacks that name it."""
+    def frame_records(self) -> list[Frame]:
+        """The frame table (version 2) as records, in order: what an index refers to."""
+        return [frame.frame() for frame in self.frames]
+
+    def typed_stacks(
+        self, records: list[Frame] | None = None, which: Sequence[int] | None = None
+    ) -> list[tuple[Frame, ...]]:
+        """The stacks (those at `which`, else all) as frame records, whichever form they
+        came in. A frame read from a name or an index is one object for all the stacks
+        that name it. `records`: frame_records(), if made already."""
+        records = self.frame_records() if records is None else records
+        stacks = self.stacks if which is None else [self.stacks[i] for i in which]
         # One lookup for both forms (an index is an int key, a name a str key), filled
         # once per distinct frame: each stack is then picked by C code, not frame by frame.
-        lookup: dict[int | str, Frame] = dict(enumerate(frame.frame() for frame in self.frames))
-        for name in set(chain.from_iterable(self.stacks)).difference(lookup):
+        lookup: dict[int | str, Frame] = dict(enumerate(records))
+        for name in set(chain.from_iterable(stacks)).difference(lookup):
             if isinstance(name, str):  # indexes were checked against the frames
                 lookup[name] = Frame.from_label(name)
+        pick = lookup.__getitem__
+        return [tuple(map(pick, stack)) for stack in stacks]
+
+    def stack_keys(self, records: list[Frame]) -> list[tuple[object, ...]]:
+        """Per stack, its frames' keys (Frame.key, the stack cache's key) without making
+        a frame per name: a name's frame (Frame.from_label) says no more than the name,
+        so its key is the name. (Were it not, a cached stack would only be missed.)"""
+        lookup: dict[int | str, object] = dict(enumerate(record.key for record in records))
+        names = set(chain.from_iterable(self.stacks)).difference(lookup)
+        lookup.update(zip(names, names, strict=True))  # indexes were checked against the frames
         pick = lookup.__getitem__
         return [tuple(map(pick, stack)) for stack in self.stacks]
 

@@ -146,14 +146,15 @@ def batch_rows(batch: Batch, cache: StackCache | None = None) -> BatchRows:
     """The batch's rows; stacks in `cache` are known stored and not hashed again."""
     if batch.end_time_ns >= _MAX_TIME_NS:
         raise InvalidBatchError(f"end_time_ns={batch.end_time_ns} is out of range")
-    typed = batch.typed_stacks()
-    cached = cache.hashes_of(typed) if cache else [None] * len(typed)
-    new = [frames for h, frames in zip(cached, typed, strict=True) if h is None]
+    records = batch.frame_records()
+    # A cached stack is found by its frames' keys, without frames made for its names.
+    found = cache.stored(batch.stack_keys(records)) if cache else [None] * len(batch.stacks)
+    new = batch.typed_stacks(records, [i for i, stack in enumerate(found) if stack is None])
     encoded = _encoded_frames(new)
-    hashes = [
-        _hash_of_encoded(f, encoded) if h is None else h for h, f in zip(cached, typed, strict=True)
-    ]
-    uncached = {h: f for h, c, f in zip(hashes, cached, typed, strict=True) if c is None}
+    hashed = [(_hash_of_encoded(frames, encoded), frames) for frames in new]
+    made = iter(hashed)  # a batch may list one stack twice: one made per listing
+    # Per stack in batch order: (hash, frames), the cache's or made just now.
+    stacks = [next(made) if stack is None else stack for stack in found]
     stack_index: list[int] = []
     values: list[int] = []
     for series in batch.series:
@@ -163,11 +164,13 @@ def batch_rows(batch: Batch, cache: StackCache | None = None) -> BatchRows:
         batch_key=batch_key(batch.batch_id),
         profile_type=batch.profile_type,
         timestamp_ms=batch.end_time_ns // 10**6,
-        stacks=dict(zip(hashes, typed, strict=True)),
-        uncached=uncached,
+        stacks=dict(stacks),
+        uncached=dict(hashed),
         series=_series_labels(batch),
         counts=np.array([len(series.samples) for series in batch.series], dtype=np.intp),
-        stack_hash=np.array(hashes, dtype=np.uint64)[np.array(stack_index, dtype=np.intp)],
+        stack_hash=np.array([h for h, _ in stacks], dtype=np.uint64)[
+            np.array(stack_index, dtype=np.intp)
+        ],
         value=_values(values, batch),
     )
 

@@ -55,12 +55,20 @@ class StackCache:
 
     def hashes_of(self, stacks: Sequence[Sequence[Frame]]) -> list[int | None]:
         """Per stack, its hash if the cache holds it (so it is stored), else None."""
-        keys = [_key(frames) for frames in stacks]
+        return [None if found is None else found[0] for found in self.stored(map(_key, stacks))]
+
+    def stored(self, keys: Iterable[tuple[object, ...]]) -> list[tuple[int, Frames] | None]:
+        """Per stack given by its frames' keys (Frame.key), its hash and cached frames if
+        the cache holds it (so it is stored), else None."""
+        found: list[tuple[int, Frames] | None] = []
         with self._lock:
-            found = [self._hashes.get(key) for key in keys]
-            for key in found:
-                if key is not None:
-                    self._frames.move_to_end(key)
+            for key in keys:
+                stack_hash = self._hashes.get(key)
+                if stack_hash is None:
+                    found.append(None)
+                else:
+                    self._frames.move_to_end(stack_hash)
+                    found.append((stack_hash, self._frames[stack_hash]))
         return found
 
     def add(self, stacks: Mapping[int, Sequence[Frame]]) -> dict[int, Frames]:
