@@ -64,9 +64,9 @@ class WireFrame(BaseModel):
         )
 
     def frame(self) -> Frame:
-        return Frame(
-            self.kind, self.name, self.module, self.offset, self.file, self.line, self.resolved
-        )
+        # The fields as one dict (pydantic keeps exactly the fields there): reading them
+        # one by one off the model costs as much again as making the frame.
+        return Frame(**self.__dict__)
 
 
 class Series(BaseModel):
