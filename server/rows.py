@@ -56,11 +56,39 @@ def _hash_of_encoded(frames: Sequence[Frame], encoded: dict[int, tuple[bytes, by
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-def _encoded_frames(stacks: Sequence[Sequence[Frame]]) -> dict[int, tuple[bytes, bytes]]:
-    """Each distinct frame's bytes by id(frame), encoded once for all the stacks."""
-    frames = chain.from_iterable(stacks)
-    distinct = dict(zip(map(id, frames), chain.from_iterable(stacks), strict=True))
-    return {key: _encoded(frame) for key, frame in distinct.items()}
+@dataclass(frozen=True)
+class _FrameBytes:
+    """A batch's distinct frames by id(frame): each one's length-prefixed label; the
+    ids of those whose label does not say all; and, only if there are any, each
+    frame's length-prefixed details (a stack of plain frames hashes its labels only)."""
+
+    labels: dict[int, bytes]
+    detailed: set[int]
+    details: dict[int, bytes]
+
+
+def _frame_bytes(stacks: Sequence[Sequence[Frame]]) -> _FrameBytes:
+    """Each distinct frame of `stacks` encoded once for all of them."""
+    every = chain.from_iterable(stacks)
+    distinct = dict(zip(map(id, every), chain.from_iterable(stacks), strict=True))
+    detailed = {key for key, frame in distinct.items() if not frame.is_plain}
+    return _FrameBytes(
+        labels={key: _prefixed(frame.label) for key, frame in distinct.items()},
+        detailed=detailed,
+        details={key: _prefixed(repr(_detail(f))) for key, f in distinct.items()}
+        if detailed
+        else {},
+    )
+
+
+def _hash_of_bytes(frames: Sequence[Frame], encoded: _FrameBytes) -> int:
+    """stack_hash of frames that `encoded` holds, by C code only (map, join, isdisjoint):
+    no Python code per frame of the many stacks of a batch."""
+    ids = list(map(id, frames))
+    data = b"".join(map(encoded.labels.__getitem__, ids))
+    if encoded.detailed and not encoded.detailed.isdisjoint(ids):
+        data += b"\0details" + b"".join(map(encoded.details.__getitem__, ids))
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
 # Frame._plain, not the property: attrgetter reads a slot without Python code.
@@ -150,8 +178,8 @@ def batch_rows(batch: Batch, cache: StackCache | None = None) -> BatchRows:
     # A cached stack is found by its frames' keys, without frames made for its names.
     found = cache.stored(batch.stack_keys(records)) if cache else [None] * len(batch.stacks)
     new = batch.typed_stacks(records, [i for i, stack in enumerate(found) if stack is None])
-    encoded = _encoded_frames(new)
-    hashed = [(_hash_of_encoded(frames, encoded), frames) for frames in new]
+    encoded = _frame_bytes(new)
+    hashed = [(_hash_of_bytes(frames, encoded), frames) for frames in new]
     made = iter(hashed)  # a batch may list one stack twice: one made per listing
     # Per stack in batch order: (hash, frames), the cache's or made just now.
     stacks = [next(made) if stack is None else stack for stack in found]
