@@ -57,10 +57,13 @@ class Frame:
 
     def __post_init__(self) -> None:
         # A plain str: an enum member hashes by its member name, not its value.
-        object.__setattr__(self, "kind", str(self.kind))
-        object.__setattr__(self, "_hash", hash(self._fields()))
-        object.__setattr__(self, "_plain", self._says_no_more_than_its_label())
-        object.__setattr__(self, "key", self.label if self._plain else self._fields())
+        if type(self.kind) is not str:
+            object.__setattr__(self, "kind", str(self.kind))
+        fields = self._fields()
+        plain = self._says_no_more_than_its_label()
+        object.__setattr__(self, "_hash", hash(fields))
+        object.__setattr__(self, "_plain", plain)
+        object.__setattr__(self, "key", self.label if plain else fields)
 
     def _fields(self) -> tuple[str, str, str, int | None, str, int, bool]:
         return (self.kind, self.name, self.module, self.offset, self.file, self.line, self.resolved)

@@ -10,7 +10,8 @@ sources that only have names, such as Pyroscope pushes): each string is read
 as `Frame.from_label` reads it.
 """
 
-from operator import itemgetter
+from collections.abc import Sequence
+from itertools import chain
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -63,9 +64,9 @@ class WireFrame(BaseModel):
         )
 
     def frame(self) -> Frame:
-        return Frame(
-            self.kind, self.name, self.module, self.offset, self.file, self.line, self.resolved
-        )
+        # The fields as one dict (pydantic keeps exactly the fields there): reading them
+        # one by one off the model costs as much again as making the frame.
+        return Frame(**self.__dict__)
 
 
 class Series(BaseModel):
@@ -117,12 +118,13 @@ class Batch(BaseModel):
         if self.frames and self.version < 2:
             raise ValueError("frames need version 2")
         for s_index, stack in enumerate(self.stacks):
-            for frame in stack:
-                if isinstance(frame, int) and frame >= len(self.frames):
-                    raise ValueError(
-                        f"stacks[{s_index}] refers to frame {frame},"
-                        f" but the batch has {len(self.frames)} frames"
-                    )
+            if _may_refer_past(stack, len(self.frames)):
+                for frame in stack:
+                    if isinstance(frame, int) and frame >= len(self.frames):
+                        raise ValueError(
+                            f"stacks[{s_index}] refers to frame {frame},"
+                            f" but the batch has {len(self.frames)} frames"
+                        )
         for s_index, series in enumerate(self.series):
             for sample in series.samples:
                 if sample.stack >= len(self.stacks):
@@ -132,29 +134,46 @@ class Batch(BaseModel):
                     )
         return self
 
-    def typed_stacks(self) -> list[tuple[Frame, ...]]:
-        """The stacks as frame records, whichever form they came in. A frame read from a
-        name or an index is one object for all the stacks that name it."""
-        records = [frame.frame() for frame in self.frames]
-        named: dict[str, Frame] = {}
-        return [_typed(stack, records, named) for stack in self.stacks]
+    def frame_records(self) -> list[Frame]:
+        """The frame table (version 2) as records, in order: what an index refers to."""
+        return [frame.frame() for frame in self.frames]
+
+    def typed_stacks(
+        self, records: list[Frame] | None = None, which: Sequence[int] | None = None
+    ) -> list[tuple[Frame, ...]]:
+        """The stacks (those at `which`, else all) as frame records, whichever form they
+        came in. A frame read from a name or an index is one object for all the stacks
+        that name it. `records`: frame_records(), if made already."""
+        records = self.frame_records() if records is None else records
+        stacks = self.stacks if which is None else [self.stacks[i] for i in which]
+        # One lookup for both forms (an index is an int key, a name a str key), filled
+        # once per distinct frame: each stack is then picked by C code, not frame by frame.
+        lookup: dict[int | str, Frame] = dict(enumerate(records))
+        for name in set(chain.from_iterable(stacks)).difference(lookup):
+            if isinstance(name, str):  # indexes were checked against the frames
+                lookup[name] = Frame.from_label(name)
+        pick = lookup.__getitem__
+        return [tuple(map(pick, stack)) for stack in stacks]
+
+    def stack_keys(self, records: list[Frame]) -> list[tuple[object, ...]]:
+        """Per stack, its frames' keys (Frame.key, the stack cache's key) without making
+        a frame per name: a name's frame (Frame.from_label) says no more than the name,
+        so its key is the name. (Were it not, a cached stack would only be missed.)"""
+        lookup: dict[int | str, object] = dict(enumerate(record.key for record in records))
+        names = set(chain.from_iterable(self.stacks)).difference(lookup)
+        lookup.update(zip(names, names, strict=True))  # indexes were checked against the frames
+        pick = lookup.__getitem__
+        return [tuple(map(pick, stack)) for stack in self.stacks]
 
 
-def _typed(
-    stack: list[int | str], records: list[Frame], named: dict[str, Frame]
-) -> tuple[Frame, ...]:
-    if len(stack) > 1:
-        try:  # the usual case, indexes only: picked by C code, not frame by frame
-            found: tuple[Frame, ...] = itemgetter(*stack)(records)
-            return found
-        except TypeError:  # a name among them
-            pass
-    return tuple(
-        records[item]
-        if isinstance(item, int)
-        else named.get(item) or named.setdefault(item, Frame.from_label(item))
-        for item in stack
-    )
+def _may_refer_past(stack: list[int | str], count: int) -> bool:
+    """False when no index of `stack` reaches `count`: found by C code (max) for a
+    stack of indexes only or of names only, the usual cases; a mixed one is checked."""
+    try:
+        top = max(stack, default=None)
+    except TypeError:  # indexes and names: compared one by one
+        return True
+    return isinstance(top, int) and top >= count
 
 
 def stacks_of(stacks: "list[tuple[Frame, ...]]") -> tuple[list[WireFrame], list[list[int]]]:

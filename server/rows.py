@@ -8,6 +8,7 @@ arrays); samples_block() writes them as one Native block for ClickHouse.
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import attrgetter, itemgetter
 
 import numpy as np
@@ -42,15 +43,56 @@ def stack_hash(
     for frame in frames:
         if id(frame) not in memo:
             memo[id(frame)] = _encoded(frame)
-    # map with C functions: no Python code per frame of the many stacks of a batch.
-    parts = list(map(memo.__getitem__, map(id, frames)))
+    return _hash_of_encoded(frames, memo)
+
+
+def _hash_of_encoded(frames: Sequence[Frame], encoded: dict[int, tuple[bytes, bytes]]) -> int:
+    """stack_hash of frames whose bytes `encoded` holds: map with C functions only,
+    no Python code per frame of the many stacks of a batch."""
+    parts = list(map(encoded.__getitem__, map(id, frames)))
     data = b"".join(map(_FIRST, parts))
     if not all(map(_IS_PLAIN, frames)):
         data += b"\0details" + b"".join(map(_SECOND, parts))
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-_FIRST, _SECOND, _IS_PLAIN = itemgetter(0), itemgetter(1), attrgetter("is_plain")
+@dataclass(frozen=True)
+class _FrameBytes:
+    """A batch's distinct frames by id(frame): each one's length-prefixed label; the
+    ids of those whose label does not say all; and, only if there are any, each
+    frame's length-prefixed details (a stack of plain frames hashes its labels only)."""
+
+    labels: dict[int, bytes]
+    detailed: set[int]
+    details: dict[int, bytes]
+
+
+def _frame_bytes(stacks: Sequence[Sequence[Frame]]) -> _FrameBytes:
+    """Each distinct frame of `stacks` encoded once for all of them."""
+    every = chain.from_iterable(stacks)
+    distinct = dict(zip(map(id, every), chain.from_iterable(stacks), strict=True))
+    detailed = {key for key, frame in distinct.items() if not frame.is_plain}
+    return _FrameBytes(
+        labels={key: _prefixed(frame.label) for key, frame in distinct.items()},
+        detailed=detailed,
+        details={key: _prefixed(repr(_detail(f))) for key, f in distinct.items()}
+        if detailed
+        else {},
+    )
+
+
+def _hash_of_bytes(frames: Sequence[Frame], encoded: _FrameBytes) -> int:
+    """stack_hash of frames that `encoded` holds, by C code only (map, join, isdisjoint):
+    no Python code per frame of the many stacks of a batch."""
+    ids = list(map(id, frames))
+    data = b"".join(map(encoded.labels.__getitem__, ids))
+    if encoded.detailed and not encoded.detailed.isdisjoint(ids):
+        data += b"\0details" + b"".join(map(encoded.details.__getitem__, ids))
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+# Frame._plain, not the property: attrgetter reads a slot without Python code.
+_FIRST, _SECOND, _IS_PLAIN = itemgetter(0), itemgetter(1), attrgetter("_plain")
 
 
 def _encoded(frame: Frame) -> tuple[bytes, bytes]:
@@ -132,13 +174,15 @@ def batch_rows(batch: Batch, cache: StackCache | None = None) -> BatchRows:
     """The batch's rows; stacks in `cache` are known stored and not hashed again."""
     if batch.end_time_ns >= _MAX_TIME_NS:
         raise InvalidBatchError(f"end_time_ns={batch.end_time_ns} is out of range")
-    typed = batch.typed_stacks()
-    cached = cache.hashes_of(typed) if cache else [None] * len(typed)
-    encoded: dict[int, tuple[bytes, bytes]] = {}
-    hashes = [
-        stack_hash(f, encoded) if h is None else h for h, f in zip(cached, typed, strict=True)
-    ]
-    uncached = {h: f for h, c, f in zip(hashes, cached, typed, strict=True) if c is None}
+    records = batch.frame_records()
+    # A cached stack is found by its frames' keys, without frames made for its names.
+    found = cache.stored(batch.stack_keys(records)) if cache else [None] * len(batch.stacks)
+    new = batch.typed_stacks(records, [i for i, stack in enumerate(found) if stack is None])
+    encoded = _frame_bytes(new)
+    hashed = [(_hash_of_bytes(frames, encoded), frames) for frames in new]
+    made = iter(hashed)  # a batch may list one stack twice: one made per listing
+    # Per stack in batch order: (hash, frames), the cache's or made just now.
+    stacks = [next(made) if stack is None else stack for stack in found]
     stack_index: list[int] = []
     values: list[int] = []
     for series in batch.series:
@@ -148,11 +192,13 @@ def batch_rows(batch: Batch, cache: StackCache | None = None) -> BatchRows:
         batch_key=batch_key(batch.batch_id),
         profile_type=batch.profile_type,
         timestamp_ms=batch.end_time_ns // 10**6,
-        stacks=dict(zip(hashes, typed, strict=True)),
-        uncached=uncached,
+        stacks=dict(stacks),
+        uncached=dict(hashed),
         series=_series_labels(batch),
         counts=np.array([len(series.samples) for series in batch.series], dtype=np.intp),
-        stack_hash=np.array(hashes, dtype=np.uint64)[np.array(stack_index, dtype=np.intp)],
+        stack_hash=np.array([h for h, _ in stacks], dtype=np.uint64)[
+            np.array(stack_index, dtype=np.intp)
+        ],
         value=_values(values, batch),
     )
 

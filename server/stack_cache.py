@@ -15,7 +15,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from itertools import chain
 from operator import attrgetter
 
 from podflame.model.frames import Frame
@@ -35,7 +35,7 @@ class StackCache:
         # By the frames' keys (Frame.key), which C code hashes and compares.
         self._hashes: dict[tuple[object, ...], int] = {}
         # Each distinct frame once, while a cached stack holds it.
-        self._pool: weakref.WeakValueDictionary[Frame, Frame] = weakref.WeakValueDictionary()
+        self._pool: weakref.WeakValueDictionary[object, Frame] = weakref.WeakValueDictionary()
         # Query and ingest endpoints run in worker threads.
         self._lock = threading.Lock()
 
@@ -55,23 +55,30 @@ class StackCache:
 
     def hashes_of(self, stacks: Sequence[Sequence[Frame]]) -> list[int | None]:
         """Per stack, its hash if the cache holds it (so it is stored), else None."""
-        keys = [_key(frames) for frames in stacks]
+        return [None if found is None else found[0] for found in self.stored(map(_key, stacks))]
+
+    def stored(self, keys: Iterable[tuple[object, ...]]) -> list[tuple[int, Frames] | None]:
+        """Per stack given by its frames' keys (Frame.key), its hash and cached frames if
+        the cache holds it (so it is stored), else None."""
+        found: list[tuple[int, Frames] | None] = []
         with self._lock:
-            found = [self._hashes.get(key) for key in keys]
-            for key in found:
-                if key is not None:
-                    self._frames.move_to_end(key)
+            for key in keys:
+                stack_hash = self._hashes.get(key)
+                if stack_hash is None:
+                    found.append(None)
+                else:
+                    self._frames.move_to_end(stack_hash)
+                    found.append((stack_hash, self._frames[stack_hash]))
         return found
 
     def add(self, stacks: Mapping[int, Sequence[Frame]]) -> dict[int, Frames]:
         """Cache `stacks`; returns them as stored (tuples of shared frames)."""
         with self._lock:
-            # Frames repeat across stacks; each distinct one is stored once.
-            shared: dict[int, Frame] = {}
-            for frames in stacks.values():
-                for frame in frames:
-                    if id(frame) not in shared:
-                        shared[id(frame)] = self._shared(frame)
+            # Frames repeat across stacks; each distinct one is stored once (the
+            # distinct ones found by C code: dict and map, no Python per frame).
+            every = chain.from_iterable(stacks.values())
+            distinct = dict(zip(map(id, every), chain.from_iterable(stacks.values()), strict=True))
+            shared = {key: self._shared(frame) for key, frame in distinct.items()}
             added = {
                 key: tuple(map(shared.__getitem__, map(id, frames)))
                 for key, frames in stacks.items()
@@ -90,13 +97,18 @@ class StackCache:
 
     def _shared(self, frame: Frame) -> Frame:
         """The cache's copy of `frame` (its name interned), under the lock."""
-        found = self._pool.get(frame)
+        found = self._pool.get(frame.key)
         if found is None:
-            found = replace(frame, name=sys.intern(frame.name))
-            # Keyed by the frame given, not the copy: a key is held strongly, and the
-            # entry must go once no stack holds the copy.
-            self._pool[frame] = found
+            name = sys.intern(frame.name)
+            found = frame if name is frame.name else _renamed(frame, name)
+            # Keyed by Frame.key (equal exactly for equal frames, hashed by C code): a
+            # key is held strongly, and the entry must go once no stack holds the frame.
+            self._pool[frame.key] = found
         return found
+
+
+def _renamed(f: Frame, name: str) -> Frame:
+    return Frame(f.kind, name, f.module, f.offset, f.file, f.line, f.resolved)
 
 
 def _key(frames: Sequence[Frame]) -> tuple[object, ...]:

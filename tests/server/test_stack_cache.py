@@ -86,3 +86,29 @@ def test_many_distinct_labels_in_one_batch_round_trip(
     assert rows[0] == ("pod-0", {"k0": "0"}, 1)
     assert rows[-1] == ("pod-69999", {"k99": "69999"}, 70_000)
     assert len({row[0] for row in rows}) == 70_000
+
+
+def test_a_stack_listed_twice_between_cached_ones_keeps_every_row_in_place() -> None:
+    cache = StackCache()
+    cache.add({42: stack("main", "work"), 43: stack("idle_[k]", "m+0x1f")})
+    stacks = [["idle_[k]", "m+0x1f"], ["main"], ["main", "work"], ["main"], ["a+0x10"]]
+    samples = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    rows = batch_rows(Batch.model_validate(batch(stacks, [({}, samples)])), cache)
+    main, odd = stack_hash(stack("main")), stack_hash(stack("a+0x10"))
+    assert rows.stack_hash.tolist() == [43, main, 42, main, odd]
+    assert rows.uncached == {main: stack("main"), odd: stack("a+0x10")}
+    assert rows.stacks[43] == stack("idle_[k]", "m+0x1f")
+
+
+def test_batch_rows_hash_typed_and_named_stacks_as_stack_hash_does() -> None:
+    py = Frame("python", "handle", file="app.py", line=7)
+    body = batch([["a"], ["b"], ["c"]], [({}, [(0, 1), (1, 2), (2, 3)])])
+    body["frames"] = [
+        {"kind": "native", "name": "main"},
+        {"kind": "python", "name": "handle", "file": "app.py", "line": 7},
+    ]
+    body["stacks"] = [[0, 1], [0], ["main", "work_[k]"]]
+    rows = batch_rows(Batch.model_validate(body))
+    expected = [(*stack("main"), py), stack("main"), stack("main", "work_[k]")]
+    assert rows.stack_hash.tolist() == [stack_hash(frames) for frames in expected]
+    assert list(rows.uncached.values()) == expected
