@@ -160,8 +160,8 @@ def test_bundled_debian_headers_compile_our_bpf_program(require_bpf: None, tmp_p
     (version,) = bundle.iterdir()
     assert sorted(p.name for p in (version / "arch").iterdir()) == ["x86"]
     compile_program = (
-        "from bcc import BPF; from podflame.bpf import source_path;"
-        "BPF(src_file=str(source_path('cpu_profile.bpf.c')).encode(), cflags=["
+        "from bcc import BPF; from podflame.bpf import source_text;"
+        "BPF(text=source_text('cpu_profile.bpf.c').encode(), cflags=["
         "'-DSTACK_MAP_ENTRIES=1024', '-DCOUNT_MAP_ENTRIES=1024', '-DKERNEL_STACKS=1',"
         "'-DKNOWN_PIDS=1024']); print('compiled')"
     )
