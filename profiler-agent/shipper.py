@@ -4,7 +4,7 @@ The drain loop only queues a batch (`submit`, in memory or in the spool
 directory, see spool.py); the sender thread sends them oldest first, so a slow
 or absent server never delays a drain. A batch the server rejects as invalid
 (4xx) is dropped and counted; on anything else (connection refused, 5xx, 408,
-429, timeout) the batch stays queued and the sender waits before the next try:
+429, 401, 403, timeout) the batch stays queued and the sender waits before the next try:
 the server's Retry-After when it gives one, otherwise an exponential backoff
 with jitter (see Backoff). The batch id lets the server store a retry once.
 
@@ -15,6 +15,11 @@ logged with its Location, the batch kept and retried with backoff), permanent
 (301, 308) or not: the agent cannot tell a moved server from a hostile
 answer, so the fix is --server, and until then the bounded queue decides
 what is kept.
+
+401 and 403 say nothing about the batch but that the token is wrong, which is
+what a token rotation looks like while agents and server restart in either
+order: the batch is kept (counted in auth_refused), so with --spool-dir the
+agent restarted with the new token sends it.
 """
 
 import email.utils
@@ -44,6 +49,7 @@ from podflame.model import Batch
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 429}
+AUTH_STATUS = {401, 403}  # the token, not the batch: kept and retried
 # A Retry-After longer than this is taken as this: a misconfigured server must
 # not silence an agent for hours.
 MAX_RETRY_AFTER = 300.0
@@ -64,6 +70,7 @@ class ShipperStats:
     send_failures: int = 0
     retry_after_waits: int = 0  # waits the server asked for (Retry-After)
     redirects_refused: int = 0  # 3xx answers: not followed, the batch is retried
+    auth_refused: int = 0  # 401/403 answers: the token is wrong, the batch is retried
 
 
 class Backoff:
@@ -214,6 +221,8 @@ class Shipper:
             with error:
                 if 300 <= error.code < 400:
                     return self._redirected(error.code, error.headers.get("Location")), None
+                if error.code in AUTH_STATUS:
+                    return self._unauthorized(error.code), None
                 if 400 <= error.code < 500 and error.code not in RETRYABLE_STATUS:
                     self.stats.batches_rejected += 1
                     log.error("server rejected a batch (%d): %s", error.code, error.read()[:500])
@@ -239,6 +248,16 @@ class Shipper:
             location,
         )
         return self._failed(f"HTTP {code} redirect")
+
+    def _unauthorized(self, code: int) -> Outcome:
+        self.stats.auth_refused += 1
+        if not self._server_down:
+            log.error(
+                "server refused the ingest token (HTTP %d): batches stay queued until "
+                "--token matches one of the server's tokens with the ingest scope",
+                code,
+            )
+        return self._failed(f"HTTP {code}: token refused")
 
     def _failed(self, reason: str) -> Outcome:
         self.stats.send_failures += 1

@@ -70,21 +70,31 @@ def test_a_rejected_batch_is_dropped_not_retried(podflame_server: str) -> None:
 
 
 def test_token_is_sent_to_a_server_that_requires_one(tmp_path: Path) -> None:
+    """A refused token (a rotation: agents and server restart in either order) loses
+    nothing: the batch stays in the spool and the agent restarted with the new token
+    sends it."""
     tokens = tmp_path / "tokens.json"
     secret = "agent-token-0123456789"
     tokens.write_text(f'[{{"token": "{secret}", "scopes": ["ingest", "query"]}}]')
+    spool = tmp_path / "spool"
     with running_server(tmp_path, extra=["--tokens-file", str(tokens)]) as url:
-        refused = Shipper(url, max_pending=3)
+        refused = Shipper(url, queue=DiskSpool(spool, 1 << 20))
         refused.ship(batch(3))
-        assert refused.stats.batches_rejected == 1  # 401: the batch is not retried forever
+        for token in (None, "the-token-before-rotation"):
+            refused = Shipper(url, queue=DiskSpool(spool, 1 << 20), token=token)
+            refused.flush()
+            assert refused.stats.auth_refused == 1
+            assert refused.stats.batches_rejected == 0
+            assert len(spool_files(spool)) == 1
 
-        shipper = Shipper(url, max_pending=3, token=secret)
+        shipper = Shipper(url, queue=DiskSpool(spool, 1 << 20), token=secret)
         shipper.ship(batch(11))
-        assert shipper.stats.batches_sent == 1
+        assert shipper.stats.batches_sent == 2
+        assert not spool_files(spool)
         params = {"query": '{comm="shipper-test"}', "from": "now-5m"}
         headers = {"Authorization": f"Bearer {secret}"}
         top = httpx.get(url + "/api/v1/top", params=params, headers=headers, timeout=30).json()
-        assert top["total"] == 11
+        assert top["total"] == 3 + 11
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
