@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from podflame.agent.captures import Capture, CgroupSource, ProcessCaptures
 from podflame.agent.cgroups import CgroupIdentity
 from podflame.agent.procfs import read_start_ticks
-from podflame.agent.sampler import ProcessGeneration
+from podflame.agent.programs import ProcessGeneration
 from podflame.agent.stats import TableCounts
 from podflame.symbolizer import PendingRead, ProcessImage
 from podflame.symbolizer.elf import ElfSymbols
