@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def source_path(name: str) -> Path:
-    """Path of the BPF C file `name` (for `BPF(src_file=...)`)."""
+    """Path of the BPF C file `name` (its text, headers inlined: `source_text`)."""
     path = Path(str(files(__name__).joinpath(name)))
     if not path.is_file():
         raise FileNotFoundError(f"BPF source {name!r} not found at {path}")

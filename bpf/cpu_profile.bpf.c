@@ -10,20 +10,9 @@
 // running to finish, then reads and clears the inactive slot. No sample is
 // counted twice or lost at the boundary.
 //
-// Process generations: the first sample of a process the agent has not seen
-// yet gives it a new generation number and announces (pid, generation)
-// through a ring buffer, so the agent reads its memory map and opens its
-// binaries while it lives: a process that exits before the next drain is
-// still symbolized. Samples are keyed by (pid, generation). exec() forgets
-// the pid and fork() the child's, so after exec (a new memory map) or pid
-// reuse (a new process) samples carry a new generation and are never
-// symbolized or labelled with another image's data. The generation stands in for the
-// process start time, which BPF could read only from kernel-internal structs.
-//
-// Parents: fork() records the child's parent (and the parent's generation, if it
-// was sampled before), exec() drops it. An announcement carries it, so a forked
-// child that has not exec'd and exits before the agent captures it is
-// symbolized with its parent's image: the memory it was forked with.
+// Process generations (processes.h, shared with the network tracer): samples
+// are keyed by (pid, generation); a process's first sample announces it, so the
+// agent captures it while it lives, and exec or pid reuse starts a new generation.
 //
 // Stack map collisions: a stack map is a hash table without chaining, so a
 // new stack whose hash bucket holds another stack gets -EEXIST. Such a sample
@@ -34,11 +23,12 @@
 //   STACK_MAP_ENTRIES  entries per stack map
 //   COUNT_MAP_ENTRIES  entries per count map
 //   KERNEL_STACKS      1 to record kernel stacks, 0 to skip them
-//   KNOWN_PIDS         processes remembered as announced (LRU)
+//   KNOWN_PIDS         see processes.h
 
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
 
+#include "processes.h" // process generations and announcements, shared with network.bpf.c
 #include "unwind.h" // unwinding with .eh_frame tables (off unless UNWIND_ENABLED)
 
 #ifndef STACK_MAP_ENTRIES
@@ -49,9 +39,6 @@
 #endif
 #ifndef KERNEL_STACKS
 #define KERNEL_STACKS 1
-#endif
-#ifndef KNOWN_PIDS
-#define KNOWN_PIDS 32768
 #endif
 
 struct sample_key {
@@ -68,9 +55,8 @@ enum drop_reason {
     DROP_USER_STACK = 0,   // user stack id lookup failed (map full / collision)
     DROP_KERNEL_STACK = 1, // kernel stack id lookup failed
     DROP_COUNT_MAP = 2,    // count map full: the sample is lost
-    DROP_NEW_PROCESS = 3,  // ring buffer full: a new process was not announced
-    DROP_OVERFLOW = 4,     // stack collided and the overflow ring buffer was full
-    DROP_REASONS = 5,
+    DROP_OVERFLOW = 3,     // stack collided and the overflow ring buffer was full
+    DROP_REASONS = 4,      // (an announcement lost: processes.h's announce_drops)
 };
 
 BPF_ARRAY(config, u32, 1);
@@ -79,28 +65,12 @@ BPF_STACK_TRACE(stacks_1, STACK_MAP_ENTRIES);
 BPF_HASH(counts_0, struct sample_key, u64, COUNT_MAP_ENTRIES);
 BPF_HASH(counts_1, struct sample_key, u64, COUNT_MAP_ENTRIES);
 BPF_PERCPU_ARRAY(drops, u64, DROP_REASONS);
-BPF_TABLE("lru_hash", u32, u32, known_pids, KNOWN_PIDS); // pid -> generation
-
-struct parent {
-    u32 pid;        // the forking process (thread group id)
-    u32 generation; // its generation at the fork; 0 if it had not been sampled
-};
-// child pid -> its parent, from fork until exec. A thread's creation adds an
-// entry under the thread's id, which is never looked up as a process's pid.
-BPF_TABLE("lru_hash", u32, struct parent, parents, KNOWN_PIDS);
-BPF_RINGBUF_OUTPUT(new_processes, 16); // pages: room for thousands of pids
 
 static __always_inline void count_drop(u32 reason) {
     u64 *value = drops.lookup(&reason);
     if (value)
         (*value)++;
 }
-
-struct new_process {
-    u32 pid;
-    u32 generation;
-    struct parent parent; // pid 0: none known (exec'd, or forked before the agent started)
-};
 
 #define MAX_STACK_DEPTH 127 // as the kernel's PERF_MAX_STACK_DEPTH
 
@@ -228,52 +198,10 @@ static __always_inline void record(u32 slot, struct sample_key *key) {
         count_drop(DROP_COUNT_MAP);
 }
 
-static __always_inline u32 generation_of(u32 pid) {
-    u32 *known = known_pids.lookup(&pid);
-    if (known)
-        return *known;
-    // Generations only need to differ between announcements of one pid; the
-    // clock does that without a shared counter (BCC's default BPF target
-    // cannot use the value an atomic add returns). Odd, so never 0.
-    struct new_process event = {.pid = pid};
-    struct parent *parent = parents.lookup(&pid);
-    if (parent)
-        event.parent = *parent;
-    event.generation = (u32)bpf_ktime_get_ns() | 1;
-    // Only the CPU whose insert succeeds announces: one event per generation.
-    if (known_pids.insert(&pid, &event.generation) != 0) {
-        known = known_pids.lookup(&pid);
-        return known ? *known : 0;
-    }
-    if (new_processes.ringbuf_output(&event, sizeof(event), 0) != 0) {
-        known_pids.delete(&pid); // announce again at the next sample
-        count_drop(DROP_NEW_PROCESS);
-        return 0;
-    }
-    return event.generation;
-}
-
-TRACEPOINT_PROBE(sched, sched_process_exec) {
-    u32 pid = bpf_get_current_pid_tgid() >> 32;
-    known_pids.delete(&pid);
-    parents.delete(&pid); // a new image: the parent's no longer describes it
-    unwind_forget(pid);
-    return 0;
-}
-
-// A pid is forgotten when it is handed out again, not when its process exits:
-// samples taken on the exit path (after sched_process_exit) keep the process's
-// generation instead of announcing a process that is already gone. Every new
-// process starts with a fork, and this runs before the child can run.
-TRACEPOINT_PROBE(sched, sched_process_fork) {
-    u32 child = args->child_pid; // a thread's id when a thread is created: never a live pid
-    known_pids.delete(&child);
-    // The tracepoint runs in the parent: the current thread group is the parent process.
-    struct parent parent = {.pid = bpf_get_current_pid_tgid() >> 32};
-    u32 *generation = known_pids.lookup(&parent.pid);
-    if (generation)
-        parent.generation = *generation;
-    parents.update(&child, &parent);
+// Attached to sched:sched_process_exec when unwinding is on: a new image's tables are
+// loaded anew.
+int forget_unwinding(void *ctx) {
+    unwind_forget(bpf_get_current_pid_tgid() >> 32);
     return 0;
 }
 

@@ -21,20 +21,23 @@
 // socket too, which catches sockets received over a unix socket once used so.
 // User space seeds the bitmaps from /proc/PID/fd at start.
 //
-// Double buffering, process generations and drop counters work as in
-// cpu_profile.bpf.c: user space writes the active slot into config[0], the
-// programs count into that slot only, and a drain flips it and reads the old.
+// Double buffering and drop counters work as in cpu_profile.bpf.c: user space
+// writes the active slot into net_config[0], the programs count into that slot
+// only, and a drain flips it and reads the old. Process generations are the CPU
+// sampler's (processes.h): both programs are compiled into one module and share
+// them, so a process has one identity whichever program sees it first. Names
+// here that the CPU program has too carry a net_ or wait_ prefix.
 //
 // Compile-time parameters (cflags):
 //   INFLIGHT_ENTRIES    threads inside a traced call at once
 //   LATENCY_ENTRIES     (process, syscall) histograms per slot
 //   CONNECTION_ENTRIES  (process, destination, result) histograms per slot
 //   WAIT_ENTRIES        (process, stack) duration sums per slot
-//   STACK_MAP_ENTRIES   stacks per slot
+//   WAIT_STACK_ENTRIES  stacks per slot
 //   FD_TABLES           processes with socket descriptors
 //   FD_HIGH_WORDS       64-descriptor words for descriptors from 4096 on
 //   PENDING_ENTRIES     non-blocking connects waiting for their outcome
-//   KNOWN_PIDS          processes remembered as announced (LRU)
+//   KNOWN_PIDS          see processes.h
 //   STACK_MIN_NS        calls this long or longer always record their stack;
 //                       shorter ones with probability duration / STACK_MIN_NS,
 //                       weighted STACK_MIN_NS (an unbiased estimate, at a
@@ -44,6 +47,8 @@
 //   BUCKET_SELFTEST     1 adds a program that runs bucket_of() over test values
 
 #include <uapi/linux/ptrace.h>
+
+#include "processes.h" // process generations and announcements, shared with cpu_profile.bpf.c
 
 #ifndef INFLIGHT_ENTRIES
 #define INFLIGHT_ENTRIES 16384
@@ -57,8 +62,8 @@
 #ifndef WAIT_ENTRIES
 #define WAIT_ENTRIES 16384
 #endif
-#ifndef STACK_MAP_ENTRIES
-#define STACK_MAP_ENTRIES 4096
+#ifndef WAIT_STACK_ENTRIES
+#define WAIT_STACK_ENTRIES 4096
 #endif
 #ifndef FD_TABLES
 #define FD_TABLES 16384
@@ -68,9 +73,6 @@
 #endif
 #ifndef PENDING_ENTRIES
 #define PENDING_ENTRIES 8192
-#endif
-#ifndef KNOWN_PIDS
-#define KNOWN_PIDS 32768
 #endif
 #ifndef STACK_MIN_NS
 #define STACK_MIN_NS 1000000
@@ -87,7 +89,8 @@
 
 // UAPI constants (linux/socket.h, linux/net.h, asm-generic/errno*.h,
 // linux/fcntl.h, linux/close_range.h, linux/sched.h), spelled out so that no
-// header beyond ptrace.h is needed.
+// header beyond ptrace.h is needed (guarded where the CPU program's headers,
+// compiled into the same module, spell one differently).
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_CLOEXEC 02000000
@@ -102,11 +105,17 @@
 #define E_ISCONN 106
 #define F_DUPFD 0
 #define F_SETFD 2
+#ifndef F_DUPFD_CLOEXEC
 #define F_DUPFD_CLOEXEC 1030
+#endif
 #define FD_CLOEXEC 1
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
+#ifndef CLONE_FILES
 #define CLONE_FILES 0x00000400ULL
+#endif
+#ifndef CLONE_THREAD
 #define CLONE_THREAD 0x00010000ULL
+#endif
 
 // Descriptors 0..TABLE_FDS-1 live in a process's table (a power of two).
 #define TABLE_WORDS 64
@@ -144,15 +153,14 @@ enum call_kind {
 };
 
 // Must match DROP_REASONS in network.py.
-enum drop_reason {
-    DROP_INFLIGHT = 0,   // in-flight map full: a call was not measured
-    DROP_LATENCY_MAP,    // latency map full: a call was not counted
-    DROP_CONNECTION_MAP, // connection map full: a connect outcome was lost
-    DROP_WAIT_MAP,       // wait map full: a call's time is missing from net_wait
-    DROP_USER_STACK,     // stack id lookup failed; the time went to "no stack"
-    DROP_NEW_PROCESS,    // ring buffer full: a new process was not announced
-    DROP_FD_MAP,         // socket bitmap map full: a socket was not remembered
-    DROP_REASONS,
+enum net_drop_reason {
+    NET_DROP_INFLIGHT = 0,   // in-flight map full: a call was not measured
+    NET_DROP_LATENCY_MAP,    // latency map full: a call was not counted
+    NET_DROP_CONNECTION_MAP, // connection map full: a connect outcome was lost
+    NET_DROP_WAIT_MAP,       // wait map full: a call's time is missing from net_wait
+    NET_DROP_USER_STACK,     // stack id lookup failed; the time went to "no stack"
+    NET_DROP_FD_MAP,         // socket bitmap map full: a socket was not remembered
+    NET_DROP_REASONS,
 };
 
 // Syscall tracepoint contexts (see the formats under events/syscalls).
@@ -256,18 +264,7 @@ struct pending_connect {
     u8 addr[16];
 };
 
-struct parent {
-    u32 pid;        // the forking process (thread group id)
-    u32 generation; // its generation at the fork; 0 if it had not been announced
-};
-
-struct new_process {
-    u32 pid;
-    u32 generation;
-    struct parent parent; // pid 0: none known (exec'd, or forked before the tracer started)
-};
-
-BPF_ARRAY(config, u32, 1);
+BPF_ARRAY(net_config, u32, 1);
 BPF_HASH(inflight, u64, struct call, INFLIGHT_ENTRIES);
 BPF_F_TABLE("hash", struct latency_key, struct histogram, latency_0, LATENCY_ENTRIES,
             BPF_F_NO_PREALLOC);
@@ -279,29 +276,23 @@ BPF_F_TABLE("hash", struct connection_key, struct histogram, connections_1,
             CONNECTION_ENTRIES, BPF_F_NO_PREALLOC);
 BPF_HASH(waits_0, struct wait_key, u64, WAIT_ENTRIES);
 BPF_HASH(waits_1, struct wait_key, u64, WAIT_ENTRIES);
-BPF_STACK_TRACE(stacks_0, STACK_MAP_ENTRIES);
-BPF_STACK_TRACE(stacks_1, STACK_MAP_ENTRIES);
+BPF_STACK_TRACE(wait_stacks_0, WAIT_STACK_ENTRIES);
+BPF_STACK_TRACE(wait_stacks_1, WAIT_STACK_ENTRIES);
 BPF_F_TABLE("hash", u32, struct fd_table, fd_tables, FD_TABLES, BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", struct fd_key, struct high_word, fd_high, FD_HIGH_WORDS);
 BPF_ARRAY(zero_table, struct fd_table, 1); // never written: a new table's value
 BPF_TABLE("lru_hash", struct socket_key, struct pending_connect, pending, PENDING_ENTRIES);
 BPF_ARRAY(zero_histogram, struct histogram, 1); // never written: a new entry's value
-BPF_PERCPU_ARRAY(drops, u64, DROP_REASONS);
-BPF_TABLE("lru_hash", u32, u32, known_pids, KNOWN_PIDS); // pid -> generation
-// child pid -> its parent, from fork until exec or exit (as in cpu_profile.bpf.c):
-// a child gone before the agent captures it is symbolized with its parent's image.
-BPF_TABLE("lru_hash", u32, struct parent, parents, KNOWN_PIDS);
-BPF_RINGBUF_OUTPUT(new_processes, 16);
-
-static __always_inline void count_drop(u32 reason) {
-    u64 *value = drops.lookup(&reason);
+BPF_PERCPU_ARRAY(net_drops, u64, NET_DROP_REASONS);
+static __always_inline void net_drop(u32 reason) {
+    u64 *value = net_drops.lookup(&reason);
     if (value)
         (*value)++;
 }
 
 static __always_inline u32 active_slot(void) {
     u32 zero = 0;
-    u32 *slot = config.lookup(&zero);
+    u32 *slot = net_config.lookup(&zero);
     return slot ? *slot : 0;
 }
 
@@ -340,33 +331,6 @@ static __always_inline void add_to_bucket(struct histogram *h, u64 ns) {
 }
 
 // ---------------------------------------------------------------------------
-// Process generations (as in cpu_profile.bpf.c)
-
-static __always_inline u32 generation_of(u32 pid) {
-    u32 *known = known_pids.lookup(&pid);
-    if (known)
-        return *known;
-    struct new_process event = {.pid = pid};
-    struct parent *parent = parents.lookup(&pid);
-    if (parent)
-        event.parent = *parent;
-    event.generation = (u32)bpf_ktime_get_ns() | 1;
-    if (known_pids.insert(&pid, &event.generation) != 0) {
-        known = known_pids.lookup(&pid);
-        return known ? *known : 0;
-    }
-    // Announcements are rare (one per process image): wake the reader for
-    // each, rather than leave it to the adaptive wakeup, which can leave an
-    // event waiting until the next one.
-    if (new_processes.ringbuf_output(&event, sizeof(event), BPF_RB_FORCE_WAKEUP) != 0) {
-        known_pids.delete(&pid);
-        count_drop(DROP_NEW_PROCESS);
-        return 0;
-    }
-    return event.generation;
-}
-
-// ---------------------------------------------------------------------------
 // Socket descriptor bitmaps
 
 // The index of `fd`'s word in a table. The empty asm keeps the compiler from
@@ -393,7 +357,7 @@ static __always_inline struct fd_table *table_of(u32 pid, int create) {
     int created = fd_tables.insert(&pid, empty) == 0;
     table = fd_tables.lookup(&pid);
     if (!table)
-        count_drop(DROP_FD_MAP);
+        net_drop(NET_DROP_FD_MAP);
     else if (created)
         table->id = new_table_id();
     return table;
@@ -419,7 +383,7 @@ static __always_inline void set_high_fd(struct fd_table *table, u32 pid, u32 fd,
             return;
         struct high_word fresh = {.id = table->id, .sockets = bit};
         if (fd_high.update(&key, &fresh) != 0)
-            count_drop(DROP_FD_MAP);
+            net_drop(NET_DROP_FD_MAP);
         return;
     }
     if (socket)
@@ -470,29 +434,51 @@ static __always_inline void forget_fd(u32 pid, u32 fd) {
 // ---------------------------------------------------------------------------
 // Recording
 
-static __always_inline struct histogram *latency_entry(u32 slot, struct latency_key *key) {
-    struct histogram *h = slot ? latency_1.lookup(key) : latency_0.lookup(key);
+// The two histogram maps, each double-buffered. BCC cannot pass maps around as
+// pointers, so the map is chosen inside these accessors.
+enum histogram_map { LATENCY_MAP, CONNECTION_MAP };
+
+static __always_inline struct histogram *histogram_lookup(u32 map, u32 slot, void *key) {
+    if (map == LATENCY_MAP)
+        return slot ? latency_1.lookup(key) : latency_0.lookup(key);
+    return slot ? connections_1.lookup(key) : connections_0.lookup(key);
+}
+
+static __always_inline void histogram_insert(u32 map, u32 slot, void *key,
+                                             struct histogram *empty) {
+    if (map == LATENCY_MAP) {
+        if (slot)
+            latency_1.insert(key, empty);
+        else
+            latency_0.insert(key, empty);
+    } else if (slot) {
+        connections_1.insert(key, empty);
+    } else {
+        connections_0.insert(key, empty);
+    }
+}
+
+// The histogram of `key` in the active slot of `map`, created empty if new.
+static __always_inline struct histogram *histogram_entry(u32 map, u32 slot, void *key) {
+    struct histogram *h = histogram_lookup(map, slot, key);
     if (h)
         return h;
     u32 zero = 0;
     struct histogram *empty = zero_histogram.lookup(&zero);
     if (!empty)
         return 0;
-    if (slot)
-        latency_1.insert(key, empty);
-    else
-        latency_0.insert(key, empty);
+    histogram_insert(map, slot, key, empty);
     // Another CPU may have inserted it in between: look it up either way.
-    h = slot ? latency_1.lookup(key) : latency_0.lookup(key);
+    h = histogram_lookup(map, slot, key);
     if (!h)
-        count_drop(DROP_LATENCY_MAP);
+        net_drop(map == LATENCY_MAP ? NET_DROP_LATENCY_MAP : NET_DROP_CONNECTION_MAP);
     return h;
 }
 
 static __always_inline void record_latency(u32 slot, u32 pid, u32 generation, u32 kind,
                                            u64 ns, s64 ret) {
     struct latency_key key = {.pid = pid, .generation = generation, .kind = kind};
-    struct histogram *h = latency_entry(slot, &key);
+    struct histogram *h = histogram_entry(LATENCY_MAP, slot, &key);
     if (!h)
         return;
     // Non-blocking calls that would block are not slow calls: counted apart.
@@ -506,30 +492,12 @@ static __always_inline void record_latency(u32 slot, u32 pid, u32 generation, u3
     add_to_bucket(h, ns);
 }
 
-static __always_inline struct histogram *connection_entry(u32 slot, struct connection_key *key) {
-    struct histogram *h = slot ? connections_1.lookup(key) : connections_0.lookup(key);
-    if (h)
-        return h;
-    u32 zero = 0;
-    struct histogram *empty = zero_histogram.lookup(&zero);
-    if (!empty)
-        return 0;
-    if (slot)
-        connections_1.insert(key, empty);
-    else
-        connections_0.insert(key, empty);
-    h = slot ? connections_1.lookup(key) : connections_0.lookup(key);
-    if (!h)
-        count_drop(DROP_CONNECTION_MAP);
-    return h;
-}
-
 static __always_inline void record_connection(u32 pid, u32 generation, u16 family, u16 port,
                                               const u8 *addr, u32 result, u64 ns) {
     struct connection_key key = {
         .pid = pid, .generation = generation, .family = family, .port = port, .result = result};
     __builtin_memcpy(key.addr, addr, sizeof(key.addr));
-    struct histogram *h = connection_entry(active_slot(), &key);
+    struct histogram *h = histogram_entry(CONNECTION_MAP, active_slot(), &key);
     if (!h)
         return;
     __sync_fetch_and_add(&h->count, 1);
@@ -548,7 +516,7 @@ static __always_inline void add_wait(u32 slot, struct wait_key *key, u64 ns) {
     if (value)
         __sync_fetch_and_add(value, ns);
     else
-        count_drop(DROP_WAIT_MAP);
+        net_drop(NET_DROP_WAIT_MAP);
 }
 
 // The user stack at the exit tracepoint is the one at entry: the kernel walks
@@ -563,11 +531,11 @@ static __always_inline void record_wait(void *ctx, u32 slot, u32 pid, u32 genera
     struct wait_key key = {.pid = pid, .generation = generation};
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     if (slot)
-        key.user_stack_id = stacks_1.get_stackid(ctx, BPF_F_USER_STACK);
+        key.user_stack_id = wait_stacks_1.get_stackid(ctx, BPF_F_USER_STACK);
     else
-        key.user_stack_id = stacks_0.get_stackid(ctx, BPF_F_USER_STACK);
+        key.user_stack_id = wait_stacks_0.get_stackid(ctx, BPF_F_USER_STACK);
     if (key.user_stack_id < 0 && key.user_stack_id != -EFAULT)
-        count_drop(DROP_USER_STACK);
+        net_drop(NET_DROP_USER_STACK);
     add_wait(slot, &key, weight);
 }
 
@@ -585,7 +553,7 @@ static __always_inline struct call *thread_entry(u64 id) {
     struct call fresh = {.kind = CALL_NONE};
     fresh.generation = generation_of(id >> 32);
     if (inflight.update(&id, &fresh) != 0) {
-        count_drop(DROP_INFLIGHT);
+        net_drop(NET_DROP_INFLIGHT);
         return 0;
     }
     return inflight.lookup(&id);
@@ -630,19 +598,24 @@ static __always_inline void learn_socket(u32 pid, u32 fd, s64 ret) {
         set_fd(pid, fd, 1, 0);
 }
 
+// Takes the thread's call of `kind` into `call` and records its latency and wait;
+// 0 if the thread was in no such call.
+static __always_inline int measure_exit(void *ctx, u32 kind, s64 ret, struct call *call) {
+    if (!take_call(kind, call))
+        return 0;
+    u64 ns = bpf_ktime_get_ns() - call->start_ns;
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    u32 slot = active_slot();
+    record_latency(slot, pid, call->generation, kind, ns, ret);
+    if (ret != -E_AGAIN)
+        record_wait(ctx, slot, pid, call->generation, ns);
+    return 1;
+}
+
 static __always_inline int exit_measured(void *ctx, u32 kind, s64 ret, int socket_only) {
     struct call call;
-    if (!take_call(kind, &call))
-        return 0;
-    u64 ns = bpf_ktime_get_ns() - call.start_ns;
-    u32 pid = bpf_get_current_pid_tgid() >> 32;
-    u32 generation = call.generation;
-    u32 slot = active_slot();
-    record_latency(slot, pid, generation, kind, ns, ret);
-    if (ret != -E_AGAIN)
-        record_wait(ctx, slot, pid, generation, ns);
-    if (socket_only)
-        learn_socket(pid, call.fd, ret);
+    if (measure_exit(ctx, kind, ret, &call) && socket_only)
+        learn_socket(bpf_get_current_pid_tgid() >> 32, call.fd, ret);
     return 0;
 }
 
@@ -674,17 +647,11 @@ SOCKET_FD_CALL(writev, CALL_WRITEV)
 // accept and accept4 return a new socket.
 static __always_inline int exit_accept_call(void *ctx, u32 kind, s64 ret) {
     struct call call;
-    if (!take_call(kind, &call))
+    if (!measure_exit(ctx, kind, ret, &call))
         return 0;
-    u64 ns = bpf_ktime_get_ns() - call.start_ns;
     u32 pid = bpf_get_current_pid_tgid() >> 32;
-    u32 generation = call.generation;
-    u32 slot = active_slot();
     if (ret >= 0)
         set_fd(pid, ret, 1, call.aux & SOCK_CLOEXEC);
-    record_latency(slot, pid, generation, kind, ns, ret);
-    if (ret != -E_AGAIN)
-        record_wait(ctx, slot, pid, generation, ns);
     learn_socket(pid, call.fd, ret);
     return 0;
 }
@@ -924,18 +891,13 @@ int on_newtask(void *ctx) {
     if (flags & CLONE_THREAD)
         return 0;
     u32 parent = bpf_get_current_pid_tgid() >> 32;
-    struct parent forked_from = {.pid = parent};
-    u32 *generation = known_pids.lookup(&parent);
-    if (generation)
-        forked_from.generation = *generation;
-    parents.update(&child, &forked_from);
     if (flags & CLONE_FILES)
         return 0;
     struct fd_table *table = fd_tables.lookup(&parent);
     if (!table)
         return 0;
     if (fd_tables.update(&child, table) != 0) {
-        count_drop(DROP_FD_MAP);
+        net_drop(NET_DROP_FD_MAP);
         return 0;
     }
     table = fd_tables.lookup(&child);
@@ -949,8 +911,6 @@ int on_newtask(void *ctx) {
 int on_exec(void *ctx) {
     u64 id = bpf_get_current_pid_tgid();
     u32 pid = id >> 32;
-    known_pids.delete(&pid);
-    parents.delete(&pid); // a new image: the parent's no longer describes it
     inflight.delete(&id); // its next call takes the new image's generation
     struct fd_table *table = fd_tables.lookup(&pid);
     if (!table)
@@ -969,8 +929,6 @@ int on_exit(void *ctx) {
     inflight.delete(&id);
     if (pid != (u32)id)
         return 0; // another thread: the process lives on
-    known_pids.delete(&pid);
-    parents.delete(&pid);
     fd_tables.delete(&pid); // its high words no longer match any table
     return 0;
 }

@@ -1,9 +1,9 @@
 """The agent's loops and its composition root: drain -> attribute -> symbolize -> label -> ship.
 
-Threads: the drain loop (every --interval) and one announcement loop per BPF
-program (the CPU sampler, and the network tracer when it runs), which
-captures each new process as soon as the kernel side reports its first
-event. They share the symbolizer and the process tables under one lock.
+Threads: the drain loop (every --interval) and the announcement loop, which
+captures each new process as soon as the kernel side reports its first event
+(a CPU sample or a network call: the BPF programs share one process identity,
+see programs.py). They share the symbolizer and the process table under one lock.
 
 Nothing a process does stops a loop: an error in one process's capture,
 symbolization or labels costs that process (counted per stage, see
@@ -11,6 +11,7 @@ failures.py), and a guard around each drain and each announcement iteration
 counts what still gets through and goes on.
 """
 
+import contextlib
 import logging
 import threading
 import time
@@ -33,7 +34,8 @@ from podflame.agent.netbatch import NetworkBatchBuilder, network_processes
 from podflame.agent.network import NetworkDrain, NetworkTracer
 from podflame.agent.peers import NoPeers, PeerResolver, PodPeers
 from podflame.agent.processes import ProcessTable
-from podflame.agent.sampler import Announcement, CpuSampler, Drain
+from podflame.agent.programs import Announcement, ProcessGeneration, Programs
+from podflame.agent.sampler import CpuSampler, Drain
 from podflame.agent.settings import AgentSettings
 from podflame.agent.shipper import Shipper, ShipperCollector
 from podflame.agent.spool import DiskSpool, MemoryQueue, PendingQueue
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 # The poll returns as soon as an event arrives; the timeout only bounds how
 # long a stop request waits.
 ANNOUNCE_POLL_MS = 500
+# The name of the agent's one process table in metrics (the label `table`, the cache).
+PROCESS_TABLE = "processes"
 # After an announcement iteration failed as a whole (the ring buffer's poll
 # itself, say), the loop waits this long: a failure that repeats must not spin.
 ANNOUNCE_ERROR_PAUSE = 1.0
@@ -65,14 +69,11 @@ Poll = Callable[[int], list[Announcement]]
 
 @dataclass
 class NetworkSide:
-    """The network tracer's half: its own process table (the kernel side numbers
-    process generations apart from the CPU sampler's, but the captures are
-    shared with the CPU table) and net_wait batches."""
+    """The network tracer and its net_wait batches (its processes are in the agent's
+    one process table)."""
 
     tracer: NetworkTracer
     builder: NetworkBatchBuilder
-    processes: ProcessTable
-    lifetimes: ProcessLifetimes
 
 
 @dataclass
@@ -82,6 +83,9 @@ class Agent:
     shipper: Shipper
     symbolizer: Symbolizer
     processes: ProcessTable
+    # The BPF programs (the sampler's, the network tracer's): one module, one
+    # announcement stream for the one process table.
+    programs: Programs
     interval: float
     shutdown_timeout: float = 3.0
     # This node's pods (None off Kubernetes); also what the network tracer
@@ -94,7 +98,7 @@ class Agent:
     unwinder: UnwindLoader | None = None
     # What /metrics serves; build_agent registers the parts' collectors in it.
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    # The CPU table's lifetimes: attributed at each drain, ended after it.
+    # The table's lifetimes: attributed at each drain, ended once both drains are done.
     lifetimes: ProcessLifetimes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,22 +112,18 @@ class Agent:
         self.shipper.start()
         if self.unwinder is not None:
             self.unwinder.start()
-        announcers = [
-            threading.Thread(target=self._announce_loop, args=(stop, poll, table), name=name)
-            for name, poll, table in self._announcement_sources()
-        ]
-        for announcer in announcers:
-            announcer.start()
+        announcer = threading.Thread(
+            target=self._announce_loop, args=(stop, self.programs.poll), name="announce"
+        )
+        announcer.start()
         try:
             self._drain_every_interval(stop)
         finally:
             stop.set()
             stopped = time.monotonic()
-            for announcer in announcers:
-                announcer.join()
+            announcer.join()
         try:
-            for _, poll, table in self._announcement_sources():
-                self._announce(poll(0), table)  # what is still in the ring buffers
+            self._announce(self.programs.poll(0))  # what is still in the ring buffers
             self.tick()
         finally:
             self._close_sources()  # while the sender thread sends the last batches
@@ -145,23 +145,12 @@ class Agent:
     def _close_sources(self) -> None:
         if self.unwinder is not None:
             self.unwinder.close()
-        self.sampler.close()
-        for table in self.process_tables().values():
-            table.close()
+        self.programs.close()
+        self.processes.close()
         if self.kubernetes is not None:
             self.kubernetes.close()
-        if self.network:
-            self.network.tracer.close()
 
-    def _announcement_sources(self) -> list[tuple[str, Poll, ProcessTable]]:
-        sources: list[tuple[str, Poll, ProcessTable]] = [
-            ("announce", self.sampler.poll, self.processes)
-        ]
-        if self.network:
-            sources.append(("announce-net", self.network.tracer.poll, self.network.processes))
-        return sources
-
-    def _announce_loop(self, stop: threading.Event, poll: Poll, table: ProcessTable) -> None:
+    def _announce_loop(self, stop: threading.Event, poll: Poll) -> None:
         unread = False
         while not stop.is_set():
             # Captures open files; their symbols are read here one file at a
@@ -170,44 +159,47 @@ class Agent:
             # that execs or exits within a second keeps its names even while
             # the agent parses big binaries seen for the first time.
             try:
-                self._announce(poll(0 if unread else ANNOUNCE_POLL_MS), table)
-                unread = self._read_opened(table)
+                self._announce(poll(0 if unread else ANNOUNCE_POLL_MS))
+                unread = self._read_opened()
             except Exception as error:  # the loop outlives anything: counted, logged
                 self.stats.loop_errors.record("announce", error)
                 stop.wait(ANNOUNCE_ERROR_PAUSE)
 
-    def _read_opened(self, table: ProcessTable) -> bool:
+    def _read_opened(self) -> bool:
         try:
-            return read_one_opened(self.lock, table)
+            return read_one_opened(self.lock, self.processes)
         except Exception as error:  # that file's symbols are lost (it was taken off)
             self.stats.process_errors.record("read_symbols", error)
             return False  # the next poll waits: an error that repeats must not spin
 
-    def _announce(self, announcements: list[Announcement], table: ProcessTable) -> None:
+    def _announce(self, announcements: list[Announcement]) -> None:
         # The lock is taken per process: capturing one can take milliseconds,
-        # and the other announcement loop must not wait for a whole burst.
-        source = "cpu" if table is self.processes else "network"
+        # and a drain must not wait for a whole burst.
         for done, announcement in enumerate(announcements):
             with self.lock:
-                self._announce_one(announcement, table)
+                self._announce_one(announcement)
                 self.stats.new_processes += 1
-                self.stats.announce_backlog[source] = len(announcements) - done - 1
-            if self.unwinder is not None and source == "cpu":
+                self.stats.announce_backlog[PROCESS_TABLE] = len(announcements) - done - 1
+            if self.unwinder is not None:
                 self.unwinder.submit(announcement.process.pid)  # loaded on its own thread
 
-    def _announce_one(self, announcement: Announcement, table: ProcessTable) -> None:
+    def _announce_one(self, announcement: Announcement) -> None:
         """Capture the process; if that fails, the drain that samples it tries again."""
         try:
-            table.announce(announcement.process, announcement.parent)
+            self.processes.announce(announcement.process, announcement.parent)
         except Exception as error:  # anything the process's /proc files can provoke
             self.stats.process_errors.record("capture", error, f"pid {announcement.process.pid}")
 
     def tick(self) -> None:
-        """Drain, build and queue a batch (and the network tracer's); an error that
-        fails either as a whole is counted and logged, and the next tick goes on."""
-        self._guarded("drain", self._tick_cpu)
+        """Drain, build and queue a batch (and the network tracer's), then end the drain
+        for the process table, once, with the processes of both; an error that fails
+        a drain as a whole is counted and logged, and the next tick goes on."""
+        drained: set[ProcessGeneration] = set()
+        self._guarded("drain", partial(self._tick_cpu, drained))
         if self.network:
-            self._guarded("network_drain", partial(self._tick_network, self.network))
+            self._guarded("network_drain", partial(self._tick_network, self.network, drained))
+        with self.lock:
+            self._guarded("drain", partial(self.lifetimes.end, drained))
 
     def _guarded(self, loop: str, step: Callable[[], None]) -> None:
         try:
@@ -215,9 +207,9 @@ class Agent:
         except Exception as error:  # the drain loop outlives anything: counted, logged
             self.stats.loop_errors.record(loop, error)
 
-    def _tick_cpu(self) -> None:
+    def _tick_cpu(self, drained: set[ProcessGeneration]) -> None:
         """The drain's steps in order: read the kernel maps, attribute the samples to
-        processes, symbolize, label, batch; then the drain ends for the process table."""
+        processes, symbolize, label, batch; adds the drained processes to `drained`."""
         with self._timed("drain"):
             drain = self.sampler.drain()
         with self.lock, self._timed("build"):
@@ -229,21 +221,21 @@ class Agent:
             self._account(drain, [s for p, counts in stacks.items() if p in labels for s in counts])
             window = Window(drain.start_ns, drain.end_ns)
             batch = self.builder.to_batch(window, stacks, labels, self.counters(drain))
-            self.lifetimes.end(groups.keys())
+            drained.update(groups)
         with self._timed("ship"):
             self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
         # Counted once its batch is queued: a scrape never sees a drain whose
         # batch is not yet pending (drains now follow each other at once when late).
         self.stats.drains += 1
 
-    def _tick_network(self, network: NetworkSide) -> None:
+    def _tick_network(self, network: NetworkSide, drained: set[ProcessGeneration]) -> None:
         with self._timed("network_drain"):
             drain = network.tracer.drain()
         with self.lock, self._timed("network_build"):
             groups, comms = network_processes(drain)
-            processes = network.lifetimes.attribute(groups, comms)
+            processes = self.lifetimes.attribute(groups, comms)
             batch = network.builder.build(drain, processes, _network_counters(drain))
-            network.lifetimes.end(groups.keys())
+            drained.update(groups)
             self.stats.network_calls += drain.calls
             for reason, count in drain.drops.items():
                 self.stats.network_dropped[reason] += count
@@ -278,10 +270,7 @@ class Agent:
         return counters
 
     def process_tables(self) -> dict[str, ProcessTable]:
-        tables = {"cpu": self.processes}
-        if self.network:
-            tables["network"] = self.network.processes
-        return tables
+        return {PROCESS_TABLE: self.processes}
 
     def _stage_stats(self) -> dict[str, Any]:
         stages: dict[str, Any] = {
@@ -351,21 +340,22 @@ def _network_counters(drain: NetworkDrain) -> dict[str, int]:
 
 
 def build_network(
+    tracer: NetworkTracer,
+    programs: Programs,
     symbolizer: Symbolizer,
     labels: LabelProvider,
-    captures: ProcessCaptures,
     peers: PeerResolver,
     stats: AgentStats,
 ) -> NetworkSide | None:
-    """Start the network tracer; without it the agent still profiles CPU."""
-    tracer = NetworkTracer()
+    """Start the network tracer (compiled into `programs`); without it the agent still
+    profiles CPU."""
     try:
-        tracer.start()
-    except Exception as error:  # BCC raises bare Exceptions for compile and load errors
+        tracer.attach(programs)
+    except Exception as error:  # BCC raises bare Exceptions for load errors
         log.error("network tracing is off: %s", error)
-        tracer.close()
+        with contextlib.suppress(Exception):
+            tracer.suspend()
         return None
-    processes = ProcessTable(captures)
     stacks = BatchBuilder(
         symbolizer=symbolizer,
         labels=labels,
@@ -373,8 +363,20 @@ def build_network(
         profile_type=NET_WAIT.name,
         errors=stats.process_errors,
     )
-    lifetimes = ProcessLifetimes(processes, symbolizer, stats.process_errors)
-    return NetworkSide(tracer, NetworkBatchBuilder(stacks, peers=peers), processes, lifetimes)
+    return NetworkSide(tracer, NetworkBatchBuilder(stacks, peers=peers))
+
+
+def load_programs(
+    sampler: CpuSampler, tracer: NetworkTracer | None
+) -> tuple[Programs, NetworkTracer | None]:
+    """Compile the BPF programs as one module; if the network tracer's does not compile
+    (or its tracepoints cannot be read), the CPU sampler's alone."""
+    if tracer is not None:
+        try:
+            return Programs([sampler.program(), tracer.program()]), tracer
+        except Exception as error:  # BCC raises bare Exceptions for compile errors
+            log.error("network tracing is off: %s", error)
+    return Programs([sampler.program()]), None
 
 
 def build_agent(settings: AgentSettings) -> Agent:
@@ -398,9 +400,7 @@ def build_agent(settings: AgentSettings) -> Agent:
         max_bytes=settings.symbol_cache_bytes, cache_dir=settings.symbol_cache_dir
     )
     cgroups = CgroupResolver()
-    # One capture per process for both tables (see captures.py).
-    captures = ProcessCaptures(symbolizer, cgroups=cgroups)
-    processes = ProcessTable(captures)
+    processes = ProcessTable(ProcessCaptures(symbolizer, cgroups=cgroups))
     kubernetes = _start_kubernetes(settings)
     providers: list[LabelProvider] = [HostLabels(node=settings.node_name), CgroupLabels(cgroups)]
     if kubernetes is not None:
@@ -416,18 +416,23 @@ def build_agent(settings: AgentSettings) -> Agent:
         errors=stats.process_errors,
     )
     peers: PeerResolver = PodPeers(kubernetes) if kubernetes is not None else NoPeers()
-    # The network programs compile first: CPU samples of processes are announced
-    # only once the agent runs, so sampling starts last, just before it does.
-    network = (
-        build_network(symbolizer, labels, captures, peers, stats) if settings.network else None
-    )
     try:
-        sampler.start()
+        programs, tracer = load_programs(sampler, NetworkTracer() if settings.network else None)
     except BaseException:
         if kubernetes is not None:
             kubernetes.close()
-        if network is not None:
-            network.tracer.close()
+        raise
+    # The network tracer attaches first: processes are announced only once the
+    # agent runs, so sampling starts last, just before it does.
+    try:
+        network = None
+        if tracer is not None:
+            network = build_network(tracer, programs, symbolizer, labels, peers, stats)
+        sampler.attach(programs)
+    except BaseException:
+        programs.close()
+        if kubernetes is not None:
+            kubernetes.close()
         raise
     unwinder = None
     if unwind_sizes is not None:
@@ -438,6 +443,7 @@ def build_agent(settings: AgentSettings) -> Agent:
         shipper,
         symbolizer,
         processes,
+        programs,
         interval=settings.interval,
         shutdown_timeout=settings.shutdown_timeout,
         kubernetes=kubernetes,
@@ -478,10 +484,9 @@ def metric_collectors(agent: Agent) -> list[Collector]:
 
 def _cache_sizes(agent: Agent, tables: dict[str, ProcessTable]) -> list[CacheSizes]:
     """Where each part's cache sizes come from (the gauge podflame_agent_cache_entries)."""
-    captures, cgroups = agent.processes.captures, agent.processes.cgroups
+    cgroups = agent.processes.cgroups
     sources: list[CacheSizes] = [
-        lambda: {f"processes_{name}": len(table) for name, table in tables.items()},
-        lambda: {"process_captures": len(captures)},
+        lambda: {name: len(table) for name, table in tables.items()},
         agent.symbolizer.cache_sizes,
         lambda: {"shallow_stack_pids": len(agent.stats.shallow)},
     ]

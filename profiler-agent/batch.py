@@ -18,8 +18,8 @@ from typing import Protocol
 
 from podflame.agent.failures import PROCESS_STAGES, CaughtErrors
 from podflame.agent.labels import LabelProvider, ProcessIdentity
-from podflame.agent.lifetimes import Attributed, user_addresses
-from podflame.agent.sampler import ProcessGeneration, SampleCount
+from podflame.agent.lifetimes import Attributed, StackSample, user_addresses
+from podflame.agent.programs import ProcessGeneration
 from podflame.model import Batch, Series, StackValue
 from podflame.model.frames import KERNEL_FRAME_SUFFIX, Frame, FrameKind
 from podflame.model.wire import MAX_FRAME_CHARS, stacks_of
@@ -115,7 +115,7 @@ class BatchBuilder:
             counters=counters,
         )
 
-    def _kernel_frames(self, samples: list[SampleCount]) -> dict[int, Frame]:
+    def _kernel_frames(self, samples: Sequence[StackSample]) -> dict[int, Frame]:
         addresses = sorted({a for s in samples for a in s.kernel_stack})
         symbols = self.symbolizer.kernel_symbols(addresses)
         return {a: _frame(FrameKind.KERNEL, s) for a, s in zip(addresses, symbols, strict=True)}
@@ -143,7 +143,7 @@ class BatchBuilder:
 
 
 def _stacks(
-    samples: list[SampleCount], user: dict[int, Frame], kernel: dict[int, Frame]
+    samples: Sequence[StackSample], user: dict[int, Frame], kernel: dict[int, Frame]
 ) -> Counter[Stack]:
     """The sample count of each stack of one process."""
     counts: Counter[Stack] = Counter()

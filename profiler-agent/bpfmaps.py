@@ -116,18 +116,29 @@ def clear_stack_map(stacks: Any) -> None:
         del stacks[key]  # nothing else deletes from the inactive slot
 
 
-def stack_addresses(
+def stack_call_sites(
     stacks: Any, stack_id: int, cache: dict[int, tuple[int, ...]]
 ) -> tuple[int, ...]:
-    """The addresses of a recorded stack, leaf first; empty when the kernel recorded none."""
+    """The call sites of a recorded stack (see `call_sites`), leaf first; empty when the
+    kernel recorded none. `cache` keeps those of the stacks read in this drain."""
     if stack_id < 0:
         return ()
     if stack_id not in cache:
         try:
-            cache[stack_id] = tuple(stacks.walk(stack_id))
+            cache[stack_id] = call_sites(tuple(stacks.walk(stack_id)))
         except KeyError:
             cache[stack_id] = ()
     return cache[stack_id]
+
+
+def call_sites(stack: tuple[int, ...]) -> tuple[int, ...]:
+    """The sampled address, then the address of each call instruction.
+
+    Every frame but the leaf is a return address, the instruction after a call.
+    After a call to a function that never returns it can be the first byte of
+    the next function, so the byte before it, inside the call, is looked up.
+    """
+    return stack[:1] + tuple(address - 1 for address in stack[1:])
 
 
 def detach_tracepoints(bpf: Any) -> None:
@@ -144,3 +155,21 @@ def detach_tracepoints(bpf: Any) -> None:
         with ThreadPoolExecutor(min(len(fds), 64), thread_name_prefix="detach") as pool:
             list(pool.map(lib.bpf_close_perf_event_fd, fds))
     bpf.tracepoint_fds.clear()  # closed: cleanup() must not close them again
+
+
+class DropCounters:
+    """Per-CPU counters of what a program could not record, one per reason (the map's
+    index), read as the increase since the last reading: they are never reset, since
+    a reset would race with the kernel incrementing them."""
+
+    def __init__(self, reasons: tuple[str, ...]) -> None:
+        self.reasons = reasons
+        self._seen = dict.fromkeys(reasons, 0)
+
+    def read(self, table: Any) -> dict[str, int]:
+        drops = {}
+        for index, reason in enumerate(self.reasons):
+            total = int(table.sum(ctypes.c_int(index)).value)
+            drops[reason] = total - self._seen[reason]
+            self._seen[reason] = total
+        return drops

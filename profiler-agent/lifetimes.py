@@ -11,12 +11,31 @@ symbolizing and labelling read the records they are given.
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from podflame.agent.failures import CaughtErrors
 from podflame.agent.processes import ProcessRecord, ProcessTable
-from podflame.agent.sampler import ProcessGeneration, SampleCount
+from podflame.agent.programs import ProcessGeneration
 from podflame.symbolizer import ProcessImage
+
+
+class StackSample(Protocol):
+    """What the drain's steps read of a sample: the CPU sampler's `SampleCount`, or the
+    network tracer's `Wait` (whose count is nanoseconds)."""
+
+    @property
+    def process(self) -> ProcessGeneration: ...
+    @property
+    def comm(self) -> str: ...
+    @property
+    def user_stack(self) -> tuple[int, ...]: ...
+    @property
+    def kernel_stack(self) -> tuple[int, ...]: ...
+    @property
+    def count(self) -> int: ...
+
+
+Sample = TypeVar("Sample", bound=StackSample)
 
 
 class StaleCheck(Protocol):
@@ -30,28 +49,28 @@ class Attributed:
 
     record: ProcessRecord
     comm: str
-    samples: list[SampleCount]
+    samples: Sequence[StackSample]
 
     @property
     def process(self) -> ProcessGeneration:
         return self.record.process
 
 
-def by_process(samples: Iterable[SampleCount]) -> dict[ProcessGeneration, list[SampleCount]]:
-    grouped: dict[ProcessGeneration, list[SampleCount]] = defaultdict(list)
+def by_process(samples: Iterable[Sample]) -> dict[ProcessGeneration, list[Sample]]:
+    grouped: dict[ProcessGeneration, list[Sample]] = defaultdict(list)
     for sample in samples:
         grouped[sample.process].append(sample)
     return dict(grouped)
 
 
-def user_addresses(samples: Iterable[SampleCount]) -> list[int]:
+def user_addresses(samples: Iterable[StackSample]) -> list[int]:
     """The distinct user addresses of `samples`, sorted."""
     return sorted({address for sample in samples for address in sample.user_stack})
 
 
 @dataclass
 class ProcessLifetimes:
-    """The drain's view of one process table (the CPU sampler's, or the network tracer's)."""
+    """The drain's view of the process table (the CPU and the network drains share it)."""
 
     table: ProcessTable
     images: StaleCheck
@@ -59,7 +78,7 @@ class ProcessLifetimes:
 
     def attribute(
         self,
-        groups: Mapping[ProcessGeneration, list[SampleCount]],
+        groups: Mapping[ProcessGeneration, Sequence[StackSample]],
         comms: Mapping[ProcessGeneration, str] | None = None,
     ) -> list[Attributed]:
         """Each process's record; a process whose capture fails is left out (counted).
@@ -70,7 +89,7 @@ class ProcessLifetimes:
         return [attributed for attributed in found if attributed is not None]
 
     def _attribute_one(
-        self, process: ProcessGeneration, samples: list[SampleCount], comm: str
+        self, process: ProcessGeneration, samples: Sequence[StackSample], comm: str
     ) -> Attributed | None:
         try:
             record = self.table.lookup(process)

@@ -6,13 +6,14 @@ connections carry the same process labels as the series.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from podflame.agent.batch import BatchBuilder, Window
 from podflame.agent.lifetimes import Attributed, by_process
-from podflame.agent.network import CallLatency, ConnectOutcome, NetworkDrain
+from podflame.agent.network import CallLatency, ConnectOutcome, NetworkDrain, Wait
 from podflame.agent.peers import PeerResolver
-from podflame.agent.sampler import ProcessGeneration, SampleCount
+from podflame.agent.programs import ProcessGeneration
 from podflame.model import Batch, Connection, LatencyHistogram
 
 
@@ -30,7 +31,7 @@ class NetworkBatchBuilder:
         batch = self.stacks.to_batch(window, self.stacks.symbolize(processes), labels, counters)
         # A process whose labels could not be read loses its entries (counted).
         batch.latency = [
-            _histogram(entry, labels[entry.process])
+            LatencyHistogram(labels=labels[entry.process], **_measured(entry))
             for entry in drain.latency
             if entry.process in labels
         ]
@@ -42,21 +43,13 @@ class NetworkBatchBuilder:
         return batch
 
     def _connection(self, entry: ConnectOutcome, labels: dict[str, str]) -> Connection:
-        return Connection(
-            labels=labels,
-            address=entry.address,
-            port=entry.port,
-            result=entry.result,
-            count=entry.count,
-            max_ns=entry.max_ns,
-            buckets=entry.buckets,
-            peer=self.peers.peer(entry.address),
-        )
+        peer = self.peers.peer(entry.address)
+        return Connection(labels=labels, peer=peer, **_measured(entry))
 
 
 def network_processes(
     drain: NetworkDrain,
-) -> tuple[dict[ProcessGeneration, list[SampleCount]], dict[ProcessGeneration, str]]:
+) -> tuple[dict[ProcessGeneration, list[Wait]], dict[ProcessGeneration, str]]:
     """Every process in the drain with its waits (none for a process with only latencies
     or connections), and the kernel's name of each that has waits."""
     groups = by_process(drain.waits)
@@ -65,14 +58,7 @@ def network_processes(
     return groups, {wait.process: wait.comm for wait in drain.waits}
 
 
-def _histogram(entry: CallLatency, labels: dict[str, str]) -> LatencyHistogram:
-    return LatencyHistogram(
-        labels=labels,
-        syscall=entry.syscall,
-        count=entry.count,
-        errors=entry.errors,
-        eagain=entry.eagain,
-        sum_ns=entry.sum_ns,
-        max_ns=entry.max_ns,
-        buckets=entry.buckets,
-    )
+def _measured(entry: CallLatency | ConnectOutcome) -> dict[str, Any]:
+    """An entry's fields but its process: the wire record's own (its labels stand for
+    the process)."""
+    return {f.name: getattr(entry, f.name) for f in fields(entry) if f.name != "process"}

@@ -7,12 +7,10 @@ like the CPU sampler's. Which tracepoints exist is read from tracefs first:
 a missing one turns off only the feature that needs it, with a log line.
 """
 
-import ctypes
 import errno
 import ipaddress
 import logging
 import random
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -22,25 +20,16 @@ from typing import Any
 import numpy as np
 
 from podflame.agent.bpfmaps import (
+    DropCounters,
     clear_stack_map,
-    detach_tracepoints,
     read_and_clear,
     read_and_clear_counts,
-    release_compiler_memory,
-    stack_addresses,
-    switch_slot,
+    stack_call_sites,
 )
 from podflame.agent.netprobes import FEATURES, Feature, Plan, plan_features
-from podflame.agent.sampler import (
-    Announcement,
-    ProcessGeneration,
-    SampleCount,
-    call_sites,
-    read_announcement,
-)
+from podflame.agent.programs import DoubleBuffered, ProcessGeneration, Program, Programs
 from podflame.agent.sockets import processes, socket_descriptors
 from podflame.agent.tracefs import events_root
-from podflame.bpf import source_path
 from podflame.symbolizer.text import decode
 
 log = logging.getLogger(__name__)
@@ -64,14 +53,14 @@ NETWORK_SYSCALLS = (
     "writev",
 )
 
-# Must match enum drop_reason in the BPF program.
+# Must match enum net_drop_reason in the BPF program (an announcement lost is the
+# CPU sampler's drop "new_process": the programs share one announcement stream).
 DROP_REASONS = (
     "inflight",
     "latency_map",
     "connection_map",
     "wait_map",
     "user_stack",
-    "new_process",
     "fd_map",
 )
 
@@ -101,7 +90,6 @@ class NetworkSizes:
     fd_tables: int = 16384  # processes with sockets
     fd_high_words: int = 16384  # 64-descriptor words above TABLE_FDS
     pending: int = 8192  # non-blocking connects in progress
-    known_pids: int = 32768
 
     def cflags(self) -> list[str]:
         names = {
@@ -109,11 +97,10 @@ class NetworkSizes:
             "LATENCY_ENTRIES": self.latency,
             "CONNECTION_ENTRIES": self.connections,
             "WAIT_ENTRIES": self.waits,
-            "STACK_MAP_ENTRIES": self.stacks,
+            "WAIT_STACK_ENTRIES": self.stacks,
             "FD_TABLES": self.fd_tables,
             "FD_HIGH_WORDS": self.fd_high_words,
             "PENDING_ENTRIES": self.pending,
-            "KNOWN_PIDS": self.known_pids,
         }
         return [f"-D{name}={value}" for name, value in names.items()]
 
@@ -145,11 +132,29 @@ class ConnectOutcome:
     buckets: dict[int, int]
 
 
+@dataclass(frozen=True)
+class Wait:
+    """Time one process spent in network calls made from one user stack (net_wait)."""
+
+    process: ProcessGeneration
+    comm: str  # the calling thread's name
+    user_stack: tuple[int, ...]  # leaf first, as call sites (see bpfmaps.call_sites)
+    nanoseconds: int
+
+    # What the drain's steps read of a sample (lifetimes.StackSample): the value is
+    # the time, and the calls' kernel stacks are not recorded.
+    kernel_stack: tuple[int, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return self.nanoseconds
+
+
 @dataclass
 class NetworkDrain:
     start_ns: int
     end_ns: int
-    waits: list[SampleCount] = field(default_factory=list)  # count = nanoseconds
+    waits: list[Wait] = field(default_factory=list)
     latency: list[CallLatency] = field(default_factory=list)
     connections: list[ConnectOutcome] = field(default_factory=list)
     drops: dict[str, int] = field(default_factory=dict)
@@ -159,8 +164,11 @@ class NetworkDrain:
         return sum(entry.count for entry in self.latency)
 
 
-class NetworkTracer:
-    """Owns the network BPF programs: attach on start, drain periodically, detach on close."""
+class NetworkTracer(DoubleBuffered):
+    """The network programs: attach, drain periodically, detach on close."""
+
+    config_map = "net_config"
+    not_started = "network tracer not started"
 
     def __init__(
         self,
@@ -175,31 +183,28 @@ class NetworkTracer:
         self._events = events  # tracefs events folder; found at start when None
         self._proc = proc
         self.plan: Plan | None = None
-        self._bpf: Any = None
-        self._slot = 0
-        self._last_drain_ns = time.time_ns()
-        self._drops_seen = dict.fromkeys(DROP_REASONS, 0)
-        self._announced: list[Announcement] = []
-        self._announce_lock = threading.Lock()
+        super().__init__()
+        self._drops = DropCounters(DROP_REASONS)
 
     @property
     def enabled(self) -> tuple[str, ...]:
         """Names of the features attached (see netprobes.FEATURES)."""
         return self.plan.enabled if self.plan else ()
 
-    def start(self) -> None:
-        from bcc import BPF  # loaded only where BPF runs
-
+    def program(self) -> Program:
+        """For the tracepoints tracefs shows (read now)."""
         events = self._events or events_root()
         if events is None:
             raise RuntimeError("tracefs is not mounted (see scripts/install.sh)")
         self.plan = plan_features(events, FEATURES)
         for feature, reason in self.plan.disabled:
             log.warning("network: %s: %s", reason, feature.loses)
-        cflags = [*self.sizes.cflags(), f"-DSTACK_MIN_NS={self.stack_min_ns}", *self.plan.cflags]
-        self._bpf = BPF(src_file=str(source_path(BPF_SOURCE)).encode(), cflags=cflags)
-        self._table("new_processes").open_ring_buffer(self._on_new_process)
-        self._set_slot(0)
+        cflags = (*self.sizes.cflags(), f"-DSTACK_MIN_NS={self.stack_min_ns}", *self.plan.cflags)
+        return Program(BPF_SOURCE, cflags)
+
+    def attach(self, programs: Programs) -> None:
+        assert self.plan is not None, "program() plans the features"
+        self._use(programs)
         # Descriptor bookkeeping first, then the seed from /proc, so that no
         # socket falls between the two; the measured calls last.
         for feature in self.plan.features:
@@ -207,8 +212,7 @@ class NetworkTracer:
                 self._attach(feature)
         seeded = self._seed_sockets()
         self.resume()
-        self._last_drain_ns = time.time_ns()
-        release_compiler_memory()
+        self._last_drain_ns = time.time_ns()  # measuring from now on
         measured = [f.name for f in self.plan.features if f.measured and f.name in self.enabled]
         log.info(
             "network: tracing %s; %d sockets of running processes seeded from /proc",
@@ -222,7 +226,7 @@ class NetworkTracer:
         for feature in self.plan.features:
             if feature.measured and feature.name in self.plan.enabled:
                 for probe in feature.probes:
-                    self._bpf.detach_tracepoint(tp=probe.tracepoint.encode())
+                    self._bpf().detach_tracepoint(tp=probe.tracepoint.encode())
 
     def resume(self) -> None:
         """Measure calls (again)."""
@@ -233,7 +237,7 @@ class NetworkTracer:
 
     def program_fd(self, function: str) -> int:
         """The file descriptor of a loaded program (for its kernel statistics)."""
-        fd: int = self._bpf.funcs[function.encode()].fd
+        fd: int = self._bpf().funcs[function.encode()].fd
         return fd
 
     def _attach(self, feature: Feature) -> None:
@@ -249,48 +253,20 @@ class NetworkTracer:
         attached = []
         try:
             for probe in feature.probes:
-                self._bpf.attach_tracepoint(
+                self._bpf().attach_tracepoint(
                     tp=probe.tracepoint.encode(), fn_name=probe.function.encode()
                 )
                 attached.append(probe)
         except Exception as error:  # BCC raises Exception for a failed attach
             for probe in attached:
-                self._bpf.detach_tracepoint(tp=probe.tracepoint.encode())
+                self._bpf().detach_tracepoint(tp=probe.tracepoint.encode())
             self.plan.fail(feature, f"attaching {feature.name} failed ({error})")
             log.warning("network: attaching %s failed (%s): %s", feature.name, error, feature.loses)
 
-    def poll(self, timeout_ms: int) -> list[Announcement]:
-        """Read the announcement ring buffer, waiting up to `timeout_ms` for an event.
-
-        Returns the processes first seen since the last call. Call from one thread only.
-        """
-        if self._bpf is None:
-            raise RuntimeError("network tracer not started")
-        self._bpf.ring_buffer_poll(timeout_ms)
-        self._bpf.ring_buffer_consume()  # whatever arrived without a wakeup
-        with self._announce_lock:
-            announced, self._announced = self._announced, []
-        return announced
-
-    def _on_new_process(self, _ctx: Any, data: Any, _size: int) -> None:
-        announcement = read_announcement(data)
-        with self._announce_lock:
-            self._announced.append(announcement)
-
-    def close(self) -> None:
-        if self._bpf is not None:
-            detach_tracepoints(self._bpf)
-            self._bpf.cleanup()
-            self._bpf = None
-
     def drain(self) -> NetworkDrain:
         """Switch slots, then read and clear what the kernel counted in the old one."""
-        if self._bpf is None:
-            raise RuntimeError("network tracer not started")
-        old = self._slot
-        end_ns = switch_slot(self._set_slot, old)
-        drain = NetworkDrain(start_ns=self._last_drain_ns, end_ns=end_ns)
-        self._last_drain_ns = end_ns
+        old, start_ns, end_ns = self._switch()
+        drain = NetworkDrain(start_ns=start_ns, end_ns=end_ns)
         drain.latency = [_latency(k, v) for k, v in read_and_clear(self._table(f"latency_{old}"))]
         drain.connections = merged_outcomes(
             _connection(k, v)
@@ -298,42 +274,27 @@ class NetworkTracer:
             if v.count > 0
         )
         drain.waits = self._read_waits(old)
-        drain.drops = self._read_drops()
+        drain.drops = self._drops.read(self._table("net_drops"))
         self._forget_ended_processes()
         return drain
 
-    def _table(self, name: str) -> Any:
-        return self._bpf[name.encode()]
+    def _bpf(self) -> Any:
+        return self._programs().bpf
 
-    def _set_slot(self, slot: int) -> None:
-        self._table("config")[ctypes.c_int(0)] = ctypes.c_uint32(slot)
-        self._slot = slot
-
-    def _read_waits(self, slot: int) -> list[SampleCount]:
-        stacks = self._table(f"stacks_{slot}")
+    def _read_waits(self, slot: int) -> list[Wait]:
+        stacks = self._table(f"wait_stacks_{slot}")
         cache: dict[int, tuple[int, ...]] = {}
         waits = [
-            SampleCount(
+            Wait(
                 process=ProcessGeneration(key.pid, key.generation),
                 comm=decode(key.comm),
-                user_stack=call_sites(stack_addresses(stacks, key.user_stack_id, cache)),
-                kernel_stack=(),
-                count=nanoseconds,
+                user_stack=stack_call_sites(stacks, key.user_stack_id, cache),
+                nanoseconds=nanoseconds,
             )
             for key, nanoseconds in read_and_clear_counts(self._table(f"waits_{slot}"))
         ]
         clear_stack_map(stacks)
         return waits
-
-    def _read_drops(self) -> dict[str, int]:
-        """Drops since the last drain (per-CPU counters, never reset; see the sampler)."""
-        table = self._table("drops")
-        drops = {}
-        for index, reason in enumerate(DROP_REASONS):
-            total = int(table.sum(ctypes.c_int(index)).value)
-            drops[reason] = total - self._drops_seen[reason]
-            self._drops_seen[reason] = total
-        return drops
 
     def _forget_ended_processes(self) -> None:
         """Delete the tables of processes that are gone.

@@ -1,15 +1,12 @@
 """What the agent knows of each sampled process, captured while it lives.
 
-A process is announced by the kernel side at its first sample (see
-bpf/cpu_profile.bpf.c) and its name, start time and memory image (mappings
-and opened binaries) are captured then, so that a process which exits before
-the next drain still gets its symbols and labels. Records are keyed by
-(pid, generation): after exec or pid reuse the kernel side starts a new
-generation, so nothing carries over from one program to another.
-
-The CPU sampler and the network tracer each keep a table (each BPF program
-numbers its own generations); both take their captures from one
-ProcessCaptures, so a process announced by both is read from /proc once.
+A process is announced by the kernel side at its first event, a CPU sample or
+a network call (bpf/processes.h: both BPF programs share one identity), and
+its name, start time and memory image (mappings and opened binaries) are
+captured then, so that a process which exits before the next drain still gets
+its symbols and labels. Records are keyed by (pid, generation): after exec or
+pid reuse the kernel side starts a new generation, so nothing carries over
+from one program to another. The agent keeps one table, for both drains.
 """
 
 from dataclasses import dataclass, field, replace
@@ -17,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from podflame.agent.captures import Capture, CgroupSource, ProcessCaptures
 from podflame.agent.cgroups import CgroupIdentity
 from podflame.agent.procfs import read_start_ticks
-from podflame.agent.sampler import ProcessGeneration
+from podflame.agent.programs import ProcessGeneration
 from podflame.agent.stats import TableCounts
 from podflame.symbolizer import PendingRead, ProcessImage
 from podflame.symbolizer.elf import ElfSymbols
@@ -224,9 +221,9 @@ class ProcessTable:
                 self._forget(process)
 
     def _forget(self, process: ProcessGeneration) -> None:
-        # Its image is not closed here: the other table's record of the same
-        # process may share it (ProcessCaptures). Files still unread are closed
-        # when the last reference goes, or by close().
+        # Its image is not closed here: a forked child's record may share it (its
+        # parent's capture). Files still unread are closed when the last
+        # reference goes, or by close().
         del self._records[process]
         if self._newest.get(process.pid) == process:
             del self._newest[process.pid]

@@ -26,12 +26,6 @@ class ProcessStat:
     start_stack: int  # field 28
     start_brk: int  # field 47
 
-    @property
-    def identifies_image(self) -> bool:
-        """False for kernel threads, and when the kernel hides the addresses (no
-        ptrace access): then only the start time is known, and exec changes nothing in it."""
-        return self.start_stack != 0
-
 
 def read_comm(pid: int, proc: Path = Path("/proc")) -> str | None:
     try:

@@ -10,21 +10,20 @@ import ctypes
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from podflame.agent.bpfmaps import (
+    DropCounters,
+    call_sites,
     clear_stack_map,
     read_and_clear,
     read_and_clear_counts,
-    release_compiler_memory,
-    stack_addresses,
-    switch_slot,
+    stack_call_sites,
 )
 from podflame.agent.cpython.bpfmaps import PyOffsets, PythonSample, read_python_slot
-from podflame.bpf import source_text
+from podflame.agent.programs import DoubleBuffered, ProcessGeneration, Program, Programs
 from podflame.symbolizer.text import decode
 
 log = logging.getLogger(__name__)
@@ -32,25 +31,11 @@ log = logging.getLogger(__name__)
 BPF_SOURCE = "cpu_profile.bpf.c"
 
 
-# Processes the kernel side remembers as announced; past this the least
-# recently sampled is forgotten and announced again when sampled.
-KNOWN_PIDS = 32768
-
-# Must match enum drop_reason in the BPF program.
-DROP_REASONS = ("user_stack", "kernel_stack", "count_map", "new_process", "overflow")
+# Must match enum drop_reason in the BPF program (a drain adds the programs'
+# announcements lost, "new_process").
+DROP_REASONS = ("user_stack", "kernel_stack", "count_map", "overflow")
 
 MAX_STACK_DEPTH = 127  # as in the BPF program
-
-
-class _NewProcessEvent(ctypes.Structure):
-    """struct new_process, the same in both BPF programs (CPU and network)."""
-
-    _fields_ = [
-        ("pid", ctypes.c_uint32),
-        ("generation", ctypes.c_uint32),
-        ("parent_pid", ctypes.c_uint32),  # 0: none known
-        ("parent_generation", ctypes.c_uint32),  # 0: not sampled before the fork
-    ]
 
 
 class _OverflowSample(ctypes.Structure):
@@ -68,37 +53,10 @@ class _OverflowSample(ctypes.Structure):
 
 
 @dataclass(frozen=True)
-class ProcessGeneration:
-    """A process as the kernel side tells them apart: exec and pid reuse start a new one."""
-
-    pid: int
-    generation: int  # 0: unknown (the process could not be announced)
-
-
-@dataclass(frozen=True)
-class Announcement:
-    """A process's first sample: the agent captures the process now, while it lives."""
-
-    process: ProcessGeneration
-    # What it was forked from, if it has not exec'd since (generation 0: the parent
-    # had not been sampled before the fork). A child gone before its capture is
-    # symbolized with the parent's image: the memory it was forked with.
-    parent: ProcessGeneration | None = None
-
-
-def read_announcement(data: Any) -> Announcement:
-    """An announcement from a `new_processes` ring buffer event (either BPF program's)."""
-    event = ctypes.cast(data, ctypes.POINTER(_NewProcessEvent)).contents
-    process = ProcessGeneration(event.pid, event.generation)
-    parent = ProcessGeneration(event.parent_pid, event.parent_generation)
-    return Announcement(process, parent if parent.pid else None)
-
-
-@dataclass(frozen=True)
 class SampleCount:
     """Samples of one process with one pair of stacks.
 
-    Stacks are leaf first, as call sites (see `call_sites`), ready to look up.
+    Stacks are leaf first, as call sites (see `bpfmaps.call_sites`), ready to look up.
     """
 
     process: ProcessGeneration
@@ -176,8 +134,11 @@ def _power_of_two(value: int, *, low: int, high: int) -> int:
     return max(low, min(high, size))
 
 
-class CpuSampler:
-    """Owns the BPF program: attach on start, drain periodically, detach on close."""
+class CpuSampler(DoubleBuffered):
+    """The CPU program: attach, drain periodically, detach on close."""
+
+    config_map = "config"
+    not_started = "sampler not started"
 
     def __init__(
         self,
@@ -193,39 +154,38 @@ class CpuSampler:
         self.kernel_stacks = kernel_stacks
         self.sizes = sizes or map_sizes(frequency, interval, os.cpu_count() or 1)
         self.unwind = unwind  # None: frame pointers only
-        self._bpf: Any = None
-        self._slot = 0
-        self._last_drain_ns = time.time_ns()
-        self._drops_seen = dict.fromkeys(DROP_REASONS, 0)
-        self._announced: list[Announcement] = []
+        super().__init__()
+        self._drops = DropCounters(DROP_REASONS)
         # Collided samples received from the kernel, waiting for the next drain.
         self._overflow: list[SampleCount] = []
         self._overflow_lock = threading.Lock()
 
-    def start(self) -> None:
-        from bcc import BPF, PerfSWConfig, PerfType  # loaded only where BPF runs
-
-        cflags = [
+    def program(self) -> Program:
+        cflags = (
             f"-DSTACK_MAP_ENTRIES={self.sizes.stack_entries}",
             f"-DCOUNT_MAP_ENTRIES={self.sizes.count_entries}",
             f"-DKERNEL_STACKS={int(self.kernel_stacks)}",
-            f"-DKNOWN_PIDS={KNOWN_PIDS}",
             *(self.unwind.cflags() if self.unwind else []),
-        ]
-        self._bpf = BPF(text=source_text(BPF_SOURCE).encode(), cflags=cflags)
-        self._table("new_processes").open_ring_buffer(self._on_new_process)
+        )
+        return Program(BPF_SOURCE, cflags)
+
+    def attach(self, programs: Programs) -> None:
+        from bcc import PerfSWConfig, PerfType  # loaded only where BPF runs
+
+        self._use(programs)
         self._table("overflow").open_ring_buffer(self._on_overflow)
-        self._set_slot(0)
+        if self.unwind is not None:  # a new image's unwind tables are loaded anew
+            programs.bpf.attach_tracepoint(
+                tp=b"sched:sched_process_exec", fn_name=b"forget_unwinding"
+            )
         # cpu-clock counts nanoseconds, so a fixed period makes every sample
         # worth exactly period_ns of CPU time.
-        self._bpf.attach_perf_event(
+        programs.bpf.attach_perf_event(
             ev_type=PerfType.SOFTWARE,
             ev_config=PerfSWConfig.CPU_CLOCK,
             fn_name=b"on_sample",
             sample_period=self.period_ns,
         )
-        self._last_drain_ns = time.time_ns()
-        release_compiler_memory()
         log.info(
             "sampling all CPUs at %d Hz (stack map %d entries, count map %d, kernel stacks %s)",
             self.frequency,
@@ -233,21 +193,6 @@ class CpuSampler:
             self.sizes.count_entries,
             "on" if self.kernel_stacks else "off",
         )
-
-    def poll(self, timeout_ms: int) -> list[Announcement]:
-        """Read the ring buffers, waiting up to `timeout_ms` for an event.
-
-        Returns the processes first sampled since the last call; collided
-        samples are kept for the next drain. Call from one thread only.
-        """
-        if self._bpf is None:
-            raise RuntimeError("sampler not started")
-        self._bpf.ring_buffer_poll(timeout_ms)
-        announced, self._announced = self._announced, []
-        return announced
-
-    def _on_new_process(self, _ctx: Any, data: Any, _size: int) -> None:
-        self._announced.append(read_announcement(data))
 
     def _on_overflow(self, _ctx: Any, data: Any, _size: int) -> None:
         event = ctypes.cast(data, ctypes.POINTER(_OverflowSample)).contents
@@ -261,26 +206,18 @@ class CpuSampler:
         with self._overflow_lock:
             self._overflow.append(sample)
 
-    def close(self) -> None:
-        if self._bpf is not None:
-            self._bpf.cleanup()
-            self._bpf = None
-
     def drain(self) -> Drain:
         """Switch slots, then read and clear what the kernel counted in the old one."""
-        if self._bpf is None:
-            raise RuntimeError("sampler not started")
-        old = self._slot
-        end_ns = switch_slot(self._set_slot, old)
-        drain = Drain(start_ns=self._last_drain_ns, end_ns=end_ns)
-        self._last_drain_ns = end_ns
+        old, start_ns, end_ns = self._switch()
+        programs = self._programs()
+        drain = Drain(start_ns=start_ns, end_ns=end_ns)
         drain.samples = list(self._read_slot(old))
         with self._overflow_lock:
             drain.samples += self._overflow
             drain.overflowed = len(self._overflow)
             self._overflow = []
-        drain.drops = self._read_drops()
-        drain.python = read_python_slot(self._bpf, old)
+        drain.drops = self._drops.read(self._table("drops")) | programs.announcement_drops()
+        drain.python = read_python_slot(programs.bpf, old)
         clear_stack_map(self._table(f"stacks_{old}"))
         return drain
 
@@ -294,23 +231,13 @@ class CpuSampler:
         if key in table:
             del table[key]
 
-    def _table(self, name: str) -> Any:
-        return self._bpf[name.encode()]
-
-    def _set_slot(self, slot: int) -> None:
-        config = self._table("config")
-        config[ctypes.c_int(0)] = ctypes.c_uint32(slot)
-        self._slot = slot
-
     def table(self, name: str) -> Any:
         """A map of the loaded program by name (the unwind table loader writes some)."""
-        if self._bpf is None:
-            raise RuntimeError("sampler not started")
         return self._table(name)
 
     def unwind_outcomes(self) -> dict[str, int]:
         """User stacks by how they were walked since the start (empty: unwinding is off)."""
-        if self._bpf is None or self.unwind is None:
+        if self.programs is None or self.unwind is None:
             return {}
         table = self._table("unwind_outcomes")
         return {
@@ -330,8 +257,8 @@ class CpuSampler:
                 comm=decode(key.comm),
                 user_stack=user_stack
                 if user_stack is not None
-                else _stack(stacks, key.user_stack_id, cache),
-                kernel_stack=_stack(stacks, key.kernel_stack_id, cache),
+                else stack_call_sites(stacks, key.user_stack_id, cache),
+                kernel_stack=stack_call_sites(stacks, key.kernel_stack_id, cache),
                 count=value,
             )
 
@@ -345,38 +272,9 @@ class CpuSampler:
             stacks[int(getattr(key, "value", key))] = call_sites(tuple(value.frames[:depth]))
         return stacks
 
-    def _read_drops(self) -> dict[str, int]:
-        """Drops since the last drain.
-
-        The per-CPU counters are never reset (a reset would race with the
-        kernel incrementing them); the difference to the last reading is new.
-        """
-        table = self._table("drops")
-        drops = {}
-        for index, reason in enumerate(DROP_REASONS):
-            total = int(table.sum(ctypes.c_int(index)).value)
-            drops[reason] = total - self._drops_seen[reason]
-            self._drops_seen[reason] = total
-        return drops
-
 
 def _copied_stack(frames: Any, size: int) -> tuple[int, ...]:
     """Call sites of a stack bpf_get_stack copied (`size` bytes, or a negative errno)."""
     if size <= 0:
         return ()
     return call_sites(tuple(frames[: size // 8]))
-
-
-def _stack(stacks: Any, stack_id: int, cache: dict[int, tuple[int, ...]]) -> tuple[int, ...]:
-    """Call sites of a stack, leaf first; empty when the kernel recorded none."""
-    return call_sites(stack_addresses(stacks, stack_id, cache))
-
-
-def call_sites(stack: tuple[int, ...]) -> tuple[int, ...]:
-    """The sampled address, then the address of each call instruction.
-
-    Every frame but the leaf is a return address, the instruction after a call.
-    After a call to a function that never returns it can be the first byte of
-    the next function, so the byte before it, inside the call, is looked up.
-    """
-    return stack[:1] + tuple(address - 1 for address in stack[1:])

@@ -41,7 +41,7 @@ class AgentStats:
     network_dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     # Announced processes still waiting for capture in the batch being worked
-    # through, per table ("cpu", "network"): it grows when capture falls behind.
+    # through, per table (the one: "processes"): it grows when capture falls behind.
     announce_backlog: dict[str, int] = field(default_factory=dict)
     # Per pid the agent holds: (comm, samples, samples with at most one user frame).
     shallow: dict[int, tuple[str, int, int]] = field(default_factory=dict)

@@ -19,7 +19,8 @@ from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, Proc
 from podflame.agent.pods import pod_label_names
 from podflame.agent.processes import ProcessTable
 from podflame.agent.procfs import read_comm, read_start_ticks
-from podflame.agent.sampler import Drain, ProcessGeneration, SampleCount
+from podflame.agent.programs import ProcessGeneration
+from podflame.agent.sampler import Drain, SampleCount
 from podflame.symbolizer import Symbolizer
 from tests.agent.drainlib import drain_batch, lifetimes_of
 from tests.agent.test_kubernetes import wait_until

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from podflame.agent.captures import MAX_CAPTURES
 from podflame.agent.processes import MAX_RECORDS
 from tests.agent.churnlib import ChurnReport, Tick, run_churn
 
@@ -24,9 +23,7 @@ pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("require_bpf")]
 # What every agent cache is capped at (Symbolizer and CgroupResolver defaults).
 SYMBOL_TABLES = 256
 CACHE_BOUNDS = {
-    "processes_cpu": MAX_RECORDS,
-    "processes_network": MAX_RECORDS,
-    "process_captures": MAX_CAPTURES,
+    "processes": MAX_RECORDS,
     "cgroup_texts": 1024,
     "cgroups": 16384,
     "symbol_tables": SYMBOL_TABLES,
@@ -40,11 +37,11 @@ SYMBOL_CACHE_BYTES = 16 << 20
 # last besides what the bounded state grew by: glibc and Python keep freed
 # memory in arenas, and a late drain (more samples) raises their high-water mark.
 RSS_MARGIN_MIB = 64
-# The most a process record or capture holds: about 3 KiB for a process captured
+# The most a process record holds: about 3 KiB for a process captured
 # alive (its mappings, cgroup and name; tracemalloc, see docs/operations.md),
 # 0.3 KiB for one gone at capture. Counted at the higher figure.
 RECORD_KIB = 3
-RECORD_CACHES = ("processes_cpu", "processes_network", "process_captures")
+RECORD_CACHES = ("processes",)
 
 
 def gauge(tick: Tick, cache: str) -> float:
@@ -79,7 +76,7 @@ def assert_bounded(report: ChurnReport, seconds: float) -> None:
     for tick in report.ticks:
         for cache, bound in CACHE_BOUNDS.items():
             assert gauge(tick, cache) <= bound, (cache, gauge(tick, cache), tick.second)
-    tables = [gauge(t, "processes_cpu") for t in report.ticks]
+    tables = [gauge(t, "processes") for t in report.ticks]
     # Records of ended processes are dropped: the table shrinks once the churn ends.
     assert tables[-1] < max(tables), tables
     assert report.named > 0  # children were sampled and named at all

@@ -11,7 +11,8 @@ from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels
 from podflame.agent.lifetimes import by_process
 from podflame.agent.processes import ProcessTable
-from podflame.agent.sampler import Drain, ProcessGeneration, SampleCount
+from podflame.agent.programs import ProcessGeneration
+from podflame.agent.sampler import Drain, SampleCount
 from podflame.model.frames import Frame, FrameKind
 from podflame.symbolizer import Symbolizer
 from tests.agent.drainlib import lifetimes_of

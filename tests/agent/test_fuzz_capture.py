@@ -29,7 +29,8 @@ from podflame.agent.failures import PROCESS_STAGES, CaughtErrors
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels
 from podflame.agent.lifetimes import ProcessLifetimes
 from podflame.agent.processes import ProcessTable
-from podflame.agent.sampler import Drain, ProcessGeneration, SampleCount
+from podflame.agent.programs import ProcessGeneration
+from podflame.agent.sampler import Drain, SampleCount
 from podflame.agent.shipper import encode
 from podflame.model import Batch
 from podflame.symbolizer import Symbolizer

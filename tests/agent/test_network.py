@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from podflame.agent.network import NetworkTracer
-from podflame.agent.sampler import Announcement
+from podflame.agent.programs import Announcement
 from podflame.model.network import bucket_of
 from tests.agent.churnlib import build_churn
 from tests.agent.netlib import (

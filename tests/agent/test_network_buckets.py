@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from podflame.bpf import source_path
+from podflame.bpf import source_text
 from podflame.model.network import MAX_EXPONENT, SUB_BUCKETS, bucket_of
 
 pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("require_bpf")]
@@ -33,7 +33,7 @@ def sample_values() -> list[int]:
 def selftest(require_bpf: None) -> Iterator[Any]:
     from bcc import BPF
 
-    bpf = BPF(src_file=str(source_path("network.bpf.c")).encode(), cflags=["-DBUCKET_SELFTEST=1"])
+    bpf = BPF(text=source_text("network.bpf.c").encode(), cflags=["-DBUCKET_SELFTEST=1"])
     bpf.attach_tracepoint(tp=b"syscalls:sys_enter_getppid", fn_name=b"bucket_selftest")
     yield bpf
     bpf.cleanup()

@@ -35,9 +35,8 @@ def net_wait_folded(server: str, pid: int) -> list[tuple[list[str], int]]:
 
 
 def wait_until_captured(agent: Agent, pid: int, timeout: float = 60) -> None:
-    assert agent.network is not None
     deadline = time.monotonic() + timeout
-    while pid not in agent.network.processes.pids():
+    while pid not in agent.processes.pids():
         assert time.monotonic() < deadline, f"{pid} was never announced"
         time.sleep(0.05)
 

@@ -11,7 +11,7 @@ from podflame.agent.network import (
     merged_outcomes,
     result_name,
 )
-from podflame.agent.sampler import ProcessGeneration
+from podflame.agent.programs import ProcessGeneration
 from podflame.agent.sockets import socket_descriptors
 
 

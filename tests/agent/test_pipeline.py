@@ -19,7 +19,7 @@ import pytest
 from podflame.agent.agent import Agent, build_agent
 from podflame.agent.batch import StackSymbolizer
 from podflame.agent.pods import PodRef
-from podflame.agent.sampler import Announcement
+from podflame.agent.programs import Announcement
 from podflame.agent.settings import AgentSettings
 from podflame.model import is_kernel_frame
 from podflame.symbolizer import ProcessImage, Symbol
@@ -260,7 +260,7 @@ def test_a_failing_announcement_poll_is_counted_and_the_loop_goes_on(quiet_agent
         stop.set()
         return []
 
-    agent._announce_loop(stop, poll, agent.processes)  # returns once stopped
+    agent._announce_loop(stop, poll)  # returns once stopped
     assert len(calls) == 2
     assert agent.stats.loop_errors.counts["announce"] == failed + 1
 

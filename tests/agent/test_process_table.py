@@ -14,7 +14,7 @@ from podflame.agent.agent import read_one_opened
 from podflame.agent.captures import ProcessCaptures
 from podflame.agent.metrics import CacheEntries, registry_of
 from podflame.agent.processes import ProcessRecord, ProcessTable
-from podflame.agent.sampler import ProcessGeneration
+from podflame.agent.programs import ProcessGeneration
 from podflame.agent.stats import AgentStats, AgentStatsCollector, ProcessTableCollector, TableCounts
 from podflame.symbolizer import Symbolizer
 from tests.conftest import compile_c

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from podflame.agent.bpfmaps import call_sites
+from podflame.agent.programs import ProcessGeneration
 from podflame.agent.sampler import (
     CpuSampler,
     MapSizes,
-    ProcessGeneration,
     SampleCount,
-    call_sites,
     map_sizes,
 )
 from tests.agent.churnlib import build_churn

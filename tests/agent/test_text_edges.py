@@ -23,7 +23,8 @@ from podflame.agent.lifetimes import ProcessLifetimes
 from podflame.agent.pods import PodMatch, parse_pod
 from podflame.agent.processes import ProcessTable
 from podflame.agent.procfs import read_comm, read_stat
-from podflame.agent.sampler import Drain, ProcessGeneration, SampleCount
+from podflame.agent.programs import ProcessGeneration
+from podflame.agent.sampler import Drain, SampleCount
 from podflame.model import Batch, Series, StackValue
 from podflame.symbolizer import Symbolizer
 from podflame.symbolizer.kallsyms import parse_kallsyms
