@@ -14,7 +14,8 @@ counts what still gets through and goes on.
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -27,13 +28,13 @@ from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.heap import release_free_memory
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, LabelProvider
-from podflame.agent.lifetimes import ProcessLifetimes, by_process
-from podflame.agent.metrics import CacheEntries, CacheSizes, StageCounters, registry_of
+from podflame.agent.lifetimes import Attributed, ProcessLifetimes, by_process
+from podflame.agent.metrics import PREFIX, CacheEntries, CacheSizes, StageCounters, registry_of
 from podflame.agent.netbatch import NetworkBatchBuilder, network_processes
 from podflame.agent.network import NetworkDrain, NetworkTracer
 from podflame.agent.peers import NoPeers, PeerResolver, PodPeers
 from podflame.agent.processes import ProcessTable
-from podflame.agent.sampler import Announcement, CpuSampler, Drain
+from podflame.agent.sampler import Announcement, CpuSampler, Drain, ProcessGeneration, SampleCount
 from podflame.agent.settings import AgentSettings
 from podflame.agent.shipper import Shipper, ShipperCollector
 from podflame.agent.spool import DiskSpool, MemoryQueue, PendingQueue
@@ -44,6 +45,7 @@ from podflame.agent.unwinding import (
     build_unwinder,
     unwind_map_sizes,
 )
+from podflame.model import Batch
 from podflame.model.profile import NET_WAIT
 from podflame.symbolizer import Symbolizer
 
@@ -220,21 +222,38 @@ class Agent:
         processes, symbolize, label, batch; then the drain ends for the process table."""
         with self._timed("drain"):
             drain = self.sampler.drain()
-        with self.lock, self._timed("build"):
+        with self._timed("build"):
+            with self.lock:
+                groups = by_process(drain.samples)
+                processes = self.lifetimes.attribute(groups)
+            # Off the lock: symbolizing reads and parses files a container controls
+            # (binaries the announcer has not read yet, perf maps), and capturing
+            # new processes must not wait for that. It changes no record; the
+            # images' reads are published as the announcer's are (symbolizer.images).
             self.symbolizer.refresh()  # kernel modules may have come or gone
-            groups = by_process(drain.samples)
-            processes = self.lifetimes.attribute(groups)
             stacks = self.builder.symbolize(processes)
-            labels = self.builder.label(processes)
-            self._account(drain, [s for p, counts in stacks.items() if p in labels for s in counts])
-            window = Window(drain.start_ns, drain.end_ns)
-            batch = self.builder.to_batch(window, stacks, labels, self.counters(drain))
-            self.lifetimes.end(groups.keys())
+            batch = self._publish(drain, groups, processes, stacks)
         with self._timed("ship"):
             self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
         # Counted once its batch is queued: a scrape never sees a drain whose
         # batch is not yet pending (drains now follow each other at once when late).
         self.stats.drains += 1
+
+    def _publish(
+        self,
+        drain: Drain,
+        groups: Mapping[ProcessGeneration, list[SampleCount]],
+        processes: list[Attributed],
+        stacks: dict[ProcessGeneration, Counter[Stack]],
+    ) -> Batch:
+        """Label, count and batch under the lock; then the drain ends for the table."""
+        with self.lock:
+            labels = self.builder.label(processes)
+            self._account(drain, [s for p, counts in stacks.items() if p in labels for s in counts])
+            window = Window(drain.start_ns, drain.end_ns)
+            batch = self.builder.to_batch(window, stacks, labels, self.counters(drain))
+            self.lifetimes.end(groups.keys())
+        return batch
 
     def _tick_network(self, network: NetworkSide) -> None:
         with self._timed("network_drain"):
@@ -460,7 +479,7 @@ def metric_collectors(agent: Agent) -> list[Collector]:
             lambda: {name: table.counts() for name, table in tables.items()},
             lambda: len(agent.processes),
         ),
-        StageCounters("symbolizer", agent.symbolizer.stats),
+        *agent.symbolizer.collectors(PREFIX),
         StageCounters("captures", agent.processes.captures.stats),
         ShipperCollector(agent.shipper),
         CacheEntries(_cache_sizes(agent, tables)),

@@ -23,6 +23,7 @@ from podflame.agent.sampler import Announcement
 from podflame.agent.settings import AgentSettings
 from podflame.model import is_kernel_frame
 from podflame.symbolizer import ProcessImage, Symbol
+from podflame.symbolizer.perfmap import PerfMaps
 from tests.conftest import compile_c
 from tests.fixtures import FIXTURES, build_burn7030
 from tests.kube_apiserver import fake_kube_api, pod_json
@@ -332,3 +333,56 @@ def test_kubernetes_metadata_is_wired_in(module_server: str, tmp_path: Path) -> 
     assert found == PodRef("default", "db-0", "Pod", "db-0")
     assert values["podflame_agent_kubernetes_lists_total"] == 1
     assert values["podflame_agent_kubernetes_watches_total"] >= 1
+
+
+# About 8 MiB of perf map: the most the agent reads of one (perfmap.PerfMaps).
+PERF_MAP_LINES = 250_000
+
+
+def _perf_maps_read(agent: Agent) -> int:
+    return agent.symbolizer.cache_sizes()["perf_maps"]
+
+
+def _longest_wait_for_the_lock(agent: Agent, perf_maps_before: int, seconds: float) -> float:
+    """Take and release the agent's lock, as a drain does, until the agent has read one
+    more perf map; the longest wait for it (inf if none was read within `seconds`)."""
+    longest, deadline = 0.0, time.monotonic() + seconds
+    while _perf_maps_read(agent) <= perf_maps_before:
+        if time.monotonic() > deadline:
+            return float("inf")
+        asked = time.perf_counter()
+        with agent.lock:
+            longest = max(longest, time.perf_counter() - asked)
+        time.sleep(0.002)
+    return longest
+
+
+def test_a_huge_perf_map_never_holds_the_agents_lock(quiet_agent: Agent, tmp_path: Path) -> None:
+    """Capturing a JIT process reads only /proc: its perf map (8 MiB here, a hostile
+    container's choice) is read off the agent's lock, so a drain never waits for it."""
+    binary = compile_c(FIXTURES / "jit_spin.c", tmp_path / "jit_spin")
+    for _ in range(4):  # a sample before main() mapped its code: captured without it
+        with subprocess.Popen(
+            [str(binary), "0.5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        ) as process:
+            assert process.stdin is not None and process.stdout is not None
+            code = int(process.stdout.readline(), 16)
+            perf_map = Path(f"/tmp/perf-{process.pid}.map")
+            try:
+                lines = (f"{code + 16 * i:x} 10 jitted_{i}\n" for i in range(PERF_MAP_LINES))
+                perf_map.write_text("".join(lines))
+                read_before = _perf_maps_read(quiet_agent)
+                process.stdin.write("go\n")
+                process.stdin.flush()
+                waited = _longest_wait_for_the_lock(quiet_agent, read_before, 20)
+                started = time.perf_counter()
+                assert PerfMaps().get(process.pid) is not None
+                parse = time.perf_counter() - started
+            finally:
+                process.stdin.close()
+                perf_map.unlink()
+        if waited != float("inf"):
+            break
+    assert waited != float("inf"), "the agent never read the perf map"
+    assert parse > 0.1, "the perf map was too small to tell"
+    assert waited < parse / 2, f"a drain waited {waited:.3f} s; the perf map takes {parse:.3f} s"
