@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -344,11 +344,11 @@ def _perf_maps_truncated(agent: Agent) -> int:
     return agent.symbolizer.stats.perf_maps_truncated
 
 
-def _longest_wait_for_the_lock(agent: Agent, truncated_before: int, seconds: float) -> float:
-    """Take and release the agent's lock, as a drain does, until the agent has read one
-    more perf map to its cap; the longest wait for it (inf if none within `seconds`)."""
+def _longest_wait_for_the_lock(agent: Agent, until: Callable[[], bool], seconds: float) -> float:
+    """Take and release the agent's lock, as a drain or an announcement does, until
+    `until()`; the longest wait for it (inf if `until()` stayed False for `seconds`)."""
     longest, deadline = 0.0, time.monotonic() + seconds
-    while _perf_maps_truncated(agent) <= truncated_before:
+    while not until():
         if time.monotonic() > deadline:
             return float("inf")
         asked = time.perf_counter()
@@ -358,13 +358,24 @@ def _longest_wait_for_the_lock(agent: Agent, truncated_before: int, seconds: flo
     return longest
 
 
+def _perf_map_read_once_more(agent: Agent) -> Callable[[], bool]:
+    before = _perf_maps_truncated(agent)
+    return lambda: _perf_maps_truncated(agent) > before
+
+
+def _time_to_read_perf_map(pid: int) -> float:
+    started = time.perf_counter()
+    assert PerfMaps().get(pid) is not None
+    return time.perf_counter() - started
+
+
 def test_a_huge_perf_map_never_holds_the_agents_lock(quiet_agent: Agent, tmp_path: Path) -> None:
     """Capturing a JIT process reads only /proc: its perf map (over the 8 MiB the agent
     reads, a hostile container's choice) is read off the agent's lock, so a drain never
     waits for it."""
     binary = compile_c(FIXTURES / "jit_spin.c", tmp_path / "jit_spin")
     for _ in range(4):  # a sample before main() mapped its code: captured without it
-        truncated = _perf_maps_truncated(quiet_agent)
+        read = _perf_map_read_once_more(quiet_agent)
         with subprocess.Popen(
             [str(binary), str(PERF_MAP_LINES), "0.5"],
             stdin=subprocess.PIPE,
@@ -373,11 +384,9 @@ def test_a_huge_perf_map_never_holds_the_agents_lock(quiet_agent: Agent, tmp_pat
         ) as process:
             assert process.stdin is not None and process.stdout is not None
             try:
-                assert process.stdout.readline() == "ready\n"
-                waited = _longest_wait_for_the_lock(quiet_agent, truncated, 30)
-                started = time.perf_counter()
-                assert PerfMaps().get(process.pid) is not None
-                parse = time.perf_counter() - started
+                assert process.stdout.readline().startswith("ready ")
+                waited = _longest_wait_for_the_lock(quiet_agent, read, 30)
+                parse = _time_to_read_perf_map(process.pid)
             finally:
                 process.stdin.close()
                 Path(f"/tmp/perf-{process.pid}.map").unlink(missing_ok=True)
