@@ -15,6 +15,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -28,8 +29,8 @@ from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
 from podflame.agent.heap import release_free_memory
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, LabelProvider
-from podflame.agent.lifetimes import ProcessLifetimes, by_process
-from podflame.agent.metrics import CacheEntries, CacheSizes, StageCounters, registry_of
+from podflame.agent.lifetimes import Attributed, ProcessLifetimes, by_process
+from podflame.agent.metrics import PREFIX, CacheEntries, CacheSizes, StageCounters, registry_of
 from podflame.agent.netbatch import NetworkBatchBuilder, network_processes
 from podflame.agent.network import NetworkDrain, NetworkTracer
 from podflame.agent.peers import NoPeers, PeerResolver, PodPeers
@@ -46,6 +47,7 @@ from podflame.agent.unwinding import (
     build_unwinder,
     unwind_map_sizes,
 )
+from podflame.model import Batch
 from podflame.model.profile import NET_WAIT
 from podflame.symbolizer import Symbolizer
 
@@ -212,21 +214,37 @@ class Agent:
         processes, symbolize, label, batch; adds the drained processes to `drained`."""
         with self._timed("drain"):
             drain = self.sampler.drain()
-        with self.lock, self._timed("build"):
+        with self._timed("build"):
+            with self.lock:
+                groups = by_process(drain.samples)
+                processes = self.lifetimes.attribute(groups)
+            # Off the lock: symbolizing reads and parses files a container controls
+            # (binaries the announcer has not read yet, perf maps), and capturing
+            # new processes must not wait for that. It changes no record; the
+            # images' reads are published as the announcer's are (symbolizer.images).
             self.symbolizer.refresh()  # kernel modules may have come or gone
-            groups = by_process(drain.samples)
-            processes = self.lifetimes.attribute(groups)
             stacks = self.builder.symbolize(processes)
-            labels = self.builder.label(processes)
-            self._account(drain, [s for p, counts in stacks.items() if p in labels for s in counts])
-            window = Window(drain.start_ns, drain.end_ns)
-            batch = self.builder.to_batch(window, stacks, labels, self.counters(drain))
+            batch = self._publish(drain, processes, stacks)
             drained.update(groups)
         with self._timed("ship"):
             self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
         # Counted once its batch is queued: a scrape never sees a drain whose
         # batch is not yet pending (drains now follow each other at once when late).
         self.stats.drains += 1
+
+    def _publish(
+        self,
+        drain: Drain,
+        processes: list[Attributed],
+        stacks: dict[ProcessGeneration, Counter[Stack]],
+    ) -> Batch:
+        """Label, count and batch under the lock (the drain ends for the table once per
+        tick, with the network drain's processes: see tick)."""
+        with self.lock:
+            labels = self.builder.label(processes)
+            self._account(drain, [s for p, counts in stacks.items() if p in labels for s in counts])
+            window = Window(drain.start_ns, drain.end_ns)
+            return self.builder.to_batch(window, stacks, labels, self.counters(drain))
 
     def _tick_network(self, network: NetworkSide, drained: set[ProcessGeneration]) -> None:
         with self._timed("network_drain"):
@@ -466,7 +484,7 @@ def metric_collectors(agent: Agent) -> list[Collector]:
             lambda: {name: table.counts() for name, table in tables.items()},
             lambda: len(agent.processes),
         ),
-        StageCounters("symbolizer", agent.symbolizer.stats),
+        *agent.symbolizer.collectors(PREFIX),
         StageCounters("captures", agent.processes.captures.stats),
         ShipperCollector(agent.shipper),
         CacheEntries(_cache_sizes(agent, tables)),

@@ -110,7 +110,7 @@ class ProcessTable:
         self._records.pop(process, None)  # re-inserted last: the oldest stays first
         self._records[process] = record
         self._newest[process.pid] = process
-        if record.image is not None and record.image.opened:
+        if record.image is not None and record.image.has_unread:
             self._unread.setdefault(process)
         while len(self._records) > self._max_records:
             self._forget(next(iter(self._records)))
@@ -194,14 +194,9 @@ class ProcessTable:
         self.refreshed += 1
         if new is not None:
             record.image = new
-        # Identical mappings share one index (Symbolizer._layout); a perf map that
-        # grew is a new object.
-        same = (
-            old is not None
-            and new is not None
-            and old.mappings is new.mappings
-            and old.jit is new.jit
-        )
+        # Identical mappings share one index (ProcessImages._layout). The perf map is
+        # not read here: the resolver reads what a JIT appended at every drain.
+        same = old is not None and new is not None and old.mappings is new.mappings
         backoff = min(max(1, 2 * record.refresh_backoff), MAX_REFRESH_BACKOFF) if same else 0
         record.refresh_backoff = backoff
         record.refresh_at = self._drains + 1 + backoff

@@ -329,32 +329,12 @@ def _punycode_decode(ascii_part: str, punycode: str) -> str | None:
     if len(ascii_part) > _PUNY_MAX_CHARS:
         return None
     out = list(ascii_part)
-    digits = iter(punycode)
-    bias, damp, i, n = 72, 700, 0, 0x80
-    remaining = len(punycode)
-    while remaining:
-        delta, weight, k = 0, 1, 0
-        while True:
-            k += _PUNY_BASE
-            threshold = min(max(k - bias, _PUNY_TMIN), _PUNY_TMAX)
-            char = next(digits)
-            remaining -= 1
-            if "a" <= char <= "z":
-                digit = ord(char) - ord("a")
-            elif "0" <= char <= "9":
-                digit = ord(char) - ord("0") + 26
-            else:
-                return None
-            delta += digit * weight
-            if delta >= _U64:
-                return None
-            if digit < threshold:
-                break
-            if not remaining:
-                return None
-            weight *= _PUNY_BASE - threshold
-            if weight >= _U64:
-                return None
+    bias, damp, i, n, position = 72, 700, 0, 0x80, 0
+    while position < len(punycode):
+        read = _punycode_delta(punycode, position, bias)
+        if read is None:
+            return None
+        delta, position = read
         i += delta
         n += i // (len(out) + 1)
         i %= len(out) + 1
@@ -365,6 +345,36 @@ def _punycode_decode(ascii_part: str, punycode: str) -> str | None:
         bias = _punycode_adapt(delta, damp, len(out))
         damp = 2
     return "".join(out)
+
+
+def _punycode_delta(punycode: str, position: int, bias: int) -> tuple[int, int] | None:
+    """The variable-length integer at `position`: (its value, the position after it);
+    None if a digit is not one, the digits end within it, or it passes 64 bits."""
+    delta, weight, k = 0, 1, 0
+    while position < len(punycode):
+        k += _PUNY_BASE
+        threshold = min(max(k - bias, _PUNY_TMIN), _PUNY_TMAX)
+        digit = _punycode_digit(punycode[position])
+        position += 1
+        if digit is None:
+            return None
+        delta += digit * weight
+        if delta >= _U64:
+            return None
+        if digit < threshold:
+            return delta, position
+        weight *= _PUNY_BASE - threshold
+        if weight >= _U64:
+            return None
+    return None
+
+
+def _punycode_digit(char: str) -> int | None:
+    if "a" <= char <= "z":
+        return ord(char) - ord("a")
+    if "0" <= char <= "9":
+        return ord(char) - ord("0") + 26
+    return None
 
 
 def _punycode_adapt(delta: int, damp: int, length: int) -> int:

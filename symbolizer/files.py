@@ -140,20 +140,12 @@ def _walk_in_root(root_fd: int, path: str) -> int:
                 if len(stack) > 1:
                     os.close(stack.pop())
                 continue
-            flags = _READ_FLAGS | os.O_NOFOLLOW if not pending else _PATH_FLAGS
-            try:
-                fd = os.open(part, flags, dir_fd=stack[-1])
-            except OSError as error:
-                if error.errno != errno.ELOOP:  # ELOOP: a link, with O_NOFOLLOW
-                    raise
-                fd = None
-            if fd is not None and not stat.S_ISLNK(os.fstat(fd).st_mode):
+            fd = _open_unless_link(part, not pending, stack[-1])
+            if fd is not None:
                 if not pending:
                     return fd
                 stack.append(fd)
                 continue
-            if fd is not None:
-                os.close(fd)
             links += 1
             if links > _MAX_SYMLINKS:
                 raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
@@ -166,6 +158,22 @@ def _walk_in_root(root_fd: int, path: str) -> int:
     finally:
         for fd in stack:
             os.close(fd)
+
+
+def _open_unless_link(part: str, last: bool, dir_fd: int) -> int | None:
+    """`part` opened in `dir_fd` without following it (for reading if `last`, else as a
+    directory to walk on); None if it is a symbolic link."""
+    flags = _READ_FLAGS | os.O_NOFOLLOW if last else _PATH_FLAGS
+    try:
+        fd = os.open(part, flags, dir_fd=dir_fd)
+    except OSError as error:
+        if error.errno != errno.ELOOP:  # ELOOP: a link, with O_NOFOLLOW
+            raise
+        return None
+    if stat.S_ISLNK(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _components(path: str) -> list[str]:

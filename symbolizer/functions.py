@@ -206,10 +206,16 @@ def _by_name(
         alive[contending[~keep]] = False
         at[contending] += 8
         contending = contending[keep & ~finished]
-    # Equal names: the smaller size, then section end, then table order.
+    return _first_of_equal_names(found, members[alive], group[alive], section_ends)
+
+
+def _first_of_equal_names(
+    found: _Found, members: npt.NDArray[np.intp], group: npt.NDArray[np.intp], section_ends: U64
+) -> npt.NDArray[np.intp]:
+    """Per group of aliases whose names are equal: the smaller size, then section end,
+    then table order."""
     limits = section_ends[found.shndx[members]]
-    keep = np.flatnonzero(alive)
-    best = keep[np.lexsort((members[keep], limits[keep], found.size[members][keep], group[keep]))]
+    best = np.lexsort((members, limits, found.size[members], group))
     first = np.ones(len(best), bool)
     first[1:] = group[best][1:] != group[best][:-1]
     chosen: npt.NDArray[np.intp] = members[best[first]]

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import heapq
 import os
+import threading
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
@@ -263,7 +264,8 @@ class PerfMaps:
     they are at most `max_processes` maps. A map's memory is about 1.8 times
     the bytes it was parsed from (8 MiB: some 110,000 JIT functions).
 
-    Not thread-safe.
+    Thread-safe, and no lock is held across a file read: two threads reading one
+    process's map read it twice, and the later result is kept.
     """
 
     def __init__(
@@ -279,6 +281,7 @@ class PerfMaps:
         self._max_bytes = max_bytes
         self._max_total_bytes = max_total_bytes
         self._cache: OrderedDict[int, _Cached] = OrderedDict()
+        self._lock = threading.Lock()  # _cache and stats, never across a read
         self.stats = PerfMapStats()
 
     def lookup(
@@ -301,22 +304,32 @@ class PerfMaps:
         """Bytes of perf map files behind the maps held."""
         return sum(cached.consumed for cached in self._cache.values())
 
-    def get(self, pid: int, proc: Path = Path("/proc")) -> PerfMap | None:
-        """The current map of `pid` (None: process gone), read or refreshed as needed."""
-        cached = self._refreshed(pid, proc)
+    def get(
+        self, pid: int, proc: Path = Path("/proc"), *, started: int | None = None
+    ) -> PerfMap | None:
+        """The current map of `pid` (None: process gone, or `started` given and the pid
+        names another process now), read or refreshed as needed."""
+        cached = self._refreshed(pid, proc, started)
         return cached.perf_map if cached is not None else None
 
     def forget(self, pid: int) -> None:
         """Drop what is held for `pid` (call when the process exits)."""
-        self._cache.pop(pid, None)
+        with self._lock:
+            self._cache.pop(pid, None)
 
-    def _refreshed(self, pid: int, proc: Path) -> _Cached | None:
+    def _refreshed(self, pid: int, proc: Path, expected: int | None = None) -> _Cached | None:
+        """The entry of `pid` brought up to date: the file is read into a copy, with no
+        lock held (a slow file holds up only its reader), and the copy published."""
         started = start_time(pid, proc)
-        if started is None:
-            self.forget(pid)
+        if started is None or (expected is not None and started != expected):
+            if started is None:
+                self.forget(pid)
             return None
-        cached = self._cache.get(pid)
-        if cached is None or cached.start_time != started:
+        with self._lock:
+            known = self._cache.get(pid)
+        if known is not None and known.start_time == started:
+            cached = replace(known)
+        else:
             nspid = namespaced_pid(pid, proc)
             if nspid is None:
                 self.forget(pid)
@@ -324,10 +337,11 @@ class PerfMaps:
             cached = _Cached(started, nspid, PerfMap.empty())
         was_truncated = cached.truncated
         _refresh(cached, proc / str(pid) / "root", f"/tmp/perf-{cached.nspid}.map", self._max_bytes)
-        self.stats.truncated += cached.truncated and not was_truncated
-        self._cache[pid] = cached
-        self._cache.move_to_end(pid)
-        self._evict()
+        with self._lock:
+            self.stats.truncated += cached.truncated and not was_truncated
+            self._cache[pid] = cached
+            self._cache.move_to_end(pid)
+            self._evict()
         return cached
 
     def _evict(self) -> None:

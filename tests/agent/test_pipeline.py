@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from podflame.agent.programs import Announcement
 from podflame.agent.settings import AgentSettings
 from podflame.model import is_kernel_frame
 from podflame.symbolizer import ProcessImage, Symbol
+from podflame.symbolizer.perfmap import PerfMaps
 from tests.conftest import compile_c
 from tests.fixtures import FIXTURES, build_burn7030
 from tests.kube_apiserver import fake_kube_api, pod_json
@@ -332,3 +333,66 @@ def test_kubernetes_metadata_is_wired_in(module_server: str, tmp_path: Path) -> 
     assert found == PodRef("default", "db-0", "Pod", "db-0")
     assert values["podflame_agent_kubernetes_lists_total"] == 1
     assert values["podflame_agent_kubernetes_watches_total"] >= 1
+
+
+# Over 8 MiB of perf map: more than the agent reads of one (perfmap.PerfMaps), so
+# reading it is counted (perf_maps_truncated) and costs what the most a file can.
+PERF_MAP_LINES = 300_000
+
+
+def _perf_maps_truncated(agent: Agent) -> int:
+    return agent.symbolizer.stats.perf_maps_truncated
+
+
+def _longest_wait_for_the_lock(agent: Agent, until: Callable[[], bool], seconds: float) -> float:
+    """Take and release the agent's lock, as a drain or an announcement does, until
+    `until()`; the longest wait for it (inf if `until()` stayed False for `seconds`)."""
+    longest, deadline = 0.0, time.monotonic() + seconds
+    while not until():
+        if time.monotonic() > deadline:
+            return float("inf")
+        asked = time.perf_counter()
+        with agent.lock:
+            longest = max(longest, time.perf_counter() - asked)
+        time.sleep(0.002)
+    return longest
+
+
+def _perf_map_read_once_more(agent: Agent) -> Callable[[], bool]:
+    before = _perf_maps_truncated(agent)
+    return lambda: _perf_maps_truncated(agent) > before
+
+
+def _time_to_read_perf_map(pid: int) -> float:
+    started = time.perf_counter()
+    assert PerfMaps().get(pid) is not None
+    return time.perf_counter() - started
+
+
+def test_a_huge_perf_map_never_holds_the_agents_lock(quiet_agent: Agent, tmp_path: Path) -> None:
+    """Capturing a JIT process reads only /proc: its perf map (over the 8 MiB the agent
+    reads, a hostile container's choice) is read off the agent's lock, so a drain never
+    waits for it."""
+    binary = compile_c(FIXTURES / "jit_spin.c", tmp_path / "jit_spin")
+    for _ in range(4):  # a sample before main() mapped its code: captured without it
+        read = _perf_map_read_once_more(quiet_agent)
+        with subprocess.Popen(
+            [str(binary), str(PERF_MAP_LINES), "0.5"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as process:
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                assert process.stdout.readline().startswith("ready ")
+                waited = _longest_wait_for_the_lock(quiet_agent, read, 30)
+                parse = _time_to_read_perf_map(process.pid)
+            finally:
+                process.stdin.close()
+                Path(f"/tmp/perf-{process.pid}.map").unlink(missing_ok=True)
+        if waited != float("inf"):
+            break
+    assert waited != float("inf"), "the agent never read the perf map"
+    assert parse > 0.1, "the perf map was too small to tell"
+    print(f"longest wait for the lock {waited:.4f} s; reading the perf map {parse:.3f} s")
+    assert waited < parse / 10, f"a drain waited {waited:.3f} s; the perf map takes {parse:.3f} s"
