@@ -9,15 +9,13 @@ server/querier.proto; routers/querier.py speaks Connect around it.
 """
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from podflame.model import ProfileType
-from podflame.model.profile import BUILTIN_PROFILE_TYPES
 from podflame.model.tree import FlatTree
 from podflame.server import querier_pb2 as pb
+from podflame.server.pyroscope_types import TypeId
 from podflame.server.selector import LABEL_NAME, Matcher, Op, parse_selector
 from podflame.server.store import SeriesPoint
 from podflame.server.timerange import TimeRange
@@ -35,84 +33,20 @@ MAX_SERIES_POINTS = 1_000_000
 # A step longer than any range: one point per series (Series wants the label sets only).
 WHOLE_RANGE_MS = 100 * 365 * 86_400_000
 
-# How server/pyroscope.py describes the types it records: the series' __name__ and
-# the pprof sample type are the first two parts of the Pyroscope ID.
-_PUSHED = re.compile(r"(\w+) pushed by Pyroscope SDKs \(pprof sample type (.+)\)")
-_LEGACY = re.compile(r"(\w+) sent to the legacy Pyroscope /ingest")
-
 
 class QuerierError(ValueError):
     """A request the API cannot answer as asked: a Connect `invalid_argument`."""
 
 
-@dataclass(frozen=True)
-class TypeId:
-    """A profile type as Pyroscope names it, and the podflame type it stands for."""
-
-    podflame_name: str
-    name: str
-    sample_type: str
-    sample_unit: str
-    period_type: str
-    period_unit: str
-
-    @property
-    def id(self) -> str:
-        parts = (self.name, self.sample_type, self.sample_unit, self.period_type)
-        return ":".join((*parts, self.period_unit))
-
-    def message(self) -> pb.ProfileType:
-        return pb.ProfileType(
-            ID=self.id,
-            name=self.name,
-            sample_type=self.sample_type,
-            sample_unit=self.sample_unit,
-            period_type=self.period_type,
-            period_unit=self.period_unit,
-        )
-
-
-def type_id(profile_type: ProfileType) -> TypeId:
-    """The Pyroscope ID of a podflame type.
-
-    eBPF types: `cpu:cpu:nanoseconds:cpu:nanoseconds`, `net_wait:net_wait:...`. Pushed
-    types get back the __name__ and sample type they were pushed with
-    (`process_cpu:samples:count:samples:count` for podflame's `process_cpu_samples`).
-    """
-    name = sample = profile_type.name
-    if profile_type.name not in BUILTIN_PROFILE_TYPES:
-        if pushed := _PUSHED.fullmatch(profile_type.description):
-            name, sample = pushed.groups()
-        elif legacy := _LEGACY.fullmatch(profile_type.description):
-            name = legacy.group(1)
-            sample = "cpu" if profile_type.unit == "nanoseconds" else name
-    unit = profile_type.unit
-    return TypeId(profile_type.name, name, sample, unit, sample, unit)
-
-
-def type_ids(types: Iterable[ProfileType]) -> list[TypeId]:
-    """One ID per type, in order; a later type whose ID is taken already is left out."""
-    seen: dict[str, TypeId] = {}
-    for profile_type in types:
-        found = type_id(profile_type)
-        seen.setdefault(found.id, found)
-    return list(seen.values())
-
-
-def resolve_type(text: str, known: Sequence[TypeId]) -> str:
-    """The podflame type named by a Pyroscope ID (its first three parts decide, so an
-    ID with another period still matches) or by a podflame type name."""
-    parts = text.split(":")
-    for candidate in known:
-        if len(parts) == 5 and parts[:3] == [
-            candidate.name,
-            candidate.sample_type,
-            candidate.sample_unit,
-        ]:
-            return candidate.podflame_name
-        if text in (candidate.id, candidate.podflame_name):
-            return candidate.podflame_name
-    raise QuerierError(f"unknown profile type {text!r} (see ProfileTypes)")
+def type_message(type_id: TypeId) -> pb.ProfileType:
+    return pb.ProfileType(
+        ID=type_id.id,
+        name=type_id.name,
+        sample_type=type_id.sample_type,
+        sample_unit=type_id.sample_unit,
+        period_type=type_id.period_type,
+        period_unit=type_id.period_unit,
+    )
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from podflame.server.deps import (
 )
 from podflame.server.errors import is_timeout
 from podflame.server.profile_types import ProfileTypes
-from podflame.server.querier import QuerierError, TypeId
+from podflame.server.pyroscope_types import UnknownTypeId, type_ids
+from podflame.server.querier import QuerierError
 from podflame.server.routers.profile_types import visible_types
 from podflame.server.selector import Matcher, SelectorError
 from podflame.server.store import ProfileQuery, ProfileStore, StorageError
@@ -55,16 +56,11 @@ class Caller:
     scope: NamespaceRestriction
     limits: QueryLimits
 
-    def types(self) -> list[TypeId]:
-        """Every known type's ID (the types the app has seen: no store round trip)."""
-        return querier.type_ids(self.profile_types.known())
-
     def resolve(self, text: str) -> str:
         try:
-            return querier.resolve_type(text, self.types())
-        except QuerierError:
-            # Pushed by another server instance, or before a restart: ask the store.
-            return querier.resolve_type(text, querier.type_ids(self.profile_types.all()))
+            return self.profile_types.resolve_type_id(text)
+        except UnknownTypeId as error:
+            raise QuerierError(str(error)) from None
 
     def query(self, type_text: str, selector: str, start: int, end: int) -> ProfileQuery:
         selection = querier.split_selector(selector)
@@ -85,7 +81,7 @@ class Caller:
             if selection.type_ids:
                 names = [self.resolve(text) for text in selection.type_ids]
             else:
-                names = [item.podflame_name for item in self.types()]
+                names = [item.podflame_name for item in self.profile_types.type_ids()]
             queries += [self._query(name, selection.matchers, start, end) for name in names]
         return queries
 
@@ -182,7 +178,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 def profile_types(caller: Caller, _: pb.ProfileTypesRequest) -> pb.ProfileTypesResponse:
     # The types /api/v1/profile-types shows this caller.
     types = visible_types(caller.store, caller.profile_types, caller.scope, caller.limits)
-    return pb.ProfileTypesResponse(profile_types=[t.message() for t in querier.type_ids(types)])
+    return pb.ProfileTypesResponse(profile_types=[querier.type_message(t) for t in type_ids(types)])
 
 
 @_route("LabelNames", pb.LabelNamesRequest, "Label names")
@@ -209,7 +205,7 @@ def label_values(caller: Caller, message: pb.LabelValuesRequest) -> pb.LabelValu
 @_route("Series", pb.SeriesRequest, "Label sets of the series")
 def series(caller: Caller, message: pb.SeriesRequest) -> pb.SeriesResponse:
     sets: dict[tuple[tuple[str, str], ...], None] = {}
-    ids = {item.podflame_name: item for item in caller.types()}
+    ids = {item.podflame_name: item for item in caller.profile_types.type_ids()}
     for query in caller.label_queries(message.matchers, message.start, message.end):
         names = list(message.label_names) or caller.store.label_names(query, MAX_LABELS)
         group_by = querier.check_group_by([n for n in names if not n.startswith("__")])

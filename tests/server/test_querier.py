@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from podflame.model.profile import CPU as CPU_TYPE
 from podflame.model.profile import ProfileType
-from podflame.server import querier
+from podflame.server import pyroscope_types, querier
 from podflame.server import querier_pb2 as pb
 from podflame.server.app import create_app
 from podflame.server.clickhouse_store import ClickHouseStore
@@ -346,11 +346,16 @@ def test_pushed_types_get_back_their_pyroscope_ids() -> None:
     samples = ProfileType("process_cpu_samples", "count", pushed)
     legacy_text = "process_cpu sent to the legacy Pyroscope /ingest"
     legacy = ProfileType("process_cpu", "nanoseconds", legacy_text)
-    assert querier.type_id(samples).id == "process_cpu:samples:count:samples:count"
-    assert querier.type_id(legacy).id == "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
-    known = querier.type_ids([CPU_TYPE, samples, legacy])
+    assert pyroscope_types.type_id(samples).id == "process_cpu:samples:count:samples:count"
+    assert pyroscope_types.type_id(legacy).id == "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+    known = pyroscope_types.type_ids([CPU_TYPE, samples, legacy])
     # The first three parts decide: Pyroscope's own period for these samples still matches.
-    assert querier.resolve_type("process_cpu:samples:count:cpu:nanoseconds", known) == samples.name
-    assert querier.resolve_type("cpu", known) == "cpu"
-    with pytest.raises(querier.QuerierError):
-        querier.resolve_type("process_cpu:samples:bytes:cpu:nanoseconds", known)
+    resolve = pyroscope_types.resolve_type
+    assert resolve("process_cpu:samples:count:cpu:nanoseconds", known) == samples.name
+    assert resolve("cpu", known) == "cpu"
+    with pytest.raises(pyroscope_types.UnknownTypeId):
+        resolve("process_cpu:samples:bytes:cpu:nanoseconds", known)
+    # Pushed in another unit than its name's, so stored as process_cpu_bytes
+    # (server/profile_types.py): its ID keeps the pushed name and sample type.
+    in_bytes = ProfileType("process_cpu_bytes", "bytes", f"{pushed}, in bytes")
+    assert pyroscope_types.type_id(in_bytes).id == "process_cpu:samples:bytes:samples:bytes"
