@@ -133,6 +133,8 @@ def _levels(tree: FlatTree) -> tuple[list[list[int]], int]:
     depth.
     """
     sides = (len(tree.nodes[0]) - 2) // 2
+    if sides == 1:
+        return _single_levels(tree.nodes)
     depth: list[int] = []
     # Per node and side: where its next child starts.
     next_x: list[list[int]] = []
@@ -159,6 +161,32 @@ def _levels(tree: FlatTree) -> tuple[list[list[int]], int]:
         # Where its first child starts: after its own part.
         next_x.append(xs)
         levels[level] += (*bar, name)
+    return levels, max_self
+
+
+def _single_levels(nodes: list[list[int]]) -> tuple[list[list[int]], int]:
+    """`_levels` for a one-sided tree, without the per-side lists (the flame graph's
+    hot loop: one pass over up to --max-nodes rows)."""
+    depth: list[int] = []
+    next_x: list[int] = []  # per node: where its next child starts
+    level_end: list[int] = []
+    levels: list[list[int]] = []
+    max_self = 0
+    for parent, name, own, total in nodes:
+        if parent >= 0:
+            level = depth[parent] + 1
+            x = next_x[parent]
+            next_x[parent] = x + total
+        else:
+            level = x = 0
+        depth.append(level)
+        if level == len(levels):
+            levels.append([])
+            level_end.append(0)
+        levels[level] += (x - level_end[level], total, own, name)
+        level_end[level] = x + total
+        next_x.append(x + own)
+        max_self = max(max_self, own)
     return levels, max_self
 
 
