@@ -17,7 +17,7 @@ from podflame.model.tree import FlatTree
 from podflame.server import querier_pb2 as pb
 from podflame.server.pyroscope_types import TypeId
 from podflame.server.selector import LABEL_NAME, Matcher, Op, parse_selector
-from podflame.server.store import SeriesPoint
+from podflame.server.store import SeriesPoint, StackTotal
 from podflame.server.timerange import TimeRange
 
 PROFILE_TYPE_LABEL = "__profile_type__"
@@ -30,12 +30,41 @@ MAX_SERIES = 1000
 # Most points (series times steps) one SelectSeries or Series call reads: a group_by
 # on a label with many values over many steps is refused rather than held in memory.
 MAX_SERIES_POINTS = 1_000_000
+# A stack_trace_selector's call site: frame names, root first.
+CallSite = tuple[str, ...]
 # A step longer than any range: one point per series (Series wants the label sets only).
 WHOLE_RANGE_MS = 100 * 365 * 86_400_000
 
 
 class QuerierError(ValueError):
     """A request the API cannot answer as asked: a Connect `invalid_argument`."""
+
+
+class Unsupported(Exception):
+    """A Pyroscope feature podflame does not serve: a Connect `unimplemented`."""
+
+
+def call_site(message: pb.SelectMergeStacktracesRequest | pb.SelectMergeProfileRequest) -> CallSite:
+    """The frames (root first) the request's stacks must start with; () for every stack.
+
+    Unsupported for a profile ID selector (podflame stores no profile IDs) and for Go
+    PGO, rather than answering for every stack as if they were not there.
+    """
+    if message.profile_id_selector:
+        raise Unsupported("profile_id_selector is not supported: podflame stores no profile IDs")
+    if not message.HasField("stack_trace_selector"):
+        return ()
+    selector = message.stack_trace_selector
+    if selector.HasField("go_pgo"):
+        raise Unsupported("stack_trace_selector.go_pgo (Go PGO profiles) is not supported")
+    return tuple(location.name for location in selector.call_site)
+
+
+def under_call_site(stacks: Sequence[StackTotal], site: CallSite) -> list[StackTotal]:
+    """The stacks that start with the call site's frames."""
+    if not site:
+        return list(stacks)
+    return [stack for stack in stacks if tuple(stack.frames[: len(site)]) == site]
 
 
 def type_message(type_id: TypeId) -> pb.ProfileType:

@@ -6,7 +6,7 @@ namespace restriction is ANDed into every selector, as /api/v1 does.
 """
 
 import gzip
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -115,6 +115,8 @@ def caller_of(request: Request) -> Caller:
 
 
 def _connect_error(error: Exception) -> ConnectError | None:
+    if isinstance(error, querier.Unsupported):
+        return ConnectError("unimplemented", str(error))
     if isinstance(error, QuerierError | TimeRangeError):
         return ConnectError("invalid_argument", str(error))
     if isinstance(error, SelectorError):
@@ -235,21 +237,25 @@ def select_merge_stacktraces(
 ) -> pb.SelectMergeStacktracesResponse:
     if message.format == pb.PROFILE_FORMAT_TREE:
         raise ConnectError("unimplemented", "format TREE is not served; ask for FLAMEGRAPH")
+    site = querier.call_site(message)
     query = caller.query(message.profile_typeID, message.label_selector, message.start, message.end)
-    graph = merged_flame_graph(caller.store, query, caller.max_nodes(message))
+    graph = merged_flame_graph(caller.store, query, caller.max_nodes(message), site)
     return pb.SelectMergeStacktracesResponse(flamegraph=graph)
 
 
-def merged_flame_graph(store: ProfileStore, query: ProfileQuery, max_nodes: int) -> pb.FlameGraph:
-    stacks = store.stacks(query)
+def merged_flame_graph(
+    store: ProfileStore, query: ProfileQuery, max_nodes: int, site: querier.CallSite = ()
+) -> pb.FlameGraph:
+    stacks = querier.under_call_site(store.stacks(query), site)
     tree = flame_graph(((stack.frames, stack.value) for stack in stacks), max_nodes)
     return querier.flame_graph(tree)
 
 
 @_route("SelectMergeProfile", pb.SelectMergeProfileRequest, "Merged profile as pprof")
 def select_merge_profile(caller: Caller, message: pb.SelectMergeProfileRequest) -> pb.Profile:
+    site = querier.call_site(message)
     query = caller.query(message.profile_typeID, message.label_selector, message.start, message.end)
-    stacks = caller.store.stacks(query)
+    stacks = querier.under_call_site(caller.store.stacks(query), site)
     data = exports.pprof(stacks, caller.profile_types.require(query.profile_type), query.time_range)
     return pb.Profile.FromString(gzip.decompress(data))
 
@@ -258,6 +264,9 @@ def select_merge_profile(caller: Caller, message: pb.SelectMergeProfileRequest) 
 def select_series(caller: Caller, message: pb.SelectSeriesRequest) -> pb.SelectSeriesResponse:
     if message.aggregation == pb.TIME_SERIES_AGGREGATION_TYPE_AVERAGE:
         raise QuerierError("average aggregation is not supported: podflame stores sums")
+    selector = message.stack_trace_selector
+    if selector.call_site or selector.HasField("go_pgo"):  # empty: every stack, as asked
+        raise querier.Unsupported("stack_trace_selector is not supported in SelectSeries")
     query = caller.query(message.profile_typeID, message.label_selector, message.start, message.end)
     group_by = querier.check_group_by(message.group_by)
     step_ms = querier.series_step_ms(message.step, query.time_range)
@@ -271,21 +280,28 @@ def select_series(caller: Caller, message: pb.SelectSeriesRequest) -> pb.SelectS
 
 @_route("Diff", pb.DiffRequest, "Two selections in one flame graph")
 def diff(caller: Caller, message: pb.DiffRequest) -> pb.DiffResponse:
+    sides = (message.left, message.right)
+    sites = [querier.call_site(side) for side in sides]
     left, right = (
         caller.query(side.profile_typeID, side.label_selector, side.start, side.end)
-        for side in (message.left, message.right)
+        for side in sides
     )
-    graph = merged_diff(caller.store, left, right, caller.max_nodes(message.left))
+    graph = merged_diff(caller.store, left, right, caller.max_nodes(message.left), sites)
     return pb.DiffResponse(flamegraph=graph)
 
 
 def merged_diff(
-    store: ProfileStore, left: ProfileQuery, right: ProfileQuery, max_nodes: int
+    store: ProfileStore,
+    left: ProfileQuery,
+    right: ProfileQuery,
+    max_nodes: int,
+    sites: Sequence[querier.CallSite] = ((), ()),
 ) -> pb.FlameGraphDiff:
     if left.profile_type != right.profile_type:
         raise QuerierError("left and right must be of the same profile type")
     sides = [
-        [(stack.frames, stack.value) for stack in store.stacks(query)] for query in (left, right)
+        [(stack.frames, stack.value) for stack in querier.under_call_site(store.stacks(q), site)]
+        for q, site in zip((left, right), sites, strict=True)
     ]
     return querier.flame_graph_diff(diff_graph(sides[0], sides[1], max_nodes))
 
