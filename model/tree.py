@@ -88,8 +88,22 @@ def flatten(root: Node, max_nodes: int) -> FlatTree:
         raise ValueError("max_nodes must be at least 1")
     if max_nodes == 1:
         return _root_only(root)
+    if _fits(root, max_nodes):
+        return _emit_all(root)  # nothing to choose: the heap below would keep every node
     kept = _select(root, max_nodes, [max(total, 1) for total in root.totals])
     return _emit(root, kept)
+
+
+def _fits(root: Node, max_nodes: int) -> bool:
+    """Whether the tree has at most `max_nodes` nodes (counting stops past it)."""
+    count = 0
+    pending = [root]
+    while pending:
+        count += 1
+        if count > max_nodes:
+            return False
+        pending.extend(pending.pop().children.values())
+    return True
 
 
 def weight(node: Node, side_totals: Sequence[int]) -> float:
@@ -152,6 +166,21 @@ def _emit(root: Node, kept: set[int]) -> FlatTree:
     return FlatTree(list(names), rows, truncated)
 
 
+def _emit_all(root: Node) -> FlatTree:
+    """Every node, as `_emit` lays them out when it keeps them all."""
+    names: dict[str, int] = {}
+    rows: list[list[int]] = []
+    pending: list[tuple[Node, int]] = [(root, -1)]
+    while pending:
+        node, parent = pending.pop()
+        index = len(rows)
+        rows.append(_row(parent, names.setdefault(node.name, len(names)), node))
+        children = node.children
+        # Pushed in reverse name order, so they pop in name order.
+        pending.extend((children[name], index) for name in sorted(children, reverse=True))
+    return FlatTree(list(names), rows, truncated=False)
+
+
 def _other(lost: list[Node]) -> Node:
     other = Node(OTHER_NAME, len(lost[0].totals))
     for node in lost:
@@ -176,7 +205,41 @@ def _row(parent: int, name: int, node: Node) -> list[int]:
 
 
 def flame_graph(stacks: Iterable[Stack], max_nodes: int) -> FlatTree:
+    if max_nodes < 1:
+        raise ValueError("max_nodes must be at least 1")
+    stacks = sorted(stacks, key=lambda stack: tuple(stack[0]))
+    whole = _sorted_rows(stacks)
+    if len(whole.nodes) <= max_nodes:
+        return whole
     return flatten(build_tree([stacks]), max_nodes)
+
+
+def _sorted_rows(stacks: Sequence[Stack]) -> FlatTree:
+    """The whole one-sided tree, laid out as `flatten` does, from stacks sorted by frames.
+
+    Sorted stacks visit the nodes in pre-order with children in name order, so each
+    stack adds rows only below the frames it shares with the one before: no tree of
+    Node objects, no sorting of children (the flame graph's hot path).
+    """
+    names = {ROOT_NAME: 0}
+    rows = [[-1, 0, 0, 0]]
+    path = [0]  # the rows of the previous stack's frames, root first
+    previous: Sequence[str] = ()
+    for frames, value in stacks:
+        shared = 0
+        for new, old in zip(frames, previous, strict=False):  # up to the shorter one
+            if new != old:
+                break
+            shared += 1
+        del path[shared + 1 :]
+        for name in frames[shared:]:
+            rows.append([path[-1], names.setdefault(name, len(names)), 0, 0])
+            path.append(len(rows) - 1)
+        for index in path:
+            rows[index][3] += value
+        rows[path[-1]][2] += value
+        previous = frames
+    return FlatTree(list(names), rows, truncated=False)
 
 
 def diff_graph(left: Iterable[Stack], right: Iterable[Stack], max_nodes: int) -> FlatTree:

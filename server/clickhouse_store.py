@@ -36,13 +36,13 @@ from podflame.server.rows import stack_of
 from podflame.server.schema import (
     LABEL_COLUMNS,
     PID_LABEL,
+    SERVICE_NAME_LABEL,
     migrate,
     quote_database,
     render,
 )
 from podflame.server.selector import SelectorError
 from podflame.server.sqlfilter import (
-    SERVICE_NAME_LABEL,
     label_column,
     regex_check,
     sample_filter,
@@ -193,7 +193,7 @@ class ClickHouseStore:
         if has_pid:
             names.add(PID_LABEL)
         if names:
-            # Every sample has one (sqlfilter.SERVICE_NAME_SQL).
+            # Every sample has one (schema.SERVICE_NAME_SQL).
             names.add(SERVICE_NAME_LABEL)
         return sorted(names)[:limit]
 

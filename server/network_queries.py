@@ -206,7 +206,9 @@ def _peer(row: tuple[Any, ...]) -> PeerSums:
 
 def _group_expression(where: Filter, name: str) -> str:
     """The SQL reading group_by name `name` as a string: a label, or the syscall column."""
-    return SYSCALL if name == SYSCALL else label_column(where, name)
+    if name == SYSCALL:
+        return SYSCALL
+    return label_column(where, name, stored_service_name=False)
 
 
 def _latency_filter(query: LatencyQuery) -> tuple[Filter, list[str]]:
@@ -220,7 +222,11 @@ def _filter(selection: LabelSelection, columns: Sequence[str]) -> Filter:
     """The selection's matchers; a matcher on a name in `columns` reads that column."""
     where = Filter()
     for matcher in selection.matchers:
-        column = matcher.name if matcher.name in columns else label_column(where, matcher.name)
+        column = (
+            matcher.name
+            if matcher.name in columns
+            else label_column(where, matcher.name, stored_service_name=False)
+        )
         where.conditions.append(matcher_condition(where, matcher, column))
     return where
 

@@ -19,6 +19,13 @@ from podflame.model.profile import (
     ProfileType,
     ProfileTypeConflict,
 )
+from podflame.server.pyroscope_types import (
+    TypeId,
+    UnknownTypeId,
+    in_unit_description,
+    resolve_type,
+    type_ids,
+)
 from podflame.server.store import ProfileTypeStore
 
 
@@ -54,6 +61,19 @@ class ProfileTypes:
         with self._lock:
             stored = [item for item in self._load() if item.name not in BUILTIN_PROFILE_TYPES]
         return [*BUILTIN_PROFILE_TYPES.values(), *stored]
+
+    def type_ids(self) -> list[TypeId]:
+        """The Pyroscope ID of every type this app has seen (no store round trip)."""
+        return type_ids(self.known())
+
+    def resolve_type_id(self, text: str) -> str:
+        """The name of the type a Pyroscope ID (or a podflame name) stands for, asking the
+        store on a miss; UnknownTypeId if none."""
+        try:
+            return resolve_type(text, self.type_ids())
+        except UnknownTypeId:
+            # Pushed to another server instance, or before a restart: ask the store.
+            return resolve_type(text, type_ids(self.all()))
 
     def require(self, name: str, *, list_known: bool = True) -> ProfileType:
         """The type `name`, else a 400.
@@ -156,7 +176,9 @@ def _resolve(pushed: ProfileType, stored: Mapping[str, ProfileType]) -> ProfileT
         return pushed
     unit_part = _UNIT_CHARS.sub("_", pushed.unit)[:_MAX_UNIT_IN_NAME] or "none"
     qualified = ProfileType(
-        f"{pushed.name}_{unit_part}", pushed.unit, f"{pushed.description}, in {pushed.unit}"
+        f"{pushed.name}_{unit_part}",
+        pushed.unit,
+        in_unit_description(pushed.description, pushed.unit),
     )
     _check_name(qualified.name)
     existing = stored.get(qualified.name)

@@ -39,6 +39,7 @@ from podflame.model.pprof import (
 from podflame.model.pprof import decode as decode_pprof
 from podflame.model.profile import truncate_stack
 from podflame.server.limits import IngestLimits, check_expansion, pprof_limit_exceeded
+from podflame.server.pyroscope_types import legacy_description, pushed_description
 
 NAME_LABEL = "__name__"
 SERVICE_LABEL = "service_name"
@@ -290,7 +291,7 @@ def _add_profile(converted: Converted, profile: Profile, target: _Target) -> Non
         batch = _batch(profile, index, name, target, time_range)
         if batch is None:
             continue
-        description = f"{type_name} pushed by Pyroscope SDKs (pprof sample type {sample_type.type})"
+        description = pushed_description(type_name, sample_type.type)
         converted.batches.append((ProfileType(name, unit, description), batch))
 
 
@@ -459,8 +460,7 @@ def legacy_folded(upload: LegacyUpload, body: bytes, limits: IngestLimits) -> Co
             {"labels": labels, "samples": [{"stack": i, "value": v} for i, v in enumerate(values)]}
         ],
     )
-    description = f"{type_name} sent to the legacy Pyroscope /ingest"
-    converted.batches.append((ProfileType(type_name, unit, description), batch))
+    converted.batches.append((ProfileType(type_name, unit, legacy_description(type_name)), batch))
     return converted
 
 

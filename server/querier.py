@@ -9,17 +9,15 @@ server/querier.proto; routers/querier.py speaks Connect around it.
 """
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from podflame.model import ProfileType
-from podflame.model.profile import BUILTIN_PROFILE_TYPES
 from podflame.model.tree import FlatTree
 from podflame.server import querier_pb2 as pb
+from podflame.server.pyroscope_types import TypeId
 from podflame.server.selector import LABEL_NAME, Matcher, Op, parse_selector
-from podflame.server.store import SeriesPoint
+from podflame.server.store import SeriesPoint, StackTotal
 from podflame.server.timerange import TimeRange
 
 PROFILE_TYPE_LABEL = "__profile_type__"
@@ -32,87 +30,52 @@ MAX_SERIES = 1000
 # Most points (series times steps) one SelectSeries or Series call reads: a group_by
 # on a label with many values over many steps is refused rather than held in memory.
 MAX_SERIES_POINTS = 1_000_000
+# A stack_trace_selector's call site: frame names, root first.
+CallSite = tuple[str, ...]
 # A step longer than any range: one point per series (Series wants the label sets only).
 WHOLE_RANGE_MS = 100 * 365 * 86_400_000
-
-# How server/pyroscope.py describes the types it records: the series' __name__ and
-# the pprof sample type are the first two parts of the Pyroscope ID.
-_PUSHED = re.compile(r"(\w+) pushed by Pyroscope SDKs \(pprof sample type (.+)\)")
-_LEGACY = re.compile(r"(\w+) sent to the legacy Pyroscope /ingest")
 
 
 class QuerierError(ValueError):
     """A request the API cannot answer as asked: a Connect `invalid_argument`."""
 
 
-@dataclass(frozen=True)
-class TypeId:
-    """A profile type as Pyroscope names it, and the podflame type it stands for."""
-
-    podflame_name: str
-    name: str
-    sample_type: str
-    sample_unit: str
-    period_type: str
-    period_unit: str
-
-    @property
-    def id(self) -> str:
-        parts = (self.name, self.sample_type, self.sample_unit, self.period_type)
-        return ":".join((*parts, self.period_unit))
-
-    def message(self) -> pb.ProfileType:
-        return pb.ProfileType(
-            ID=self.id,
-            name=self.name,
-            sample_type=self.sample_type,
-            sample_unit=self.sample_unit,
-            period_type=self.period_type,
-            period_unit=self.period_unit,
-        )
+class Unsupported(Exception):
+    """A Pyroscope feature podflame does not serve: a Connect `unimplemented`."""
 
 
-def type_id(profile_type: ProfileType) -> TypeId:
-    """The Pyroscope ID of a podflame type.
+def call_site(message: pb.SelectMergeStacktracesRequest | pb.SelectMergeProfileRequest) -> CallSite:
+    """The frames (root first) the request's stacks must start with; () for every stack.
 
-    eBPF types: `cpu:cpu:nanoseconds:cpu:nanoseconds`, `net_wait:net_wait:...`. Pushed
-    types get back the __name__ and sample type they were pushed with
-    (`process_cpu:samples:count:samples:count` for podflame's `process_cpu_samples`).
+    Unsupported for a profile ID selector (podflame stores no profile IDs) and for Go
+    PGO, rather than answering for every stack as if they were not there.
     """
-    name = sample = profile_type.name
-    if profile_type.name not in BUILTIN_PROFILE_TYPES:
-        if pushed := _PUSHED.fullmatch(profile_type.description):
-            name, sample = pushed.groups()
-        elif legacy := _LEGACY.fullmatch(profile_type.description):
-            name = legacy.group(1)
-            sample = "cpu" if profile_type.unit == "nanoseconds" else name
-    unit = profile_type.unit
-    return TypeId(profile_type.name, name, sample, unit, sample, unit)
+    if message.profile_id_selector:
+        raise Unsupported("profile_id_selector is not supported: podflame stores no profile IDs")
+    if not message.HasField("stack_trace_selector"):
+        return ()
+    selector = message.stack_trace_selector
+    if selector.HasField("go_pgo"):
+        raise Unsupported("stack_trace_selector.go_pgo (Go PGO profiles) is not supported")
+    return tuple(location.name for location in selector.call_site)
 
 
-def type_ids(types: Iterable[ProfileType]) -> list[TypeId]:
-    """One ID per type, in order; a later type whose ID is taken already is left out."""
-    seen: dict[str, TypeId] = {}
-    for profile_type in types:
-        found = type_id(profile_type)
-        seen.setdefault(found.id, found)
-    return list(seen.values())
+def under_call_site(stacks: Sequence[StackTotal], site: CallSite) -> list[StackTotal]:
+    """The stacks that start with the call site's frames."""
+    if not site:
+        return list(stacks)
+    return [stack for stack in stacks if tuple(stack.frames[: len(site)]) == site]
 
 
-def resolve_type(text: str, known: Sequence[TypeId]) -> str:
-    """The podflame type named by a Pyroscope ID (its first three parts decide, so an
-    ID with another period still matches) or by a podflame type name."""
-    parts = text.split(":")
-    for candidate in known:
-        if len(parts) == 5 and parts[:3] == [
-            candidate.name,
-            candidate.sample_type,
-            candidate.sample_unit,
-        ]:
-            return candidate.podflame_name
-        if text in (candidate.id, candidate.podflame_name):
-            return candidate.podflame_name
-    raise QuerierError(f"unknown profile type {text!r} (see ProfileTypes)")
+def type_message(type_id: TypeId) -> pb.ProfileType:
+    return pb.ProfileType(
+        ID=type_id.id,
+        name=type_id.name,
+        sample_type=type_id.sample_type,
+        sample_unit=type_id.sample_unit,
+        period_type=type_id.period_type,
+        period_unit=type_id.period_unit,
+    )
 
 
 @dataclass(frozen=True)
@@ -199,6 +162,8 @@ def _levels(tree: FlatTree) -> tuple[list[list[int]], int]:
     depth.
     """
     sides = (len(tree.nodes[0]) - 2) // 2
+    if sides == 1:
+        return _single_levels(tree.nodes)
     depth: list[int] = []
     # Per node and side: where its next child starts.
     next_x: list[list[int]] = []
@@ -225,6 +190,32 @@ def _levels(tree: FlatTree) -> tuple[list[list[int]], int]:
         # Where its first child starts: after its own part.
         next_x.append(xs)
         levels[level] += (*bar, name)
+    return levels, max_self
+
+
+def _single_levels(nodes: list[list[int]]) -> tuple[list[list[int]], int]:
+    """`_levels` for a one-sided tree, without the per-side lists (the flame graph's
+    hot loop: one pass over up to --max-nodes rows)."""
+    depth: list[int] = []
+    next_x: list[int] = []  # per node: where its next child starts
+    level_end: list[int] = []
+    levels: list[list[int]] = []
+    max_self = 0
+    for parent, name, own, total in nodes:
+        if parent >= 0:
+            level = depth[parent] + 1
+            x = next_x[parent]
+            next_x[parent] = x + total
+        else:
+            level = x = 0
+        depth.append(level)
+        if level == len(levels):
+            levels.append([])
+            level_end.append(0)
+        levels[level] += (x - level_end[level], total, own, name)
+        level_end[level] = x + total
+        next_x.append(x + own)
+        max_self = max(max_self, own)
     return levels, max_self
 
 

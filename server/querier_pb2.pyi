@@ -136,20 +136,46 @@ class SeriesResponse(_message.Message):
     def __init__(self, labels_set: _Optional[_Iterable[_Union[Labels, _Mapping]]] = ...) -> None: ...
 
 class SelectMergeStacktracesRequest(_message.Message):
-    __slots__ = ("profile_typeID", "label_selector", "start", "end", "max_nodes", "format")
+    __slots__ = ("profile_typeID", "label_selector", "start", "end", "max_nodes", "format", "stack_trace_selector", "profile_id_selector")
     PROFILE_TYPEID_FIELD_NUMBER: _ClassVar[int]
     LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     MAX_NODES_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    STACK_TRACE_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_ID_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     profile_typeID: str
     label_selector: str
     start: int
     end: int
     max_nodes: int
     format: ProfileFormat
-    def __init__(self, profile_typeID: _Optional[str] = ..., label_selector: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., max_nodes: _Optional[int] = ..., format: _Optional[_Union[ProfileFormat, str]] = ...) -> None: ...
+    stack_trace_selector: StackTraceSelector
+    profile_id_selector: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, profile_typeID: _Optional[str] = ..., label_selector: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., max_nodes: _Optional[int] = ..., format: _Optional[_Union[ProfileFormat, str]] = ..., stack_trace_selector: _Optional[_Union[StackTraceSelector, _Mapping]] = ..., profile_id_selector: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StackTraceSelector(_message.Message):
+    __slots__ = ("call_site", "go_pgo")
+    CALL_SITE_FIELD_NUMBER: _ClassVar[int]
+    GO_PGO_FIELD_NUMBER: _ClassVar[int]
+    call_site: _containers.RepeatedCompositeFieldContainer[CallSiteLocation]
+    go_pgo: GoPGO
+    def __init__(self, call_site: _Optional[_Iterable[_Union[CallSiteLocation, _Mapping]]] = ..., go_pgo: _Optional[_Union[GoPGO, _Mapping]] = ...) -> None: ...
+
+class CallSiteLocation(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GoPGO(_message.Message):
+    __slots__ = ("keep_locations", "aggregate_callees")
+    KEEP_LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_CALLEES_FIELD_NUMBER: _ClassVar[int]
+    keep_locations: int
+    aggregate_callees: bool
+    def __init__(self, keep_locations: _Optional[int] = ..., aggregate_callees: _Optional[bool] = ...) -> None: ...
 
 class SelectMergeStacktracesResponse(_message.Message):
     __slots__ = ("flamegraph", "tree")
@@ -208,21 +234,25 @@ class Level(_message.Message):
     def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SelectMergeProfileRequest(_message.Message):
-    __slots__ = ("profile_typeID", "label_selector", "start", "end", "max_nodes")
+    __slots__ = ("profile_typeID", "label_selector", "start", "end", "max_nodes", "stack_trace_selector", "profile_id_selector")
     PROFILE_TYPEID_FIELD_NUMBER: _ClassVar[int]
     LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     MAX_NODES_FIELD_NUMBER: _ClassVar[int]
+    STACK_TRACE_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_ID_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     profile_typeID: str
     label_selector: str
     start: int
     end: int
     max_nodes: int
-    def __init__(self, profile_typeID: _Optional[str] = ..., label_selector: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., max_nodes: _Optional[int] = ...) -> None: ...
+    stack_trace_selector: StackTraceSelector
+    profile_id_selector: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, profile_typeID: _Optional[str] = ..., label_selector: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., max_nodes: _Optional[int] = ..., stack_trace_selector: _Optional[_Union[StackTraceSelector, _Mapping]] = ..., profile_id_selector: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SelectSeriesRequest(_message.Message):
-    __slots__ = ("profile_typeID", "label_selector", "start", "end", "group_by", "step", "aggregation", "limit")
+    __slots__ = ("profile_typeID", "label_selector", "start", "end", "group_by", "step", "aggregation", "stack_trace_selector", "limit")
     PROFILE_TYPEID_FIELD_NUMBER: _ClassVar[int]
     LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +260,7 @@ class SelectSeriesRequest(_message.Message):
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    STACK_TRACE_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     profile_typeID: str
     label_selector: str
@@ -238,8 +269,9 @@ class SelectSeriesRequest(_message.Message):
     group_by: _containers.RepeatedScalarFieldContainer[str]
     step: float
     aggregation: TimeSeriesAggregationType
+    stack_trace_selector: StackTraceSelector
     limit: int
-    def __init__(self, profile_typeID: _Optional[str] = ..., label_selector: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., group_by: _Optional[_Iterable[str]] = ..., step: _Optional[float] = ..., aggregation: _Optional[_Union[TimeSeriesAggregationType, str]] = ..., limit: _Optional[int] = ...) -> None: ...
+    def __init__(self, profile_typeID: _Optional[str] = ..., label_selector: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., group_by: _Optional[_Iterable[str]] = ..., step: _Optional[float] = ..., aggregation: _Optional[_Union[TimeSeriesAggregationType, str]] = ..., stack_trace_selector: _Optional[_Union[StackTraceSelector, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class SelectSeriesResponse(_message.Message):
     __slots__ = ("series",)

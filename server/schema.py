@@ -21,6 +21,16 @@ if TYPE_CHECKING:  # settings.py imports this module, and the agent has no click
 # one small LowCardinality column instead of the `labels` map.
 LABEL_COLUMNS = ("node", "namespace", "pod", "container", "workload_kind", "workload", "comm")
 PID_LABEL = "pid"
+
+SERVICE_NAME_LABEL = "service_name"
+# Grafana's Pyroscope datasource picks profiles by `service_name`. Derived when read,
+# so samples stored before it existed have it too: what a Pyroscope SDK pushed, else
+# namespace/workload (namespace/pod for a bare pod) on Kubernetes, else the process name.
+# The samples table stores it as a column (version 6), which queries read.
+SERVICE_NAME_SQL = (
+    "if(labels['service_name'] != '', labels['service_name'],"
+    " if(namespace != '', concat(namespace, '/', if(workload != '', workload, pod)), comm))"
+)
 SAMPLE_COLUMNS = (
     "profile_type",
     "timestamp",
@@ -207,6 +217,22 @@ _FRAME_DETAILS_V5 = (
     " CODEC(ZSTD(1))",
 )
 
+# Version 6: a selector on service_name alone (Grafana's usual one) could not use the
+# sort key, service_name being derived (SERVICE_NAME_SQL; a Pyroscope SDK's may sit in
+# any namespace). It is now a column ClickHouse computes on insert, with a set index:
+# rows are sorted by namespace and workload, so a granule holds a few services and the
+# index skips the granules of the others, for =, != and regex matchers alike (a granule
+# with more than 64 is read). Parts from before get both by the MATERIALIZE mutations,
+# in the background; until then their rows compute it when read, as before.
+_SERVICE_NAME_V6 = (
+    f"ALTER TABLE {{db}}.samples ADD COLUMN IF NOT EXISTS {SERVICE_NAME_LABEL}"
+    f" LowCardinality(String) MATERIALIZED {SERVICE_NAME_SQL}",
+    f"ALTER TABLE {{db}}.samples ADD INDEX IF NOT EXISTS service_name_set {SERVICE_NAME_LABEL}"
+    " TYPE set(64) GRANULARITY 1",
+    f"ALTER TABLE {{db}}.samples MATERIALIZE COLUMN {SERVICE_NAME_LABEL}",
+    "ALTER TABLE {db}.samples MATERIALIZE INDEX service_name_set",
+)
+
 # The tables whose rows expire after the retention.
 RETENTION_TABLES = ("samples", "network_latency", "network_peers")
 
@@ -217,6 +243,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (_HOURLY_LATENCY_V3, _MATERIALIZE_HOURLY_V3),
     _BATCH_KEY_V4,
     _FRAME_DETAILS_V5,
+    _SERVICE_NAME_V6,
 )
 
 

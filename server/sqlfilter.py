@@ -9,21 +9,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from podflame.server.schema import LABEL_COLUMNS, PID_LABEL
+from podflame.server.schema import (
+    LABEL_COLUMNS,
+    PID_LABEL,
+    SERVICE_NAME_LABEL,
+    SERVICE_NAME_SQL,
+)
 from podflame.server.selector import LABEL_NAME, Matcher, Op
 from podflame.server.store import ProfileQuery
 from podflame.server.timerange import TimeRange
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-SERVICE_NAME_LABEL = "service_name"
-# Grafana's Pyroscope datasource picks profiles by `service_name`. Derived when read,
-# so samples stored before it existed have it too: what a Pyroscope SDK pushed, else
-# namespace/workload (namespace/pod for a bare pod) on Kubernetes, else the process name.
-SERVICE_NAME_SQL = (
-    "if(labels['service_name'] != '', labels['service_name'],"
-    " if(namespace != '', concat(namespace, '/', if(workload != '', workload, pod)), comm))"
-)
 
 
 @dataclass
@@ -80,8 +76,12 @@ def matcher_condition(where: Filter, matcher: Matcher, column: str) -> str:
     return f"{column} {operator} {{{where.bind(matcher.value)}:String}}"
 
 
-def label_column(where: Filter, name: str) -> str:
-    """The SQL expression reading label `name` as a string ('' when absent)."""
+def label_column(where: Filter, name: str, *, stored_service_name: bool = True) -> str:
+    """The SQL expression reading label `name` as a string ('' when absent).
+
+    `stored_service_name`: whether the table has the service_name column (samples does;
+    the network tables derive it when read).
+    """
     # The parser already enforces this; checked again because the name (for
     # column labels) is pasted into the SQL text.
     if not LABEL_NAME.fullmatch(name):
@@ -91,7 +91,7 @@ def label_column(where: Filter, name: str) -> str:
     if name == PID_LABEL:
         return "toString(pid)"
     if name == SERVICE_NAME_LABEL:
-        return SERVICE_NAME_SQL
+        return SERVICE_NAME_LABEL if stored_service_name else SERVICE_NAME_SQL
     # A missing key reads as '', which is what PromQL means by an absent label.
     return f"labels[{{{where.bind(name)}:String}}]"
 

@@ -6,7 +6,7 @@ namespace restriction is ANDed into every selector, as /api/v1 does.
 """
 
 import gzip
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,7 +28,8 @@ from podflame.server.deps import (
 )
 from podflame.server.errors import is_timeout
 from podflame.server.profile_types import ProfileTypes
-from podflame.server.querier import QuerierError, TypeId
+from podflame.server.pyroscope_types import UnknownTypeId, type_ids
+from podflame.server.querier import QuerierError
 from podflame.server.routers.profile_types import visible_types
 from podflame.server.selector import Matcher, SelectorError
 from podflame.server.store import ProfileQuery, ProfileStore, StorageError
@@ -55,16 +56,11 @@ class Caller:
     scope: NamespaceRestriction
     limits: QueryLimits
 
-    def types(self) -> list[TypeId]:
-        """Every known type's ID (the types the app has seen: no store round trip)."""
-        return querier.type_ids(self.profile_types.known())
-
     def resolve(self, text: str) -> str:
         try:
-            return querier.resolve_type(text, self.types())
-        except QuerierError:
-            # Pushed by another server instance, or before a restart: ask the store.
-            return querier.resolve_type(text, querier.type_ids(self.profile_types.all()))
+            return self.profile_types.resolve_type_id(text)
+        except UnknownTypeId as error:
+            raise QuerierError(str(error)) from None
 
     def query(self, type_text: str, selector: str, start: int, end: int) -> ProfileQuery:
         selection = querier.split_selector(selector)
@@ -85,7 +81,7 @@ class Caller:
             if selection.type_ids:
                 names = [self.resolve(text) for text in selection.type_ids]
             else:
-                names = [item.podflame_name for item in self.types()]
+                names = [item.podflame_name for item in self.profile_types.type_ids()]
             queries += [self._query(name, selection.matchers, start, end) for name in names]
         return queries
 
@@ -119,6 +115,8 @@ def caller_of(request: Request) -> Caller:
 
 
 def _connect_error(error: Exception) -> ConnectError | None:
+    if isinstance(error, querier.Unsupported):
+        return ConnectError("unimplemented", str(error))
     if isinstance(error, QuerierError | TimeRangeError):
         return ConnectError("invalid_argument", str(error))
     if isinstance(error, SelectorError):
@@ -182,7 +180,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 def profile_types(caller: Caller, _: pb.ProfileTypesRequest) -> pb.ProfileTypesResponse:
     # The types /api/v1/profile-types shows this caller.
     types = visible_types(caller.store, caller.profile_types, caller.scope, caller.limits)
-    return pb.ProfileTypesResponse(profile_types=[t.message() for t in querier.type_ids(types)])
+    return pb.ProfileTypesResponse(profile_types=[querier.type_message(t) for t in type_ids(types)])
 
 
 @_route("LabelNames", pb.LabelNamesRequest, "Label names")
@@ -209,7 +207,7 @@ def label_values(caller: Caller, message: pb.LabelValuesRequest) -> pb.LabelValu
 @_route("Series", pb.SeriesRequest, "Label sets of the series")
 def series(caller: Caller, message: pb.SeriesRequest) -> pb.SeriesResponse:
     sets: dict[tuple[tuple[str, str], ...], None] = {}
-    ids = {item.podflame_name: item for item in caller.types()}
+    ids = {item.podflame_name: item for item in caller.profile_types.type_ids()}
     for query in caller.label_queries(message.matchers, message.start, message.end):
         names = list(message.label_names) or caller.store.label_names(query, MAX_LABELS)
         group_by = querier.check_group_by([n for n in names if not n.startswith("__")])
@@ -239,21 +237,25 @@ def select_merge_stacktraces(
 ) -> pb.SelectMergeStacktracesResponse:
     if message.format == pb.PROFILE_FORMAT_TREE:
         raise ConnectError("unimplemented", "format TREE is not served; ask for FLAMEGRAPH")
+    site = querier.call_site(message)
     query = caller.query(message.profile_typeID, message.label_selector, message.start, message.end)
-    graph = merged_flame_graph(caller.store, query, caller.max_nodes(message))
+    graph = merged_flame_graph(caller.store, query, caller.max_nodes(message), site)
     return pb.SelectMergeStacktracesResponse(flamegraph=graph)
 
 
-def merged_flame_graph(store: ProfileStore, query: ProfileQuery, max_nodes: int) -> pb.FlameGraph:
-    stacks = store.stacks(query)
+def merged_flame_graph(
+    store: ProfileStore, query: ProfileQuery, max_nodes: int, site: querier.CallSite = ()
+) -> pb.FlameGraph:
+    stacks = querier.under_call_site(store.stacks(query), site)
     tree = flame_graph(((stack.frames, stack.value) for stack in stacks), max_nodes)
     return querier.flame_graph(tree)
 
 
 @_route("SelectMergeProfile", pb.SelectMergeProfileRequest, "Merged profile as pprof")
 def select_merge_profile(caller: Caller, message: pb.SelectMergeProfileRequest) -> pb.Profile:
+    site = querier.call_site(message)
     query = caller.query(message.profile_typeID, message.label_selector, message.start, message.end)
-    stacks = caller.store.stacks(query)
+    stacks = querier.under_call_site(caller.store.stacks(query), site)
     data = exports.pprof(stacks, caller.profile_types.require(query.profile_type), query.time_range)
     return pb.Profile.FromString(gzip.decompress(data))
 
@@ -262,6 +264,9 @@ def select_merge_profile(caller: Caller, message: pb.SelectMergeProfileRequest) 
 def select_series(caller: Caller, message: pb.SelectSeriesRequest) -> pb.SelectSeriesResponse:
     if message.aggregation == pb.TIME_SERIES_AGGREGATION_TYPE_AVERAGE:
         raise QuerierError("average aggregation is not supported: podflame stores sums")
+    selector = message.stack_trace_selector
+    if selector.call_site or selector.HasField("go_pgo"):  # empty: every stack, as asked
+        raise querier.Unsupported("stack_trace_selector is not supported in SelectSeries")
     query = caller.query(message.profile_typeID, message.label_selector, message.start, message.end)
     group_by = querier.check_group_by(message.group_by)
     step_ms = querier.series_step_ms(message.step, query.time_range)
@@ -275,21 +280,28 @@ def select_series(caller: Caller, message: pb.SelectSeriesRequest) -> pb.SelectS
 
 @_route("Diff", pb.DiffRequest, "Two selections in one flame graph")
 def diff(caller: Caller, message: pb.DiffRequest) -> pb.DiffResponse:
+    sides = (message.left, message.right)
+    sites = [querier.call_site(side) for side in sides]
     left, right = (
         caller.query(side.profile_typeID, side.label_selector, side.start, side.end)
-        for side in (message.left, message.right)
+        for side in sides
     )
-    graph = merged_diff(caller.store, left, right, caller.max_nodes(message.left))
+    graph = merged_diff(caller.store, left, right, caller.max_nodes(message.left), sites)
     return pb.DiffResponse(flamegraph=graph)
 
 
 def merged_diff(
-    store: ProfileStore, left: ProfileQuery, right: ProfileQuery, max_nodes: int
+    store: ProfileStore,
+    left: ProfileQuery,
+    right: ProfileQuery,
+    max_nodes: int,
+    sites: Sequence[querier.CallSite] = ((), ()),
 ) -> pb.FlameGraphDiff:
     if left.profile_type != right.profile_type:
         raise QuerierError("left and right must be of the same profile type")
     sides = [
-        [(stack.frames, stack.value) for stack in store.stacks(query)] for query in (left, right)
+        [(stack.frames, stack.value) for stack in querier.under_call_site(store.stacks(q), site)]
+        for q, site in zip((left, right), sites, strict=True)
     ]
     return querier.flame_graph_diff(diff_graph(sides[0], sides[1], max_nodes))
 

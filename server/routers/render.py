@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from podflame.model.profile import ProfileType
-from podflame.server import querier
+from podflame.server import pyroscope_types
 from podflame.server import querier_pb2 as pb
 from podflame.server.errors import ERROR_RESPONSES, ParameterError
 from podflame.server.querier import QuerierError
@@ -124,7 +124,7 @@ def _millis(parameter: str, text: str, now: datetime) -> int:
 def _flamebearer(
     names: Any, levels: Any, total: int, max_self: int, profile_type: ProfileType, layout: str
 ) -> dict[str, Any]:
-    type_id = querier.type_id(profile_type)
+    type_id = pyroscope_types.type_id(profile_type)
     units, sample_rate = _units(type_id.sample_unit)
     return {
         "version": 1,

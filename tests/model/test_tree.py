@@ -5,7 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podflame.model.tree import OTHER_NAME, FlatTree, Stack, diff_graph, flame_graph
+from podflame.model.tree import (
+    OTHER_NAME,
+    FlatTree,
+    Stack,
+    build_tree,
+    diff_graph,
+    flame_graph,
+    flatten,
+)
 
 STACKS: list[Stack] = [(("main", "a", "b"), 3), (("main", "a"), 2), (("main", "c"), 5)]
 
@@ -187,3 +195,15 @@ def test_a_tree_that_fits_is_not_truncated(stack_list: list[Stack], max_nodes: i
         assert tree == whole
     else:
         assert tree.truncated
+
+
+@given(stacks, st.integers(1, 60))
+@settings(max_examples=300)
+def test_flame_graph_lays_out_as_the_node_tree_does(
+    stack_list: list[Stack], max_nodes: int
+) -> None:
+    # flame_graph builds a tree that fits from the sorted stacks, without Node objects:
+    # the same rows, names and order as the general path (frames as lists too).
+    expected = flatten(build_tree([stack_list]), max_nodes)
+    assert flame_graph(stack_list, max_nodes) == expected
+    assert flame_graph([(list(f), v) for f, v in stack_list], max_nodes) == expected

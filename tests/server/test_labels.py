@@ -1,6 +1,12 @@
 import pytest
+from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
+from podflame.model import Batch
+from podflame.server import schema
+from podflame.server.app import create_app
+from podflame.server.clickhouse_store import ClickHouseStore
+from podflame.server.schema import MIGRATIONS
 from tests.server.conftest import Ingest, batch, folded
 
 
@@ -16,7 +22,7 @@ def labelled(ingest: Ingest) -> None:
 @pytest.mark.parametrize(
     ("query", "names"),
     [
-        # service_name is derived (sqlfilter.SERVICE_NAME_SQL): every sample has one.
+        # service_name is derived (schema.SERVICE_NAME_SQL, a column): every sample has one.
         ("", ["comm", "namespace", "node", "pid", "pod", "service_name", "team", "zone"]),
         ('{pod="api-1"}', ["comm", "namespace", "pid", "pod", "service_name", "team"]),
         # An empty value is no value: the host process has no team.
@@ -123,6 +129,25 @@ def test_service_name_is_namespace_workload_or_process(api: TestClient) -> None:
     assert body["values"] == sorted([service, "sshd"])
     top = api.get("/api/v1/top", params={"query": f'{{service_name="{service}"}}'}).json()
     assert top["total"] == 30 + 20
+
+
+def test_samples_stored_before_the_service_name_column_have_one(
+    chdb_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = "t_service_name_from_v5"
+    chdb_client.command(f"DROP DATABASE IF EXISTS {database}")
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:5])  # before the column
+    old = ClickHouseStore(chdb_client, database=database)
+    series = [(labels, [(stack, value)]) for stack, (labels, value) in enumerate(KUBE_SERIES)]
+    old.ingest(Batch.model_validate(batch([["main", "serve"], ["main", "old"], ["sshd"]], series)))
+    monkeypatch.undo()
+    api = TestClient(create_app(ClickHouseStore(chdb_client, database=database)))
+    service = f"{KUBE_LABELS['namespace']}/{KUBE_LABELS['workload']}"
+    values = api.get("/api/v1/labels/service_name/values").json()["values"]
+    assert values == sorted([service, "sshd"])
+    top = api.get("/api/v1/top", params={"query": f'{{service_name="{service}"}}'}).json()
+    assert top["total"] == 30 + 20
+    chdb_client.command(f"DROP DATABASE {database}")
 
 
 @pytest.mark.usefixtures("kube_labelled")

@@ -4,14 +4,16 @@ the encodings, max_nodes, SelectSeries' group_by and step, errors and JSON."""
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
+from google.protobuf.message import Message
 
 from podflame.model.profile import CPU as CPU_TYPE
 from podflame.model.profile import ProfileType
-from podflame.server import querier
+from podflame.server import pyroscope_types, querier
 from podflame.server import querier_pb2 as pb
 from podflame.server.app import create_app
 from podflame.server.clickhouse_store import ClickHouseStore
@@ -50,7 +52,7 @@ def api(chdb_client: Client) -> Iterator[TestClient]:
     chdb_client.command(f"DROP DATABASE IF EXISTS {database}")
 
 
-def merge(api: TestClient, selector: str, **fields: int) -> pb.FlameGraph:
+def merge(api: TestClient, selector: str, **fields: Any) -> pb.FlameGraph:
     request = selector_request(CPU, selector, T0_MS - 1000, T1_MS + 1000, **fields)
     return call(
         api, "SelectMergeStacktraces", request, pb.SelectMergeStacktracesResponse
@@ -346,11 +348,86 @@ def test_pushed_types_get_back_their_pyroscope_ids() -> None:
     samples = ProfileType("process_cpu_samples", "count", pushed)
     legacy_text = "process_cpu sent to the legacy Pyroscope /ingest"
     legacy = ProfileType("process_cpu", "nanoseconds", legacy_text)
-    assert querier.type_id(samples).id == "process_cpu:samples:count:samples:count"
-    assert querier.type_id(legacy).id == "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
-    known = querier.type_ids([CPU_TYPE, samples, legacy])
+    assert pyroscope_types.type_id(samples).id == "process_cpu:samples:count:samples:count"
+    assert pyroscope_types.type_id(legacy).id == "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+    known = pyroscope_types.type_ids([CPU_TYPE, samples, legacy])
     # The first three parts decide: Pyroscope's own period for these samples still matches.
-    assert querier.resolve_type("process_cpu:samples:count:cpu:nanoseconds", known) == samples.name
-    assert querier.resolve_type("cpu", known) == "cpu"
-    with pytest.raises(querier.QuerierError):
-        querier.resolve_type("process_cpu:samples:bytes:cpu:nanoseconds", known)
+    resolve = pyroscope_types.resolve_type
+    assert resolve("process_cpu:samples:count:cpu:nanoseconds", known) == samples.name
+    assert resolve("cpu", known) == "cpu"
+    with pytest.raises(pyroscope_types.UnknownTypeId):
+        resolve("process_cpu:samples:bytes:cpu:nanoseconds", known)
+    # Pushed in another unit than its name's, so stored as process_cpu_bytes
+    # (server/profile_types.py): its ID keeps the pushed name and sample type.
+    in_bytes = ProfileType("process_cpu_bytes", "bytes", f"{pushed}, in bytes")
+    assert pyroscope_types.type_id(in_bytes).id == "process_cpu:samples:bytes:samples:bytes"
+
+
+def test_stack_trace_selector_keeps_the_stacks_under_the_call_site(api: TestClient) -> None:
+    # As the Profiles Drilldown app focuses on a function: call_site root first.
+    site = pb.StackTraceSelector(call_site=[pb.CallSiteLocation(name=n) for n in ("main", "a")])
+    graph = merge(api, '{pod="api-1"}', stack_trace_selector=site)
+    assert graph.total == 3 + 2  # main;a;b and main;a, not main;c_[k]...
+    assert set(graph.names) == {"total", "main", "a", "b"}
+    request = pb.SelectMergeProfileRequest(
+        profile_typeID=CPU, label_selector='{pod="api-1"}', start=T0_MS - 1000, end=T1_MS + 1000
+    )
+    request.stack_trace_selector.CopyFrom(site)
+    profile = call(api, "SelectMergeProfile", request, pb.Profile)
+    assert sum(sample.value[0] for sample in profile.sample) == 5
+    body = {
+        "profileTypeID": CPU,
+        "labelSelector": '{pod="api-1"}',
+        "start": str(T0_MS - 1000),
+        "end": str(T1_MS + 1000),
+        "stackTraceSelector": {"callSite": [{"name": "main"}, {"name": "c_[k]"}]},
+    }
+    response = call_json(api, "SelectMergeStacktraces", body)
+    assert response.json()["flamegraph"]["total"] == "5"  # 4 + 1
+
+
+@pytest.mark.parametrize(
+    ("method", "request_message", "feature"),
+    [
+        (
+            "SelectMergeStacktraces",
+            pb.SelectMergeStacktracesRequest(
+                profile_typeID=CPU, stack_trace_selector=pb.StackTraceSelector(go_pgo=pb.GoPGO())
+            ),
+            "go_pgo",
+        ),
+        (
+            "SelectMergeProfile",
+            pb.SelectMergeProfileRequest(profile_typeID=CPU, profile_id_selector=["7c9e6679"]),
+            "profile_id_selector",
+        ),
+        (
+            "SelectSeries",
+            pb.SelectSeriesRequest(
+                profile_typeID=CPU,
+                stack_trace_selector=pb.StackTraceSelector(
+                    call_site=[pb.CallSiteLocation(name="main")]
+                ),
+                step=60,
+            ),
+            "stack_trace_selector",
+        ),
+        (
+            "SelectMergeStacktraces",
+            pb.SelectMergeStacktracesRequest(profile_typeID=CPU, format=pb.PROFILE_FORMAT_TREE),
+            "TREE",
+        ),
+    ],
+)
+def test_features_podflame_lacks_are_unimplemented_naming_them(
+    api: TestClient, method: str, request_message: Message, feature: str
+) -> None:
+    """Refused rather than answered for every stack as if the field were not there."""
+    response = api.post(
+        f"/querier.v1.QuerierService/{method}",
+        content=request_message.SerializeToString(),
+        headers={"content-type": "application/proto"},
+    )
+    assert response.status_code == 404
+    assert response.json()["code"] == "unimplemented"
+    assert feature in response.json()["message"]

@@ -69,7 +69,10 @@ def test_a_pod_over_an_hour_reads_few_granules(
     store: ClickHouseStore, chdb_client: Client, generated: datetime
 ) -> None:
     hour = TimeRange(generated + timedelta(hours=1), generated + timedelta(hours=2))
-    for selector in ('{pod="pod-7"}', '{namespace="ns-7", pod="pod-7"}', '{workload="wl-7"}'):
+    # service_name alone (Grafana's selector) uses its set index (schema version 6).
+    selectors = ('{pod="pod-7"}', '{namespace="ns-7", pod="pod-7"}', '{workload="wl-7"}',
+                 '{service_name="ns-7/wl-7"}', '{service_name=~"ns-7/wl-(7|8)"}')  # fmt: skip
+    for selector in selectors:
         where = sample_filter(ProfileQuery("cpu", parse_selector(selector), hour))
         explain = chdb_client.query(
             f"EXPLAIN indexes = 1 SELECT stack_hash, sum(value) FROM {store.database}.samples"
