@@ -156,7 +156,7 @@ def test_kernel_frames_sit_below_user_frames(
 def test_kernel_stacks_can_be_turned_off(module_server: str, tmp_path: Path) -> None:
     binary = compile_c(FIXTURES / "syscall_loop.c", tmp_path / "syscall_loop")
     started = time.time()
-    with running_agent(module_server, kernel_stacks=False):
+    with running_agent(module_server, kernel_stacks=False, network=False):  # CPU stacks only
         process = subprocess.Popen([str(binary), "1.5"])
         process.wait(30)
     stacks = [stack for stack, _ in folded(module_server, process.pid, since=started)]
@@ -328,7 +328,7 @@ def test_kubernetes_metadata_is_wired_in(module_server: str, tmp_path: Path) -> 
                 time.sleep(0.05)
             found = agent.kubernetes.pod_by_ip("10.9.0.7")
             values = parse_metrics(render_metrics(agent))
-        with running_agent(module_server, kubernetes=False) as agent:
+        with running_agent(module_server, kubernetes=False, network=False) as agent:
             assert agent.kubernetes is None
     assert found == PodRef("default", "db-0", "Pod", "db-0")
     assert values["podflame_agent_kubernetes_lists_total"] == 1

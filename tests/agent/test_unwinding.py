@@ -133,7 +133,8 @@ def test_agent_loads_tables_of_the_processes_it_captures(
     from tests.agent.test_pipeline import drain_and_ship, folded, running_agent
 
     binary = _build(tmp_path)
-    with running_agent(module_server, unwind_tables=True, interval=600) as agent:
+    # CPU stacks only: the network programs have nothing to do with unwinding.
+    with running_agent(module_server, unwind_tables=True, interval=600, network=False) as agent:
         workload = subprocess.Popen([str(binary), "120"], stdout=subprocess.DEVNULL)
         try:
             # Tables load in announcement order: at the start, those of every process

@@ -67,9 +67,12 @@ class PodLabels:
 
 
 @contextmanager
-def pod_agent(server_url: str, token: str | None = None) -> Iterator[PodLabels]:
+def pod_agent(
+    server_url: str, token: str | None = None, network: bool = True
+) -> Iterator[PodLabels]:
     """The agent, sampling in a thread of this process; stopping it ships the last drain.
-    `token`: for a server started with --tokens-file."""
+    `token`: for a server started with --tokens-file. `network=False`: CPU samples only
+    (the network programs' compile is a good part of the agent's start)."""
     settings = AgentSettings(
         server=AnyHttpUrl(server_url),
         token=token,
@@ -77,6 +80,7 @@ def pod_agent(server_url: str, token: str | None = None) -> Iterator[PodLabels]:
         interval=INTERVAL_SECONDS,
         metrics_port=0,
         kubernetes=False,
+        network=network,
     )
     provider = PodLabels(HostLabels(node=settings.node_name))
     with mock.patch.object(agent_module, "HostLabels", lambda node: provider):

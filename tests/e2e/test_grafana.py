@@ -64,7 +64,7 @@ def grafana(tmp_path_factory: pytest.TempPathFactory, require_bpf: None) -> Iter
     extra = ["--tokens-file", str(tmp_path / "tokens.json")]
     with running_server(tmp_path, extra=extra) as url:
         start_ms = int(time.time() * 1000) - 60_000
-        with pod_agent(url, token=ADMIN) as provider:
+        with pod_agent(url, token=ADMIN, network=False) as provider:  # Grafana reads CPU
             run_workloads(provider, workloads, tmp_path)
         release(workloads)
         yield Profiled(url, start_ms, int(time.time() * 1000) + 60_000)

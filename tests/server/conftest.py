@@ -2,6 +2,14 @@
 
 chDB opens one data path per process, so the whole session shares one
 client; each test gets a database of its own and so starts empty.
+
+Migrating a new database is most of what a server test costs (a dozen DDL
+statements, each a chDB command), so databases are reused: a test's database
+is emptied afterwards (TRUNCATE) and handed to a later test, whose store
+migrates it again (nothing left to do but the retention TTL). Only a database
+whose migrated tables are exactly what migration made is reused (tables made
+later, such as profile_types, are dropped first); one whose tables a test
+altered or dropped is dropped.
 """
 
 import time
@@ -37,11 +45,66 @@ def chdb_client(chdb_path: Path) -> Iterator[Client]:
     client.close()
 
 
+Schema = dict[str, str]  # table -> its CREATE statement, the database's name left out
+
+
+class DatabasePool:
+    """Migrated, empty databases for the tests' stores, one test at a time each."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.free: list[str] = []
+        self.migrated: Schema | None = None  # what a fresh migration makes
+
+    def take(self) -> str:
+        return self.free.pop() if self.free else f"t_{uuid.uuid4().hex}"
+
+    def opened(self, database: str) -> None:
+        """Right after the store migrated `database`, before the test runs."""
+        if self.migrated is None:
+            self.migrated = self.schema(database)
+
+    def give_back(self, database: str) -> None:
+        schema = self.schema(database)
+        migrated = self.migrated
+        if migrated is None or any(schema.get(t) != query for t, query in migrated.items()):
+            self.client.command(f"DROP DATABASE IF EXISTS {database}")
+            return
+        # Tables made after migration (profile_types, created on first use): dropped,
+        # as a new database would not have them.
+        for table in schema.keys() - migrated.keys():
+            self.client.command(f"DROP TABLE {database}.`{table}`")
+        for table in migrated:
+            if table != "schema_version":  # written by migrations only: kept, as it was
+                self.client.command(f"TRUNCATE TABLE {database}.`{table}`")
+        self.free.append(database)
+
+    def schema(self, database: str) -> Schema:
+        rows = self.client.query(
+            "SELECT name, create_table_query FROM system.tables WHERE database = {db:String}",
+            parameters={"db": database},
+        ).result_rows
+        schema = {name: query.replace(database, "{db}") for name, query in rows}
+        if "schema_version" in schema:  # the versions recorded, as a migration left them
+            versions = self.client.query(
+                f"SELECT version FROM {database}.schema_version ORDER BY version"
+            ).result_rows
+            schema["schema_version"] += f" -- {versions}"
+        return schema
+
+
+@pytest.fixture(scope="session")
+def database_pool(chdb_client: Client) -> DatabasePool:
+    return DatabasePool(chdb_client)
+
+
 @pytest.fixture
-def store(chdb_client: Client) -> Iterator[ClickHouseStore]:
-    database = f"t_{uuid.uuid4().hex}"
-    yield ClickHouseStore(chdb_client, database=database)
-    chdb_client.command(f"DROP DATABASE IF EXISTS {database}")
+def store(chdb_client: Client, database_pool: DatabasePool) -> Iterator[ClickHouseStore]:
+    database = database_pool.take()
+    opened = ClickHouseStore(chdb_client, database=database)
+    database_pool.opened(database)
+    yield opened
+    database_pool.give_back(database)
 
 
 @pytest.fixture
