@@ -20,6 +20,10 @@
 // registers, not the user's, and UAPI gives no way to the user's: those, and
 // processes without tables, use bpf_get_stackid's frame-pointer walk as before.
 //
+// Samples of processes without tables are also counted per process in
+// `unwind_wanted`: the agent loads the tables of the processes that run most
+// first (a busy process should not wait behind hundreds of idle ones).
+//
 // Compile-time parameters (cflags):
 //   UNWIND_ENABLED     1 to unwind with tables, 0 (default) to leave it all out
 //   UNWIND_ROWS        rows of all tables together
@@ -42,6 +46,7 @@
 #ifndef UNWIND_MAX_FRAMES
 #define UNWIND_MAX_FRAMES 96 // the verifier refuses 127 (its 8,192 pending branches)
 #endif
+#define UNWIND_WANTED 1024      // processes sampled without tables, counted (LRU)
 #define UNWIND_RANGES 32        // executable mappings with a table, per process (a power of 2)
 #define UNWIND_RANGE_STEPS 5    // log2(UNWIND_RANGES)
 #define UNWIND_SEARCH_STEPS 21  // 2^21 rows: more than one table may hold (cfi.MAX_ROWS)
@@ -100,6 +105,7 @@ BPF_HASH(ustacks_0, u64, struct unwound_stack, UNWIND_STACKS);
 BPF_HASH(ustacks_1, u64, struct unwound_stack, UNWIND_STACKS);
 BPF_PERCPU_ARRAY(unwind_scratch, struct unwound_stack, 1);
 BPF_PERCPU_ARRAY(unwind_outcomes, u64, UNWIND_OUTCOMES);
+BPF_TABLE("lru_hash", u32, u64, unwind_wanted, UNWIND_WANTED);
 
 static __always_inline void unwind_count(u32 outcome) {
     u64 *value = unwind_outcomes.lookup(&outcome);
@@ -217,6 +223,12 @@ static __always_inline u64 unwind_user_stack(struct bpf_perf_event_data *ctx, u3
     struct unwind_process *process = unwind_processes.lookup(&pid);
     if (!process) {
         unwind_count(UNWIND_NO_TABLES);
+        u64 one = 1;
+        u64 *wanted = unwind_wanted.lookup(&pid);
+        if (wanted)
+            __sync_fetch_and_add(wanted, 1);
+        else
+            unwind_wanted.update(&pid, &one);
         return 0;
     }
     if ((ctx->regs.cs & 3) != 3) {
