@@ -476,6 +476,11 @@ class UnwindCollector(Collector):
             ("unwind_rows", "Unwind table rows loaded.", self._loader.rows_used),
             ("unwind_rows_capacity", "--unwind-table-rows.", self._loader.capacity),
             (
+                "unwind_processes",
+                "Processes whose tables the kernel holds.",
+                self._loader.processes_held,
+            ),
+            (
                 "unwind_maps_bytes",
                 "Kernel memory of the unwinding maps (rows, processes, unwound stacks).",
                 sizes.nbytes if sizes is not None else 0,

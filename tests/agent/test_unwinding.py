@@ -349,3 +349,40 @@ def test_processes_sampled_without_tables_are_counted_for_the_loader(
         for process in (busy, idle):
             process.kill()
             process.wait()
+
+
+def test_samples_taken_in_system_calls_are_unwound_from_the_user_registers(
+    sampler: CpuSampler, tmp_path: Path
+) -> None:
+    """A program without frame pointers that spends its time in read(2): its samples are
+    taken in the kernel, and their user stacks still reach main (from the registers the
+    kernel saved on entry), not frame pointers' guess."""
+    binary = tmp_path / "syscall_loop"
+    subprocess.run(
+        ["gcc", "-O2", "-fomit-frame-pointer", "-o", str(binary), str(FIXTURES / "syscall_loop.c")],
+        check=True,
+    )
+    symbolizer = Symbolizer(max_bytes=16 << 20)
+    loader = UnwindLoader(sampler.table, UnwindTables(), symbolizer.open_mapping, SIZES.rows)
+    workload = subprocess.Popen([str(binary), "30"])  # killed below
+    try:
+        time.sleep(0.2)
+        assert len(loader.load(workload.pid)) >= 2
+        image = symbolizer.image(workload.pid)
+        sampler.drain()
+        before = sampler.unwind_outcomes()
+        time.sleep(2)
+        drain = sampler.drain()
+        outcomes = {k: v - before.get(k, 0) for k, v in sampler.unwind_outcomes().items()}
+        ours = [
+            Stack(tuple(symbolizer.resolve(image, s.user_stack)), s.count)
+            for s in drain.samples
+            if s.process.pid == workload.pid
+        ]
+    finally:
+        workload.kill()
+        workload.wait()
+    assert _inclusive(ours, "read") >= 0.5, (ours[:3], outcomes)  # sampled in read(2)
+    assert outcomes["kernel_mode"] == 0, outcomes
+    assert _inclusive(ours, "main") >= 0.9, (ours[:3], outcomes)
+    assert _inclusive(ours, "read_zeros") >= 0.9, (ours[:3], outcomes)
