@@ -2,7 +2,8 @@
 
 Both CPUs busy with code built without frame pointers (tests/fixtures/omit_fp.c,
 -O2 -fomit-frame-pointer, one copy per CPU) throughout; per round, interleaved:
-the agent with frame pointers only, the agent with --unwind-tables, `perf record
+the agent (--no-network: unwinding's cost, not the network tracer's) with frame
+pointers only, the agent with --unwind-tables, `perf record
 --call-graph dwarf -a`, `perf record -g -a` and BCC's `profile`, all at 99 Hz.
 A profiler's CPU is counted in nanoseconds (the sum of its threads'
 /proc/PID/task/*/schedstat) over a window after its start-up; the sampler
@@ -10,7 +11,7 @@ program's own time per run comes from the kernel's bpf_stats (that time is
 charged to the interrupted process, not to the agent).
 
 Memory: 1,000 processes of 20 different binaries (each burns 30 ms, then waits),
-the agent with and without tables; RSS once the loader has loaded them.
+the agent with tables; RSS once the loader has loaded them.
 
 `python -m benchmarks.unwinding` prints the section; `make bench` includes it.
 """
@@ -106,7 +107,7 @@ def window(pid: int) -> tuple[float, float]:
     return share, time_ns / max(1, runs)
 
 
-def started(metrics: str, timeout: float = 180) -> None:
+def started(metrics: str, timeout: float = 600) -> None:
     """Until the agent serves /metrics and has drained once (its BPF compile takes long on a
     loaded machine)."""
     deadline = time.monotonic() + timeout
@@ -122,7 +123,7 @@ def started(metrics: str, timeout: float = 180) -> None:
 
 def agent_command(server: str, port: int, *extra: str) -> list[str]:
     return [*PODFLAME, "agent", "--server", server, "--frequency", str(FREQUENCY),
-            "--interval", "5", "--metrics-port", str(port), *extra]  # fmt: skip
+            "--interval", "5", "--metrics-port", str(port), "--no-network", *extra]  # fmt: skip
 
 
 def measure_agent(directory: Path, server: str, config: Config, *extra: str) -> None:
@@ -222,7 +223,8 @@ def memory(directory: Path, server: str, processes: int, binaries: int) -> list[
         "| kernel maps |",
         "|---|---|---|---|---|---|",
     ]
-    for extra in ((), ("--unwind-tables",)):
+    # Without tables: benchmarks/memory.py (the same agent, one binary).
+    for extra in (("--unwind-tables",),):
         port = free_port()
         metrics = f"http://127.0.0.1:{port}/metrics"
         log = directory / "agent-memory.log"
