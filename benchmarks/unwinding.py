@@ -292,8 +292,8 @@ def section(directory: Path, server: str, repeats: int, processes: int) -> list[
         else "NOT met"
     )
     return [
-        f"Both CPUs busy with `omit_fp` (-O2 -fomit-frame-pointer), {repeats} interleaved "
-        f"rounds of {WINDOW_SECONDS:.0f} s windows; CPU from schedstat (ns).",
+        f"Both CPUs busy with `omit_fp` (-O2 -fomit-frame-pointer), interleaved rounds: {repeats} "
+        f"of {WINDOW_SECONDS:.0f} s windows; CPU from schedstat (ns).",
         "",
         *overhead_table(configs),
         "",
