@@ -17,8 +17,12 @@
 // under a hash of its frames, and the sample key carries the hash.
 //
 // Samples taken in kernel mode (in a system call) carry the kernel's
-// registers, not the user's, and UAPI gives no way to the user's: those, and
-// processes without tables, use bpf_get_stackid's frame-pointer walk as before.
+// registers; the user's are those the kernel saved on entry (bpf_task_pt_regs).
+// Processes without tables use bpf_get_stackid's frame-pointer walk as before.
+//
+// Samples of processes without tables are also counted per process in
+// `unwind_wanted`: the agent loads the tables of the processes that run most
+// first (a busy process should not wait behind hundreds of idle ones).
 //
 // Compile-time parameters (cflags):
 //   UNWIND_ENABLED     1 to unwind with tables, 0 (default) to leave it all out
@@ -42,6 +46,7 @@
 #ifndef UNWIND_MAX_FRAMES
 #define UNWIND_MAX_FRAMES 96 // the verifier refuses 127 (its 8,192 pending branches)
 #endif
+#define UNWIND_WANTED 1024      // processes sampled without tables, counted (LRU)
 #define UNWIND_RANGES 32        // executable mappings with a table, per process (a power of 2)
 #define UNWIND_RANGE_STEPS 5    // log2(UNWIND_RANGES)
 #define UNWIND_SEARCH_STEPS 21  // 2^21 rows: more than one table may hold (cfi.MAX_ROWS)
@@ -59,7 +64,7 @@
 enum unwind_outcome {
     UNWOUND_WITH_TABLES = 0, // walked with the process's tables
     UNWIND_NO_TABLES = 1,    // the process has none (yet): frame pointers
-    UNWIND_KERNEL_MODE = 2,  // sampled in the kernel: frame pointers
+    UNWIND_KERNEL_MODE = 2,  // sampled in the kernel, no user registers: frame pointers
     UNWIND_TRUNCATED = 3,    // the walk stopped early (unsupported row, bad read, depth)
     UNWIND_MAP_FULL = 4,     // the unwound-stack map was full: frame pointers
     UNWIND_OUTCOMES = 5,
@@ -100,6 +105,7 @@ BPF_HASH(ustacks_0, u64, struct unwound_stack, UNWIND_STACKS);
 BPF_HASH(ustacks_1, u64, struct unwound_stack, UNWIND_STACKS);
 BPF_PERCPU_ARRAY(unwind_scratch, struct unwound_stack, 1);
 BPF_PERCPU_ARRAY(unwind_outcomes, u64, UNWIND_OUTCOMES);
+BPF_TABLE("lru_hash", u32, u64, unwind_wanted, UNWIND_WANTED);
 
 static __always_inline void unwind_count(u32 outcome) {
     u64 *value = unwind_outcomes.lookup(&outcome);
@@ -210,6 +216,23 @@ static __always_inline int unwind_step(struct unwind_process *process, struct un
     return 0;
 }
 
+// The user's registers of a sample taken in the kernel (a system call, a fault,
+// an interrupt), as the kernel saved them on entry: bpf_task_pt_regs (kernel
+// 5.15+) gives where they are, and x86-64's struct pt_regs is the UAPI layout
+// (the one perf_event programs are given). Nonzero if there are none.
+static __always_inline int unwind_user_regs(struct unwind_regs *regs) {
+    struct pt_regs *user = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    struct pt_regs saved = {};
+    if (!user || bpf_probe_read_kernel(&saved, sizeof(saved), user) != 0 || (saved.cs & 3) != 3)
+        return -1;
+    // The pc is where the process resumes: after a `syscall`, still inside the function
+    // that made it; looked up as is, like an interrupted pc.
+    regs->pc = saved.ip;
+    regs->sp = saved.sp;
+    regs->bp = saved.bp;
+    return 0;
+}
+
 // Unwinds the user stack of the sampled process with its tables and stores it in
 // `ustacks_<slot>`; returns its hash, or 0 if the caller should take
 // bpf_get_stackid's frame-pointer stack instead.
@@ -217,9 +240,16 @@ static __always_inline u64 unwind_user_stack(struct bpf_perf_event_data *ctx, u3
     struct unwind_process *process = unwind_processes.lookup(&pid);
     if (!process) {
         unwind_count(UNWIND_NO_TABLES);
+        u64 one = 1;
+        u64 *wanted = unwind_wanted.lookup(&pid);
+        if (wanted)
+            __sync_fetch_and_add(wanted, 1);
+        else
+            unwind_wanted.update(&pid, &one);
         return 0;
     }
-    if ((ctx->regs.cs & 3) != 3) {
+    struct unwind_regs regs = {.pc = ctx->regs.ip, .sp = ctx->regs.sp, .bp = ctx->regs.bp};
+    if ((ctx->regs.cs & 3) != 3 && unwind_user_regs(&regs) != 0) {
         unwind_count(UNWIND_KERNEL_MODE);
         return 0;
     }
@@ -227,7 +257,6 @@ static __always_inline u64 unwind_user_stack(struct bpf_perf_event_data *ctx, u3
     struct unwound_stack *stack = unwind_scratch.lookup(&zero);
     if (!stack)
         return 0;
-    struct unwind_regs regs = {.pc = ctx->regs.ip, .sp = ctx->regs.sp, .bp = ctx->regs.bp};
     int outcome = -1;
     u64 hash = 14695981039346656037ULL; // FNV-1a over the frames
     u32 depth = 0;

@@ -1,25 +1,38 @@
 """Unwind tables into the CPU sampler's maps (bpf/unwind.h), per captured process.
 
-When a process is announced, its executable mappings are read from
-/proc/PID/maps, each mapped file is opened as the symbolizer opens it (inside
-the process's root, the inode checked), and its unwind table (built from
-.eh_frame, cached by build-id and content: symbolizer/unwind_tables.py) is
-written once into the shared row array. The process then gets its ranges:
-(start, end, load bias, first row, row count). All of it on a thread of its
-own: a big library's table takes seconds to build the first time, and neither
-the agent's lock nor the announcements wait for it.
+A process's executable mappings are read from /proc/PID/maps, each mapped file
+is opened as the symbolizer opens it (inside the process's root, the inode
+checked), and its unwind table (built from .eh_frame, cached by build-id and
+content: symbolizer/unwind_tables.py) is written once into the shared row
+array. The process then gets its ranges: (start, end, load bias, first row,
+row count). All of it on a thread of its own: a big library's table takes
+seconds to build the first time, and neither the agent's lock nor the
+announcements wait for it.
 
-Rows are placed one after another and never moved; when the array is full,
-further tables are not loaded (counted) and their code is walked with frame
-pointers. A table shared by many processes is placed once.
+Which process first: the ones the kernel sampled without tables, most samples
+first (the BPF side counts them in `unwind_wanted`), then those whose loading
+was cut short, then announced ones, newest first. A process's files are taken
+smallest first, and after a slice of building, if other processes wait, what
+is built is written and the rest is resumed later. A busy process thus gets
+its tables within about one slice and one table build, however many idle or
+big processes came before it.
+
+Rows are placed in free extents of the array and never moved. A table is
+freed when no process with tables maps it any more: processes that exited or
+exec'd are swept every second. When a table of a sampled process does not fit,
+processes loaded only because they were announced (and not sampled since)
+are unloaded to make room; past that, the table is not loaded (counted) and
+its code is walked with frame pointers.
 """
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +56,13 @@ log = logging.getLogger(__name__)
 
 MAX_RANGES = 32  # UNWIND_RANGES in bpf/unwind.h
 MAX_QUEUED = 4096  # processes waiting for their tables; older ones are dropped
+WANTED_POLL_SECONDS = 0.2  # how often an idle loader looks at the kernel's wanted counts
+SWEEP_SECONDS = 1.0  # how often processes that exited or exec'd are unloaded
+# A process's tables are built for this long before the loader looks whether
+# others wait; then what is built is written and the rest comes later. (A Python
+# process with numpy and BCC maps 80-140 files; its tables took 106-130 s to
+# build on a loaded 2-CPU machine, libLLVM alone 32 s.)
+SLICE_SECONDS = 2.0
 UNWIND_PROCESSES = 4096  # processes with tables in the kernel at once (LRU)
 MAX_UNWOUND_STACKS = 4096  # per drain interval; past it, frame-pointer stacks
 TABLE_CACHE_BYTES = 128 << 20  # decoded tables kept in the agent's memory
@@ -71,6 +91,57 @@ class UnwindLoaderStats:
     tables_not_placed: int = 0  # the row array was full
     ranges_dropped: int = 0  # a process mapped more than MAX_RANGES files with tables
     queue_dropped: int = 0
+    processes_wanted: int = 0  # loaded because the kernel sampled them without tables
+    processes_unloaded: int = 0  # exited, exec'd or dropped by the kernel's LRU
+    processes_evicted: int = 0  # announced-only processes unloaded to make room
+    processes_sliced: int = 0  # loading cut short for others waiting, resumed later
+    tables_freed: int = 0  # no process with tables mapped them any more
+
+
+@dataclass
+class RowExtents:
+    """Free extents of the row array: first fit, freed extents merged with their
+    neighbours. Rows are never moved (the kernel may be reading them)."""
+
+    capacity: int
+    _free: list[tuple[int, int]] = field(default_factory=list)  # (first, rows), sorted
+
+    def __post_init__(self) -> None:
+        self._free = [(0, self.capacity)] if self.capacity > 0 else []
+
+    def take(self, rows: int) -> int | None:
+        """The first row of `rows` free rows in a row, now taken; None if none is that long."""
+        for index, (first, length) in enumerate(self._free):
+            if length >= rows:
+                if length == rows:
+                    del self._free[index]
+                else:
+                    self._free[index] = (first + rows, length - rows)
+                return first
+        return None
+
+    def give_back(self, first: int, rows: int) -> None:
+        index = bisect.bisect(self._free, (first, rows))
+        self._free.insert(index, (first, rows))
+        # Merge with the next extent, then with the previous one.
+        if index + 1 < len(self._free) and first + rows == self._free[index + 1][0]:
+            rows += self._free.pop(index + 1)[1]
+            self._free[index] = (first, rows)
+        if index > 0 and sum(self._free[index - 1]) == first:
+            before = self._free.pop(index - 1)
+            self._free[index - 1] = (before[0], before[1] + rows)
+
+    @property
+    def free_rows(self) -> int:
+        return sum(length for _, length in self._free)
+
+
+@dataclass
+class _Held:
+    """A process with ranges in the kernel: the tables it uses, and why it was loaded."""
+
+    keys: frozenset[str]
+    wanted: bool  # sampled without tables (else only announced)
 
 
 @dataclass
@@ -84,12 +155,20 @@ class UnwindLoader:
     proc: Path = Path("/proc")
     stats: UnwindLoaderStats = field(default_factory=UnwindLoaderStats)
     _placed: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> first row, rows
+    _held: dict[int, _Held] = field(default_factory=dict)  # pid -> its tables, oldest first
+    _extents: RowExtents = field(init=False)
+    _loading: set[str] = field(default_factory=set)  # tables of the load under way: kept
     _queue: deque[int] = field(default_factory=deque)
+    _resume: deque[tuple[int, bool]] = field(default_factory=deque)  # cut short: pid, sampled
     _wake: threading.Condition = field(default_factory=threading.Condition)
     _thread: threading.Thread | None = None
     _stopping: bool = False
+    _swept: float = 0.0
 
     rows_used: int = 0
+
+    def __post_init__(self) -> None:
+        self._extents = RowExtents(self.capacity)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="unwind-tables", daemon=True)
@@ -118,51 +197,142 @@ class UnwindLoader:
         table = self.maps("unwind_processes")
         return table.Key(pid) in table
 
+    @property
+    def processes_held(self) -> int:
+        return len(self._held)
+
     def _run(self) -> None:
         while True:
+            wanted = self._most_wanted()
             with self._wake:
-                while not self._queue and not self._stopping:
-                    self._wake.wait()
+                idle = wanted is None and not self._resume and not self._queue
+                if idle and not self._stopping:
+                    self._wake.wait(WANTED_POLL_SECONDS)
                 if self._stopping:
                     return
-                # Newest first: at the start every running process is announced at
-                # once, and one new binary's table takes seconds; a process started
-                # since should not wait behind all of them.
-                pid = self._queue.pop()
+                # Announced ones newest first: at the start every running process is
+                # announced at once, and one new binary's table takes seconds.
+                sampled = True
+                if wanted is None and self._resume:
+                    wanted, sampled = self._resume.popleft()
+                elif wanted is None and self._queue:
+                    wanted, sampled = self._queue.pop(), False
             try:
-                self.load(pid)
+                if time.monotonic() - self._swept >= SWEEP_SECONDS:
+                    self.sweep()
+                if wanted is not None:
+                    self.load(wanted, sampled=sampled, slice_seconds=SLICE_SECONDS)
             except Exception:  # one process's files must not stop the loader
-                log.exception("unwind tables of pid %d", pid)
+                log.exception("unwind tables of pid %s", wanted)
 
-    def load(self, pid: int) -> list[Range]:
-        """Place the tables of `pid`'s executable mappings and give the process its ranges."""
+    def _others_wait(self, pid: int) -> bool:
+        """Whether the kernel sampled other processes than `pid` (and the agent) without
+        tables, or loadings cut short wait."""
+        counts = self.maps("unwind_wanted")
+        return bool(self._resume) or any(int(key.value) not in (pid, os.getpid()) for key in counts)
+
+    def _most_wanted(self) -> int | None:
+        """The process sampled most often without tables (taken off the kernel's counts)."""
+        counts = self.maps("unwind_wanted")
+        found = sorted(
+            ((int(value.value), int(key.value)) for key, value in counts.items()), reverse=True
+        )
+        own = os.getpid()
+        for _, pid in found:
+            del counts[counts.Key(pid)]
+            if pid != own:
+                return pid
+        return None
+
+    def load(
+        self, pid: int, sampled: bool = False, slice_seconds: float | None = None
+    ) -> list[Range]:
+        """Place the tables of `pid`'s executable mappings and give the process its ranges.
+        `sampled`: the kernel sampled it without tables (it may evict announced ones);
+        `slice_seconds`: cut short after that long if others wait (the loader's thread)."""
+        try:
+            return self._load(pid, sampled, slice_seconds)
+        finally:
+            self._loading.clear()
+
+    def _load(self, pid: int, sampled: bool, slice_seconds: float | None) -> list[Range]:
         try:
             mappings = read_maps(pid, self.proc)
         except (ProcessGone, OSError):
             self.stats.processes_gone += 1
             return []
-        ranges = []
-        for mapping in mappings:
-            if not mapping.is_file:
-                continue
-            found = self._range(pid, mapping)
-            if found is not None:
-                ranges.append(found)
-        if len(ranges) > MAX_RANGES:
-            self.stats.ranges_dropped += len(ranges) - MAX_RANGES
-            ranges = sorted(ranges, key=lambda r: -r.rows)[:MAX_RANGES]  # the biggest code
-        ranges.sort(key=lambda r: r.start)  # the BPF side searches them
+        found = self._ranges(pid, mappings, sampled, slice_seconds)
+        kept = [pair for pair in found if pair is not None]
+        if len(kept) > MAX_RANGES:
+            self.stats.ranges_dropped += len(kept) - MAX_RANGES
+            kept = sorted(kept, key=lambda pair: -pair[0].rows)[:MAX_RANGES]  # the biggest code
+        ranges = sorted((pair[0] for pair in kept), key=lambda r: r.start)  # searched in BPF
         # A forked child announced before its exec() may exec while its files are
         # read (seconds, for a parent that maps big libraries): the ranges then
         # describe the old image and are not written, and the new image is loaded.
+        # Tables placed for it and used by no one are freed by the next sweep.
         if self._exec_since(pid, mappings):
             return []
         self._write_process(pid, ranges)
         if self._exec_since(pid, mappings):
-            self._forget(pid)  # the exec hook may have run before the ranges were written
+            self._unload(pid)  # the exec hook may have run before the ranges were written
             return []
+        self._hold(pid, _Held(frozenset(key for _, key in kept), sampled))
         self.stats.processes_loaded += 1
+        self.stats.processes_wanted += sampled
         return ranges
+
+    def _ranges(
+        self, pid: int, mappings: list[Mapping], sampled: bool, slice_seconds: float | None
+    ) -> list[tuple[Range, str] | None]:
+        """The ranges of `pid`'s files, smallest first (the program and libc before
+        libLLVM); cut short after a slice if other processes wait (resumed later)."""
+        files = sorted((m for m in mappings if m.is_file), key=lambda m: m.end - m.start)
+        started = time.monotonic()
+        found = []
+        for index, mapping in enumerate(files):
+            found.append(self._range(pid, mapping, sampled))
+            late = slice_seconds is not None and time.monotonic() - started > slice_seconds
+            if late and index + 1 < len(files) and self._others_wait(pid):
+                self._resume.append((pid, sampled))
+                self.stats.processes_sliced += 1
+                break
+        return found
+
+    def _hold(self, pid: int, held: _Held) -> None:
+        previous = self._held.pop(pid, None)
+        self._held[pid] = held
+        if previous is not None:
+            self._free_unused(previous.keys - held.keys)
+
+    def sweep(self) -> None:
+        """Unload processes that exited, or whose ranges the kernel dropped (exec, LRU)."""
+        self._swept = time.monotonic()
+        processes = self.maps("unwind_processes")
+        for pid in list(self._held):
+            if processes.Key(pid) not in processes or not (self.proc / str(pid)).exists():
+                self._unload(pid)
+                self.stats.processes_unloaded += 1
+        self._free_unused(set(self._placed))  # placed for loads that wrote no ranges
+
+    def _unload(self, pid: int) -> None:
+        table = self.maps("unwind_processes")
+        key = table.Key(pid)
+        if key in table:
+            del table[key]
+        held = self._held.pop(pid, None)
+        if held is not None:
+            self._free_unused(held.keys)
+
+    def _free_unused(self, keys: set[str] | frozenset[str]) -> None:
+        """Free the rows of those of `keys` that no process holds any more."""
+        in_use = self._loading.union(*(held.keys for held in self._held.values()))
+        for key in keys - in_use:
+            placed = self._placed.pop(key, None)
+            if placed is not None:
+                self._extents.give_back(*placed)
+                self.rows_used -= placed[1]
+                self.stats.tables_freed += 1
 
     def _exec_since(self, pid: int, mappings: list[Mapping]) -> bool:
         """Whether `pid` maps other code than `mappings` now; if so, it is loaded again."""
@@ -177,13 +347,7 @@ class UnwindLoader:
         except (ProcessGone, OSError):
             return []
 
-    def _forget(self, pid: int) -> None:
-        table = self.maps("unwind_processes")
-        key = table.Key(pid)
-        if key in table:
-            del table[key]
-
-    def _range(self, pid: int, mapping: Mapping) -> Range | None:
+    def _range(self, pid: int, mapping: Mapping, sampled: bool) -> tuple[Range, str] | None:
         stream = self.opener(pid, mapping)
         if stream is None:
             return None
@@ -192,19 +356,22 @@ class UnwindLoader:
         if found is None or len(found.table) == 0:
             return None
         bias = _bias(mapping, found.segments)
-        placed = self._place(found)
+        placed = self._place(found, sampled)
         if bias is None or placed is None:
             return None
-        return Range(mapping.start, mapping.end, bias, *placed)
+        self._loading.add(found.key)
+        return Range(mapping.start, mapping.end, bias, *placed), found.key
 
-    def _place(self, found: ObjectUnwind) -> tuple[int, int] | None:
+    def _place(self, found: ObjectUnwind, sampled: bool) -> tuple[int, int] | None:
         """Where `found`'s rows are in the BPF array, writing them the first time."""
         known = self._placed.get(found.key)
         if known is not None:
             return known
         rows = found.table.rows
-        first = self.rows_used
-        if first + len(rows) > self.capacity:
+        first = self._extents.take(len(rows))
+        while first is None and sampled and self._evict_one():
+            first = self._extents.take(len(rows))
+        if first is None:
             self.stats.tables_not_placed += 1
             return None
         _write_rows(self.maps("unwind_rows"), first, rows)
@@ -212,6 +379,15 @@ class UnwindLoader:
         self.rows_used += len(rows)
         self.stats.tables_placed += 1
         return first, len(rows)
+
+    def _evict_one(self) -> bool:
+        """Unload the oldest process loaded only because it was announced; False if none."""
+        for pid, held in self._held.items():
+            if not held.wanted:
+                self._unload(pid)
+                self.stats.processes_evicted += 1
+                return True
+        return False
 
     def _write_process(self, pid: int, ranges: list[Range]) -> None:
         table = self.maps("unwind_processes")
@@ -299,6 +475,11 @@ class UnwindCollector(Collector):
         for name, text, value in (
             ("unwind_rows", "Unwind table rows loaded.", self._loader.rows_used),
             ("unwind_rows_capacity", "--unwind-table-rows.", self._loader.capacity),
+            (
+                "unwind_processes",
+                "Processes whose tables the kernel holds.",
+                self._loader.processes_held,
+            ),
             (
                 "unwind_maps_bytes",
                 "Kernel memory of the unwinding maps (rows, processes, unwound stacks).",
