@@ -337,7 +337,8 @@ def broken_pprof(location: int = 1, function: int = 1, name: int = 3, unit: int 
         (b"\x0a\x05ab", "PushRequest"),  # a series longer than the body
         (b"\xff" * 20, "PushRequest"),
         (push_request([([("service_name", "x")], [python_pprof()])]), "__name__"),
-        (push_request([(SDK_LABELS, [b"\x0b\x0c"])]), "invalid pprof: malformed protobuf"),
+        (push_request([(SDK_LABELS, [b"\x0a\x05ab"])]), "invalid pprof: malformed protobuf"),
+        (push_request([(SDK_LABELS, [b"\x0b\x0c"])]), "invalid pprof: no sample types"),
         (push_request([(SDK_LABELS, [broken_pprof(location=9)])]), "unknown location 9"),
         (push_request([(SDK_LABELS, [broken_pprof(function=7)])]), "unknown function"),
         (push_request([(SDK_LABELS, [broken_pprof(name=99)])]), "string index 99"),
