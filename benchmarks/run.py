@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks import load, memory, network, overhead, spool, symbols, unwinding
+from benchmarks import pprof as pprof_bench
 from benchmarks import server as server_bench
 from benchmarks import ui as ui_bench
 from benchmarks.common import PODFLAME, free_port
@@ -111,6 +112,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:
             sections.append(["## Server", "", *server_bench.run(Path(tmp), args.server_rows), ""])
     sections.append(["## Agent spool and shutdown", "", *spool.section(args.repeats), ""])
+    sections.append(["## pprof pushes", "", *pprof_bench.run(), ""])
     if args.load_agents:
         figures = load.section(args.load_agents, args.load_seconds)
         sections.append(["## Load", "", *figures, ""])

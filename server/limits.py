@@ -50,7 +50,6 @@ class IngestLimits:
         """Per decoded profile; its samples are bounded by the whole push's allowance."""
         return PprofLimits(
             max_samples=self.max_stacks_per_push,
-            max_sample_locations=self.max_stack_frames + 1,
             max_sample_entries=self.max_pprof_sample_entries,
             max_locations=self.max_pprof_locations,
             max_lines=self.max_pprof_lines,

@@ -19,25 +19,24 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
 from podflame.model import Batch, ProfileType
 from podflame.model.pprof import (
     GZIP_MAGIC,
-    Label,
+    DecodedProfile,
     PprofError,
     PprofLimitExceeded,
     PprofLimits,
     PprofTooLarge,
-    Profile,
     expanded_frames,
-    field_bytes,
     gunzip,
-    message_fields,
     stacks_from_profile,
 )
 from podflame.model.pprof import decode as decode_pprof
 from podflame.model.profile import truncate_stack
+from podflame.server import push_pb2
 from podflame.server.limits import IngestLimits, check_expansion, pprof_limit_exceeded
 from podflame.server.pyroscope_types import legacy_description, pushed_description
 
@@ -106,34 +105,24 @@ class Converted:
 
 
 def decode_push_proto(body: bytes) -> list[RawSeries]:
-    """push.v1.PushRequest: 1 series {1 labels {1 name, 2 value}, 2 samples {1 raw_profile}}."""
+    """push.v1.PushRequest (server/push.proto); names and values that are not UTF-8 are
+    decoded with replacement."""
+    request = push_pb2.PushRequest()
     try:
-        return [_raw_series(field_bytes(value, number)) for number, value in _only(body, 1)]
-    except PprofError as error:
+        request.ParseFromString(body)
+    except DecodeError as error:
         raise PushError(f"malformed PushRequest: {error}") from None
+    return [
+        RawSeries(
+            labels=[(_text(label.name), _text(label.value)) for label in series.labels],
+            profiles=[sample.raw_profile for sample in series.samples],
+        )
+        for series in request.series
+    ]
 
 
-def _only(message: bytes, wanted: int) -> Iterable[tuple[int, int | memoryview]]:
-    return ((number, value) for number, value in message_fields(message) if number == wanted)
-
-
-def _raw_series(message: bytes) -> RawSeries:
-    labels: list[tuple[str, str]] = []
-    profiles: list[bytes] = []
-    for number, value in message_fields(message):
-        if number == 1:
-            pair = dict(message_fields(field_bytes(value, number)))
-            labels.append((_text(pair.get(1, b""), 1), _text(pair.get(2, b""), 2)))
-        elif number == 2:
-            sample = dict(message_fields(field_bytes(value, number)))
-            profiles.append(field_bytes(sample.get(1, memoryview(b"")), 1))
-    return RawSeries(labels, profiles)
-
-
-def _text(value: int | memoryview | bytes, number: int) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return field_bytes(value, number).decode("utf-8", "replace")
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
 
 
 class _JsonLabel(BaseModel):
@@ -211,7 +200,7 @@ def push_batches(
     return converted
 
 
-def check_profiles(profiles: Sequence[Profile], limits: IngestLimits) -> None:
+def check_profiles(profiles: Sequence[DecodedProfile], limits: IngestLimits) -> None:
     """The stacks and frames the profiles become, counted without expanding a location.
 
     Each sample type is a batch of its own, with every stack again: so counted.
@@ -220,14 +209,14 @@ def check_profiles(profiles: Sequence[Profile], limits: IngestLimits) -> None:
     try:
         for profile in profiles:
             types = len(profile.sample_types)
-            stacks += len(profile.samples) * types
+            stacks += len(profile.message.sample) * types
             frames += expanded_frames(profile, limits.max_stack_frames) * types
     except PprofError as error:
         raise PushError(f"invalid pprof: {error}") from None
     check_expansion(limits, stacks, frames)
 
 
-def decode_profile(data: bytes, budget: list[int], limits: PprofLimits) -> Profile:
+def decode_profile(data: bytes, budget: list[int], limits: PprofLimits) -> DecodedProfile:
     """Decode one raw profile, taking its decompressed size off the shared budget."""
     try:
         raw = gunzip(data, budget[0]) if data[:2] == GZIP_MAGIC else data
@@ -277,7 +266,7 @@ class _Target:
     time_range: tuple[int, int] | None = None
 
 
-def _add_profile(converted: Converted, profile: Profile, target: _Target) -> None:
+def _add_profile(converted: Converted, profile: DecodedProfile, target: _Target) -> None:
     if not profile.sample_types:
         raise PushError("invalid pprof: no sample types")
     default = _default_index(profile)
@@ -295,33 +284,43 @@ def _add_profile(converted: Converted, profile: Profile, target: _Target) -> Non
         converted.batches.append((ProfileType(name, unit, description), batch))
 
 
-def _default_index(profile: Profile) -> int:
+def _default_index(profile: DecodedProfile) -> int:
     try:
         return profile.sample_type_index()
     except PprofError:
         return len(profile.sample_types) - 1  # a default_sample_type naming nothing
 
 
-def _profile_time(profile: Profile) -> tuple[int, int]:
-    if profile.time_nanos < 0 or profile.duration_nanos < 0:
+def _profile_time(profile: DecodedProfile) -> tuple[int, int]:
+    start, duration = profile.message.time_nanos, profile.message.duration_nanos
+    if start < 0 or duration < 0:
         raise PushError("invalid pprof: negative time_nanos or duration_nanos")
-    if profile.time_nanos == 0:
+    if start == 0:
         end = time.time_ns()
-        return max(end - profile.duration_nanos, 0), end
-    return profile.time_nanos, profile.time_nanos + profile.duration_nanos
+        return max(end - duration, 0), end
+    return start, start + duration
 
 
 def _batch(
-    profile: Profile, index: int, type_name: str, target: _Target, time_range: tuple[int, int]
+    profile: DecodedProfile,
+    index: int,
+    type_name: str,
+    target: _Target,
+    time_range: tuple[int, int],
 ) -> Batch | None:
     """Sample type `index` as one batch: a series per distinct set of sample labels."""
     stack_ids: dict[tuple[str, ...], int] = {}
+    # A profile's distinct location lists (stacks_from_profile's numbers) -> stack_ids:
+    # each is clipped and looked up once, however many samples repeat it.
+    stack_of: dict[int, int] = {}
     series: dict[tuple[tuple[str, str], ...], dict[int, int]] = {}
     try:
-        for sample, frames in stacks_from_profile(profile, index, target.max_stack_frames):
-            stack = stack_ids.setdefault(_clip(frames), len(stack_ids))
-            values = series.setdefault(_sample_labels(sample.labels), {})
-            values[stack] = values.get(stack, 0) + sample.values[index]
+        for sample, number, frames in stacks_from_profile(profile, index, target.max_stack_frames):
+            stack = stack_of.get(number)
+            if stack is None:
+                stack = stack_of[number] = stack_ids.setdefault(_clip(frames), len(stack_ids))
+            values = series.setdefault(_sample_labels(profile.text_labels(sample)), {})
+            values[stack] = values.get(stack, 0) + sample.value[index]
     except PprofError as error:
         raise PushError(f"invalid pprof: {error}") from None
     wire_series: list[dict[str, Any]] = []
@@ -334,7 +333,7 @@ def _batch(
     return _validated_batch(
         batch_id=hashlib.blake2b(target.seed + f":{index}".encode(), digest_size=16).hexdigest(),
         profile_type=type_name,
-        period=max(profile.period, 1),
+        period=max(profile.message.period, 1),
         start_time_ns=time_range[0],
         end_time_ns=time_range[1],
         stacks=[list(frames) for frames in stack_ids],
@@ -375,14 +374,11 @@ def _clip(frames: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(frame[:_MAX_TEXT] for frame in frames)
 
 
-def _sample_labels(labels: Iterable[Label]) -> tuple[tuple[str, str], ...]:
-    # Numeric labels (num) carry measurements such as bytes, not identities: skipped.
-    pairs = [
-        (label.key, label.text)
-        for label in labels
-        if label.text and label.key not in _DROPPED_SAMPLE_LABELS
-    ]
-    return tuple(sorted(sanitize_labels(pairs).items()))
+def _sample_labels(pairs: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    if not pairs:
+        return ()
+    kept = [(key, text) for key, text in pairs if key not in _DROPPED_SAMPLE_LABELS]
+    return tuple(sorted(sanitize_labels(kept).items()))
 
 
 # --- the legacy /ingest ---------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Protobuf wire-format building blocks for tests that craft messages by hand.
 
-Independent of model/pprof.py on purpose: the tests check that codec, so they
-must not build their inputs with it.
+Independent of the protobuf library on purpose: the tests check how podflame's
+decoding treats bytes no encoder would write, so they must not build them with it.
 """
 
 

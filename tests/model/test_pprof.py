@@ -1,4 +1,4 @@
-"""The profile.proto codec: round trips, Go's own pprof tool, and hostile input."""
+"""pprof profiles through model/pprof.proto: round trips, Go's own pprof tool, hostile input."""
 
 import gzip
 import os
@@ -11,18 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podflame.model import pprof
+from podflame.model import pprof_pb2 as pb
+from podflame.model.frames import Frame, FrameKind
 from podflame.model.pprof import (
-    Function,
-    Label,
-    Line,
-    Location,
-    Mapping,
+    DecodedProfile,
     PprofError,
     PprofLimitExceeded,
     PprofLimits,
     PprofTooLarge,
-    Profile,
-    Sample,
+    StringTable,
     ValueType,
 )
 from podflame.model.profile import TRUNCATED_FRAME, truncate_stack
@@ -38,43 +35,83 @@ STACKS = {
 }
 
 
-def full_profile() -> Profile:
-    """Every field the codec knows, with inlining, labels and negative numbers."""
-    return Profile(
-        sample_types=[ValueType("samples", "count"), CPU],
-        samples=[
-            Sample([2, 1], [3, 30_000_000], [Label("thread", text="w1"), Label("bytes", num=-5)]),
-            Sample([1], [1, 10_000_000]),
+def full_profile() -> pb.Profile:
+    """Every field podflame reads, with inlining, labels and negative numbers."""
+    s = StringTable()
+    message = pb.Profile(
+        sample_type=[pb.ValueType(type=s("samples"), unit=s("count")), cpu_type(s)],
+        sample=[
+            pb.Sample(
+                location_id=[2, 1],
+                value=[3, 30_000_000],
+                label=[pb.Label(key=s("thread"), str=s("w1")), pb.Label(key=s("bytes"), num=-5)],
+            ),
+            pb.Sample(location_id=[1], value=[1, 10_000_000]),
         ],
-        mappings=[Mapping(1, 0x400000, 0x500000, 0x1000, "/usr/bin/app", "abc123")],
-        locations=[
-            Location(1, mapping_id=1, address=0x401000, lines=[Line(1, 10)]),
+        mapping=[
+            pb.Mapping(
+                id=1,
+                memory_start=0x400000,
+                memory_limit=0x500000,
+                file_offset=0x1000,
+                filename=s("/usr/bin/app"),
+                build_id=s("abc123"),
+            )
+        ],
+        location=[
+            pb.Location(
+                id=1, mapping_id=1, address=0x401000, line=[pb.Line(function_id=1, line=10)]
+            ),
             # Inlined: `inner` was inlined into `outer`; the caller comes last.
-            Location(2, mapping_id=1, address=0x402000, lines=[Line(3, 7), Line(2, -1)]),
+            pb.Location(
+                id=2,
+                mapping_id=1,
+                address=0x402000,
+                line=[pb.Line(function_id=3, line=7), pb.Line(function_id=2, line=-1)],
+            ),
         ],
-        functions=[
-            Function(1, "main", "main", "app.c", 1),
-            Function(2, "outer", "_Z5outerv", "app.c", 5),
-            Function(3, "inner", filename="app.c"),
+        function=[
+            pb.Function(
+                id=1, name=s("main"), system_name=s("main"), filename=s("app.c"), start_line=1
+            ),
+            pb.Function(
+                id=2, name=s("outer"), system_name=s("_Z5outerv"), filename=s("app.c"), start_line=5
+            ),
+            pb.Function(id=3, name=s("inner"), filename=s("app.c")),
         ],
         time_nanos=1_700_000_000_000_000_000,
         duration_nanos=10_000_000_000,
-        period_type=CPU,
+        period_type=cpu_type(s),
         period=10_000_000,
-        default_sample_type="cpu",
+        default_sample_type=s("cpu"),
     )
+    message.string_table.extend(s.table())
+    return message
+
+
+def cpu_type(strings: StringTable) -> pb.ValueType:
+    return pb.ValueType(type=strings(CPU.type), unit=strings(CPU.unit))
+
+
+def read(message: pb.Profile) -> DecodedProfile:
+    return DecodedProfile.of(message)
 
 
 def test_encode_decode_round_trip() -> None:
-    profile = full_profile()
-    assert pprof.decode(pprof.encode(profile), LIMIT) == profile
-    assert pprof.decode(pprof.encode_gzip(profile), LIMIT) == profile
+    message = full_profile()
+    assert pprof.decode(pprof.encode(message), LIMIT).message == message
+    assert pprof.decode(pprof.encode_gzip(message), LIMIT).message == message
     # encode_gzip writes a plain gzip member, as pprof files are.
-    assert gzip.decompress(pprof.encode_gzip(profile)) == pprof.encode(profile)
+    assert gzip.decompress(pprof.encode_gzip(message)) == pprof.encode(message)
+    profile = pprof.decode(pprof.encode(message), LIMIT)
+    assert profile.sample_types == (ValueType("samples", "count"), CPU)
+    assert (profile.period_type, profile.default_sample_type) == (CPU, "cpu")
+    (labelled, _) = profile.message.sample
+    assert profile.text_labels(labelled) == [("thread", "w1")]  # numeric labels left out
 
 
 def test_stacks_are_root_first_with_inlined_frames_expanded() -> None:
-    profile = full_profile()
+    profile = read(full_profile())
     assert pprof.folded_totals(profile, profile.sample_type_index()) == {
         ("main", "outer", "inner"): 30_000_000,
         ("main",): 10_000_000,
@@ -85,35 +122,48 @@ def test_stacks_are_root_first_with_inlined_frames_expanded() -> None:
     }
 
 
-def expanding_profile(lines: int = 3000, references: int = 3000) -> Profile:
+def test_a_location_without_lines_is_named_by_its_module_and_offset() -> None:
+    message = full_profile()
+    del message.location[1].line[:]  # at 0x402000 in a mapping of offset 0x1000 at 0x400000
+    message.location.add(id=3, mapping_id=9, address=0x402010)  # no such mapping
+    message.sample.add(location_id=[3], value=[1, 1])
+    totals = pprof.folded_totals(read(message), 0)
+    assert totals == {("main", "app+0x3000"): 3, ("main",): 1, ("0x402010",): 1}
+
+
+def expanding_profile(lines: int = 3000, references: int = 3000) -> pb.Profile:
     """Issue 16's attack: one location of `lines` inlined lines, `references` times in one
     sample: lines x references frames from about a hundred gzip-compressed bytes."""
-    return Profile(
-        sample_types=[CPU],
-        samples=[Sample([1] * references, [1])],
-        locations=[Location(1, lines=[Line(1)] * lines)],
-        functions=[Function(1, "f")],
+    return pb.Profile(
+        sample_type=[pb.ValueType(type=1, unit=2)],
+        sample=[pb.Sample(location_id=[1] * references, value=[1])],
+        location=[pb.Location(id=1, line=[pb.Line(function_id=1)] * lines)],
+        function=[pb.Function(id=1, name=3)],
+        string_table=[b"", b"cpu", b"nanoseconds", b"f"],
     )
 
 
 def test_the_frames_a_profile_expands_to_are_counted_without_expanding() -> None:
-    profile = expanding_profile()
-    assert len(gzip.compress(pprof.encode(profile), 9)) < 128
-    assert pprof.expanded_frames(profile, 10**9) == 9_000_000
-    assert pprof.expanded_frames(profile, 1024) == 1024
+    message = expanding_profile()
+    assert len(gzip.compress(pprof.encode(message), 9)) < 128
+    assert pprof.expanded_frames(read(message), 10**9) == 9_000_000
+    assert pprof.expanded_frames(read(message), 1024) == 1024
+    dangling = pb.Profile(sample_type=[pb.ValueType()], sample=[pb.Sample(location_id=[7])])
     with pytest.raises(PprofError, match="unknown location"):
-        pprof.expanded_frames(Profile([CPU], [Sample([7], [1])]), 1024)
+        pprof.expanded_frames(read(dangling), 1024)
 
 
 def test_deep_stacks_keep_their_leaf_end() -> None:
     stack = tuple(f"f{depth}" for depth in range(2000))  # root first
-    profile = pprof.profile_from_stacks([(stack, 5)], CPU)
-    ((_, frames),) = pprof.stacks_from_profile(profile, 0, max_frames=100)
+    profile = read(pprof.profile_from_stacks([(stack, 5)], CPU))
+    ((_, _, frames),) = pprof.stacks_from_profile(profile, 0, max_frames=100)
     assert frames == (TRUNCATED_FRAME, *stack[-99:])
     assert list(frames) == truncate_stack(stack, 100)
-    ((_, whole),) = pprof.stacks_from_profile(profile, 0, max_frames=2000)
+    ((_, _, whole),) = pprof.stacks_from_profile(profile, 0, max_frames=2000)
     assert whole == stack
-    ((_, cut),) = pprof.stacks_from_profile(expanding_profile(), 0, max_frames=1024)
+    ((_, _, exact),) = pprof.stacks_from_profile(profile, 0, max_frames=1999)
+    assert exact == (TRUNCATED_FRAME, *stack[-1998:])
+    ((_, _, cut),) = pprof.stacks_from_profile(read(expanding_profile()), 0, max_frames=1024)
     assert cut == (TRUNCATED_FRAME, *["f"] * 1023)
 
 
@@ -124,7 +174,7 @@ def test_deep_stacks_keep_their_leaf_end() -> None:
         (PprofLimits(max_locations=1), "max_locations"),
         (PprofLimits(max_lines=2), "max_lines"),
         (PprofLimits(max_functions=2), "max_functions"),
-        (PprofLimits(max_strings=4), "max_strings"),
+        (PprofLimits(max_strings=14), "max_strings"),
         (PprofLimits(max_sample_entries=8), "max_sample_entries"),
     ],
 )
@@ -133,7 +183,6 @@ def test_decoding_stops_at_the_limits(limits: PprofLimits, limit: str) -> None:
     # full_profile() has 2 samples, 2 locations, 3 lines, 3 functions and 15 strings.
     enough = PprofLimits(
         max_samples=2,
-        max_sample_locations=2,
         max_sample_entries=2 + 2 + 1 + 2 + 2,  # location ids, values and labels
         max_locations=2,
         max_lines=3,
@@ -146,38 +195,35 @@ def test_decoding_stops_at_the_limits(limits: PprofLimits, limit: str) -> None:
     assert exceeded.value.limit == limit
 
 
-@pytest.mark.parametrize("packed", [True, False])
-def test_a_sample_keeps_its_leaf_end_locations_unread_past_the_limit(packed: bool) -> None:
-    ids = list(range(1, 3001))  # leaf first; 200 and up take two bytes
-    encoded = (
-        bytes_field(1, b"".join(varint(i) for i in ids))
-        if packed
-        else b"".join(varint_field(1, i) for i in ids)
-    )
-    data = bytes_field(2, encoded + varint_field(2, 7))
-    (sample,) = pprof.decode(data, LIMIT, PprofLimits(max_sample_locations=300)).samples
-    assert (sample.location_ids, sample.values) == (ids[:300], [7])
-    (whole,) = pprof.decode(data, LIMIT).samples
-    assert whole.location_ids == ids
-
-
 def varint(value: int) -> bytes:
     return varint_field(1, value)[1:]  # a field's key is one byte for field 1
 
 
 @pytest.mark.parametrize("data", [b"\x81", b"\x80" * 11 + b"\x01", b"\x01\x81"])
 def test_broken_packed_varints_raise_pprof_error(data: bytes) -> None:
-    with pytest.raises(PprofError, match="varint"):
+    with pytest.raises(PprofError, match="malformed protobuf"):
         pprof.decode(bytes_field(2, bytes_field(1, data)), LIMIT)
 
 
 def test_profile_from_stacks_has_one_location_per_frame_name() -> None:
-    profile = pprof.profile_from_stacks(STACKS.items(), CPU, period=10_000_000)
-    names = [function.name for function in profile.functions]
+    message = pprof.profile_from_stacks(STACKS.items(), CPU, period=10_000_000)
+    profile = read(message)
+    names = [profile.string(function.name) for function in message.function]
     assert sorted(names) == sorted({frame for stack in STACKS for frame in stack})
-    assert all(len(location.lines) == 1 for location in profile.locations)
-    decoded = pprof.decode(pprof.encode_gzip(profile), LIMIT)
+    assert all(len(location.line) == 1 for location in message.location)
+    decoded = pprof.decode(pprof.encode_gzip(message), LIMIT)
     assert pprof.folded_totals(decoded, 0) == STACKS
+
+
+def test_typed_frames_keep_their_file_and_line() -> None:
+    shop = Frame(FrameKind.PYTHON, "Shop.checkout", file="/app/shop.py", line=42)
+    stacks = [((Frame(FrameKind.NATIVE, "main"), shop, Frame(FrameKind.KERNEL, "read")), 7)]
+    profile = read(pprof.profile_from_stacks(stacks, CPU))
+    (function,) = [f for f in profile.message.function if profile.string(f.name) == shop.name]
+    assert profile.string(function.filename) == "/app/shop.py"
+    lines = [line for location in profile.message.location for line in location.line]
+    assert any(line.function_id == function.id and line.line == 42 for line in lines)
+    assert pprof.folded_totals(profile, 0) == {("main", "Shop.checkout", "read_[k]"): 7}
 
 
 def test_unpacked_repeated_fields_and_unknown_fields_are_read() -> None:
@@ -195,16 +241,24 @@ def test_unpacked_repeated_fields_and_unknown_fields_are_read() -> None:
     assert pprof.folded_totals(pprof.decode(message, LIMIT), 0) == {("f", "f"): 7}
 
 
+def test_names_that_are_not_utf8_are_replaced_not_refused() -> None:
+    message = expanding_profile(lines=1, references=1)
+    message.string_table[3] = b"f\xff\xfe"
+    profile = pprof.decode(pprof.encode(message), LIMIT)
+    assert pprof.folded_totals(profile, 0) == {("f\ufffd\ufffd",): 1}
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"\x08", "varint"),  # a key, then nothing
-        (b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", "varint"),  # 11 bytes
-        (b"\x12\x05ab", "past the end"),
-        (b"\x0b", "wire type 3"),  # a group
-        (b"\x00", "field number 0"),
+        (b"\x08", "malformed protobuf"),  # a key, then nothing
+        (b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", "malformed protobuf"),  # 11 bytes
+        (b"\x12\x05ab", "malformed protobuf"),  # a length past the end
+        (b"\x0b", "malformed protobuf"),  # a group, never closed
+        (b"\x00", "malformed protobuf"),  # field number 0
         (b"\x0a\x02\x08\x05", "string index 5"),  # sample_type.type -> no such string
-        (b"\x4a\x02ab", "expected a number"),  # time_nanos as bytes
+        (b"\x0a\x0b\x08" + b"\xff" * 9 + b"\x01", "string index -1"),  # a negative index
+        (b"\x70\x07", "string index 7"),  # default_sample_type
         (b"\x1f\x8bnot gzip", "gzip"),
     ],
 )
@@ -214,12 +268,22 @@ def test_malformed_profiles_raise_pprof_error(data: bytes, message: str) -> None
 
 
 def test_dangling_references_raise_pprof_error() -> None:
-    profile = Profile(sample_types=[CPU], samples=[Sample([9], [1])])
+    message = pb.Profile(
+        sample_type=[pb.ValueType()], sample=[pb.Sample(location_id=[9], value=[1])]
+    )
     with pytest.raises(PprofError, match="unknown location 9"):
-        pprof.folded_totals(pprof.decode(pprof.encode(profile), LIMIT), 0)
-    profile = Profile(sample_types=[CPU], samples=[Sample([], [1, 2])])
+        pprof.folded_totals(pprof.decode(pprof.encode(message), LIMIT), 0)
+    message = pb.Profile(sample_type=[pb.ValueType()], sample=[pb.Sample(value=[1, 2])])
     with pytest.raises(PprofError, match="2 values"):
-        pprof.folded_totals(profile, 0)
+        pprof.folded_totals(read(message), 0)
+    message = expanding_profile(lines=1, references=1)
+    message.location[0].line[0].function_id = 2
+    with pytest.raises(PprofError, match="location 1 refers to unknown function"):
+        pprof.folded_totals(read(message), 0)
+    message = expanding_profile(lines=1, references=1)
+    message.function[0].name = 4
+    with pytest.raises(PprofError, match="string index 4"):
+        pprof.folded_totals(read(message), 0)
 
 
 def test_gzip_bomb_stops_at_the_limit() -> None:
@@ -277,10 +341,10 @@ def go_pprof(go: str, *args: str) -> str:
 
 def test_go_tool_pprof_reads_our_profiles(go: str, tmp_path: Path) -> None:
     path = tmp_path / "cpu.pb.gz"
-    profile = pprof.profile_from_stacks(
+    message = pprof.profile_from_stacks(
         STACKS.items(), CPU, period=10_000_000, time_nanos=1, duration_nanos=10**9
     )
-    path.write_bytes(pprof.encode_gzip(profile))
+    path.write_bytes(pprof.encode_gzip(message))
     top = go_pprof(go, "-top", "-nodecount=100", str(path))
     assert "Type: cpu" in top
     assert "Total samples = 60ms" in top
@@ -299,6 +363,6 @@ def test_profiles_written_by_go_decode_to_the_same_stacks(go: str, tmp_path: Pat
     theirs = tmp_path / "theirs.pb.gz"
     go_pprof(go, "-proto", "-output", str(theirs), str(ours))
     decoded = pprof.decode(theirs.read_bytes(), LIMIT)
-    assert decoded.sample_types == full_profile().sample_types
+    assert decoded.sample_types == read(full_profile()).sample_types
     index = decoded.sample_type_index("cpu")
-    assert pprof.folded_totals(decoded, index) == pprof.folded_totals(full_profile(), 1)
+    assert pprof.folded_totals(decoded, index) == pprof.folded_totals(read(full_profile()), 1)

@@ -54,24 +54,24 @@ def test_pprof_decodes_to_the_folded_stacks(api: TestClient, stored: dict[str, i
     assert disposition.endswith('.pb.gz"')
     assert response.content[:2] == b"\x1f\x8b"
     profile = pprof.decode(response.content, LIMIT)
-    assert profile.sample_types == [pprof.ValueType("cpu", "nanoseconds")]
+    assert profile.sample_types == (pprof.ValueType("cpu", "nanoseconds"),)
     assert profile.period_type == pprof.ValueType("cpu", "nanoseconds")
-    assert profile.period == 10_000_000  # every value is a multiple of the agent's period
-    assert profile.duration_nanos == pytest.approx(3600 * 10**9, rel=0.01)
+    assert profile.message.period == 10_000_000  # every value is a multiple of the agent's period
+    assert profile.message.duration_nanos == pytest.approx(3600 * 10**9, rel=0.01)
     totals = pprof.folded_totals(profile, 0)
     assert {";".join(stack): value for stack, value in totals.items()} == stored
     # One location (with one line) per distinct frame name.
-    names = [function.name for function in profile.functions]
+    names = [profile.string(function.name) for function in profile.message.function]
     assert len(names) == len(set(names)) == len({f for stack in STACKS for f in stack})
-    assert all(len(location.lines) == 1 for location in profile.locations)
+    assert all(len(location.line) == 1 for location in profile.message.location)
 
 
 def test_pprof_of_nothing_is_an_empty_profile(api: TestClient) -> None:
     response = api.get("/api/v1/export", params={"format": "pprof"})
     assert response.status_code == 200
     profile = pprof.decode(response.content, LIMIT)
-    assert profile.samples == []
-    assert profile.sample_types == [pprof.ValueType("cpu", "nanoseconds")]
+    assert list(profile.message.sample) == []
+    assert profile.sample_types == (pprof.ValueType("cpu", "nanoseconds"),)
 
 
 def test_pprof_opens_in_go_tool_pprof(

@@ -100,9 +100,11 @@ def test_exports_carry_file_and_line(store: ClickHouseStore) -> None:
     query = last_hour()
     assert folded(stacks) == "PyEval_EvalFrame;Shop.checkout;app+0x1a2b;do_syscall_64_[k] 7\n"
     profile = decode(gzip.decompress(pprof(stacks, CPU, query.time_range)), 1 << 20)
-    function = next(f for f in profile.functions if f.name == "Shop.checkout")
-    assert function.filename == "/app/shop.py"
-    lines = [line for loc in profile.locations for line in loc.lines]
+    function = next(
+        f for f in profile.message.function if profile.string(f.name) == "Shop.checkout"
+    )
+    assert profile.string(function.filename) == "/app/shop.py"
+    lines = [line for loc in profile.message.location for line in loc.line]
     assert any(line.function_id == function.id and line.line == 42 for line in lines)
     shared = speedscope(stacks, CPU, "x")["shared"]["frames"]
     assert {"name": "Shop.checkout", "file": "/app/shop.py", "line": 42} in shared

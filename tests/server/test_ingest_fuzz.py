@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from podflame.model import pprof
+from podflame.model import pprof_pb2 as pb
 from podflame.server.app import create_app
 from podflame.server.body import MAX_GZIP_MEMBERS
 from podflame.server.clickhouse_store import ClickHouseStore
@@ -270,10 +271,12 @@ def damaged(data: bytes, flips: list[tuple[int, int]]) -> bytes:
 def overflowing_pprof() -> bytes:
     """Two samples of one stack whose sum is past Int64: each fits, the total does not."""
     profile = pprof.decode(python_pprof(), MAX_INGEST_BYTES)
-    first = profile.samples[0]
-    big = [2**62 + 1] * len(first.values)
-    profile.samples = [pprof.Sample(first.location_ids, big), pprof.Sample(first.location_ids, big)]
-    return pprof.encode(profile)
+    first = profile.message.sample[0]
+    big = [2**62 + 1] * len(first.value)
+    twice = [pb.Sample(location_id=first.location_id, value=big)] * 2
+    del profile.message.sample[:]
+    profile.message.sample.extend(twice)
+    return pprof.encode(profile.message)
 
 
 PROFILES = st.one_of(

@@ -104,7 +104,7 @@ def test_export_pprof(api: TestClient, net_wait: dict[str, int]) -> None:
     assert response.status_code == 200, response.text
     assert 'filename="podflame-net_wait-' in response.headers["content-disposition"]
     profile = pprof.decode(response.content, LIMIT)
-    assert profile.sample_types == [pprof.ValueType("net_wait", "nanoseconds")]
+    assert profile.sample_types == (pprof.ValueType("net_wait", "nanoseconds"),)
     totals = pprof.folded_totals(profile, 0)
     assert {";".join(stack): value for stack, value in totals.items()} == net_wait
 

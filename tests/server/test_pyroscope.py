@@ -13,7 +13,8 @@ from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
 from podflame.model import pprof
-from podflame.model.pprof import Function, Line, Location, Profile, Sample, ValueType
+from podflame.model import pprof_pb2 as pb
+from podflame.model.pprof import StringTable, ValueType
 from podflame.model.profile import TRUNCATED_FRAME, ProfileType
 from podflame.server.app import create_app
 from podflame.server.clickhouse_store import ClickHouseStore
@@ -70,25 +71,29 @@ def python_pprof(
     names = sorted({frame for stack in stacks for frame in stack})
     ids = {name: index for index, name in enumerate(names, start=1)}
     period = 10_000_000
+    s = StringTable()
     samples = [
-        Sample(
-            [ids[frame] for frame in reversed(stack)],
+        pb.Sample(
+            location_id=[ids[frame] for frame in reversed(stack)],
             # Several sample types: the count of samples, then the CPU time.
-            [value // period for _ in sample_types[:-1]] + [value],
+            value=[value // period for _ in sample_types[:-1]] + [value],
         )
         for stack, value in stacks.items()
     ]
-    profile = Profile(
-        sample_types=list(sample_types),
-        samples=samples,
-        locations=[Location(i, lines=[Line(i)]) for i in ids.values()],
-        functions=[Function(i, name, filename="/app/main.py") for name, i in ids.items()],
+    message = pb.Profile(
+        sample_type=[pb.ValueType(type=s(t.type), unit=s(t.unit)) for t in sample_types],
+        sample=samples,
+        location=[pb.Location(id=i, line=[pb.Line(function_id=i)]) for i in ids.values()],
+        function=[
+            pb.Function(id=i, name=s(name), filename=s("/app/main.py")) for name, i in ids.items()
+        ],
         time_nanos=time.time_ns() - 10**10 if time_nanos is None else time_nanos,
         duration_nanos=10**10,
-        period_type=CPU,
+        period_type=pb.ValueType(type=s(CPU.type), unit=s(CPU.unit)),
         period=period,
     )
-    return pprof.encode(profile)
+    message.string_table.extend(s.table())
+    return pprof.encode(message)
 
 
 def push(api: TestClient, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -312,19 +317,41 @@ def test_builtin_type_names_are_reserved(api: TestClient) -> None:
     assert folded(api) == {}
 
 
+def broken_pprof(location: int = 1, function: int = 1, name: int = 3, unit: int = 2) -> bytes:
+    """One sample of one frame, with the given ids and string indexes (ok: 1, 1, 3, 2)."""
+    message = pb.Profile(
+        sample_type=[pb.ValueType(type=1, unit=unit)],
+        sample=[pb.Sample(location_id=[location], value=[1])],
+        location=[pb.Location(id=1, line=[pb.Line(function_id=function)])],
+        function=[pb.Function(id=1, name=name)],
+        string_table=[b"", b"cpu", b"nanoseconds", b"f"],
+        time_nanos=time.time_ns() - 10**10,
+    )
+    return pprof.encode(message)
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
+        (push_request([(SDK_LABELS, [broken_pprof()])]), ""),  # the same, unbroken
         (b"\x0a\x05ab", "PushRequest"),  # a series longer than the body
         (b"\xff" * 20, "PushRequest"),
         (push_request([([("service_name", "x")], [python_pprof()])]), "__name__"),
-        (push_request([(SDK_LABELS, [b"\x0b\x0c"])]), "invalid pprof"),
+        (push_request([(SDK_LABELS, [b"\x0a\x05ab"])]), "invalid pprof: malformed protobuf"),
+        (push_request([(SDK_LABELS, [b"\x0b\x0c"])]), "invalid pprof: no sample types"),
+        (push_request([(SDK_LABELS, [broken_pprof(location=9)])]), "unknown location 9"),
+        (push_request([(SDK_LABELS, [broken_pprof(function=7)])]), "unknown function"),
+        (push_request([(SDK_LABELS, [broken_pprof(name=99)])]), "string index 99"),
+        (push_request([(SDK_LABELS, [broken_pprof(unit=-3)])]), "string index -3"),
         (push_request([(SDK_LABELS, [b"\x1f\x8bnot gzip"])]), "gzip"),
         (push_request([(SDK_LABELS, [python_pprof(time_nanos=-5)])]), "negative"),
         (push_request([(SDK_LABELS, [python_pprof(time_nanos=2**62)])]), "out of range"),
     ],
 )
 def test_malformed_pushes_are_connect_errors(api: TestClient, body: bytes, message: str) -> None:
+    if not message:
+        assert push(api, body).status_code == 200
+        return
     assert message in connect_error(push(api, body), 400, "invalid_argument")
 
 
@@ -362,15 +389,16 @@ def test_gzip_bombs_are_413(api: TestClient) -> None:
 def expanding_pprof(lines: int = 3000, references: int = 3000) -> bytes:
     """Issue 16's attack: one location of 3,000 inlined lines, 3,000 times in one sample,
     9,000,000 frames from about 150 bytes of gzip-compressed pprof."""
-    profile = Profile(
-        sample_types=[CPU],
-        samples=[Sample([1] * references, [10_000_000])],
-        locations=[Location(1, lines=[Line(1)] * lines)],
-        functions=[Function(1, "f")],
+    message = pb.Profile(
+        sample_type=[pb.ValueType(type=1, unit=2)],
+        sample=[pb.Sample(location_id=[1] * references, value=[10_000_000])],
+        location=[pb.Location(id=1, line=[pb.Line(function_id=1)] * lines)],
+        function=[pb.Function(id=1, name=3)],
+        string_table=[b"", b"cpu", b"nanoseconds", b"f"],
         time_nanos=time.time_ns() - 10**10,
         duration_nanos=10**10,
     )
-    return gzip.compress(pprof.encode(profile), 9)
+    return gzip.compress(pprof.encode(message), 9)
 
 
 def limited_api(store: ClickHouseStore, **limits: int) -> TestClient:
