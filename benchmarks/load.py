@@ -2,10 +2,13 @@
 
 Each simulated agent is one node: every `interval` seconds it sends one CPU
 batch and one net_wait batch (latency histograms and connect() outcomes), as
-the real agent does (profiler-agent/batch.py, netbatch.py), gzip JSON over
-its own keep-alive connection, each batch with a fresh batch_id and the
-current time. Stacks come from one pool shared by all nodes (the same
-workloads run on many nodes), 8 to 45 frames deep.
+the real agent does (profiler-agent/batch.py, netbatch.py), gzip JSON
+(wire version 2: a frame table and stacks of indexes) over its own keep-alive
+connection, each batch with a fresh batch_id and the current time, marked as
+the agent marks a first send (Podflame-Attempt: 1; `--resent` leaves the mark
+out, so the server looks every batch up in storage as it does for a retry).
+Stacks come from one pool shared by all nodes (the same workloads run on many
+nodes), 8 to 45 frames deep.
 
 The generator shares the machine's CPUs with the server under test, so it is
 kept cheap: every body is compressed once before the run; at send time only
@@ -21,6 +24,7 @@ Run alone: `python -m benchmarks.load --agents 200 --seconds 300`.
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -41,7 +45,9 @@ from typing import Any
 import httpx
 
 from benchmarks.common import process_cpu_seconds, resident_bytes
+from podflame.model.frames import Frame
 from podflame.model.network import bucket_of
+from podflame.model.wire import ATTEMPT_HEADER
 from tests.conftest import running_server
 
 INTERVAL_SECONDS = 10.0
@@ -147,9 +153,8 @@ def cpu_prefix(processes: Labels, pool: list[list[str]], rng: random.Random) -> 
         picks = rng.sample(range(len(chosen)), per_process)
         samples = [{"stack": i, "value": PERIOD_NS * rng.randint(1, 20)} for i in picks]
         series.append({"labels": labels, "samples": samples})
-    return {"version": 1, "profile_type": "cpu", "period": PERIOD_NS,
-            "stacks": [pool[i] for i in chosen], "series": series,
-            "counters": {"lost_samples": 0}}  # fmt: skip
+    return {"profile_type": "cpu", "period": PERIOD_NS, **_typed([pool[i] for i in chosen]),
+            "series": series, "counters": {"lost_samples": 0}}  # fmt: skip
 
 
 def net_prefix(processes: Labels, pool: list[list[str]], rng: random.Random) -> dict[str, Any]:
@@ -165,9 +170,25 @@ def net_prefix(processes: Labels, pool: list[list[str]], rng: random.Random) -> 
             latency.append(_histogram(labels, syscall, rng))
         for _ in range(rng.randint(0, 2)):
             connections.append(_connection(labels, rng))
-    return {"version": 1, "profile_type": "net_wait", "period": 1,
-            "stacks": [pool[i] for i in chosen], "series": series,
-            "latency": latency, "connections": connections}  # fmt: skip
+    return {"profile_type": "net_wait", "period": 1, **_typed([pool[i] for i in chosen]),
+            "series": series, "latency": latency, "connections": connections}  # fmt: skip
+
+
+def _typed(stacks: list[list[str]]) -> dict[str, Any]:
+    """The stacks as the agent sends them: wire version 2, a frame table (fields at their
+    defaults left out, as pydantic's exclude_defaults writes them) and indexes."""
+    index: dict[str, int] = {}
+    indexes = [[index.setdefault(label, len(index)) for label in stack] for stack in stacks]
+    return {"version": 2, "frames": list(map(_wire_frame, index)), "stacks": indexes}
+
+
+@functools.lru_cache(maxsize=1 << 16)  # the pool's frames recur in every batch
+def _wire_frame(label: str) -> dict[str, str | bool]:
+    """A kernel or native frame without module offsets (all the pool has), as
+    Frame.from_label reads it."""
+    frame = Frame.from_label(label)
+    wire: dict[str, str | bool] = {"kind": frame.kind, "name": frame.name}
+    return wire if frame.resolved else {**wire, "resolved": False}
 
 
 def _buckets(rng: random.Random, calls: int) -> dict[str, int]:
@@ -274,11 +295,15 @@ async def _agent_loop(
         due += INTERVAL_SECONDS
 
 
-async def drive(url: str, agents: list[Agent], seconds: float, seed: int = 3) -> Tally:
+async def drive(
+    url: str, agents: list[Agent], seconds: float, seed: int = 3, first_send: bool = True
+) -> Tally:
     """Every agent's CPU and network loops, phases spread over the interval."""
     rng = random.Random(seed)
     tally = Tally()
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    if first_send:
+        headers[ATTEMPT_HEADER] = "1"
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     # Every client is made before the schedule starts: each costs ~30 ms of the
     # generator's loop (an SSL context of its own unless given one), and 400 of
@@ -399,7 +424,11 @@ def stored_counts(chdb_dir: Path) -> dict[str, int]:
 
 
 def run_load(
-    directory: Path, agents: int, seconds: float, rss_period: float = RSS_PERIOD_SECONDS
+    directory: Path,
+    agents: int,
+    seconds: float,
+    rss_period: float = RSS_PERIOD_SECONDS,
+    first_send: bool = True,
 ) -> LoadResult:
     """Start a server under `directory`, drive it, stop it, count what it stored."""
     built = build_agents(agents)
@@ -413,7 +442,7 @@ def run_load(
             done = asyncio.Event()
             sampling = asyncio.create_task(sampler.run(done))
             try:
-                return await drive(url, built, seconds)
+                return await drive(url, built, seconds, first_send=first_send)
             finally:
                 done.set()
                 await sampling
@@ -474,7 +503,8 @@ def report(result: LoadResult) -> list[str]:
         f" sending one CPU batch (~{CPU_ROWS_PER_BATCH} sample rows, ~{CPU_ROWS_PER_BATCH // 2}"
         f" distinct stacks 8-45 frames deep) and one net_wait batch"
         f" ({NET_ROWS_PER_BATCH} rows, histograms and connections) every"
-        f" {INTERVAL_SECONDS:.0f} s, gzip JSON, unique batch_id each (benchmarks/load.py).",
+        f" {INTERVAL_SECONDS:.0f} s, gzip JSON (wire version 2, marked as first sends),"
+        " unique batch_id each (benchmarks/load.py).",
         "",
         "| Figure | Value |",
         "|---|---|",
@@ -543,9 +573,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument(
+        "--resent", action="store_true", help="send no first-send mark (as retries are sent)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="podflame-load-") as tmp:
-        result = run_load(Path(tmp), args.agents, args.seconds)
+        result = run_load(Path(tmp), args.agents, args.seconds, first_send=not args.resent)
         print("\n".join(report(result)))
         print(json.dumps({"stored": result.stored, "rss": result.rss}))
         met = goals_met(result)

@@ -8,6 +8,7 @@ their medians, never against a number from another day.
 import argparse
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -48,24 +49,79 @@ def overhead_section(configs: list[overhead.Config], rounds: int, repeats: int) 
     ]
 
 
-def report(sections: list[list[str]]) -> str:
+# Each section by name, in the order of the document: its heading.
+HEADINGS = {
+    "overhead": "## Profiler overhead",
+    "symbols": "## Symbol tables",
+    "memory": "## Agent memory",
+    "unwinding": "## Unwinding without frame pointers",
+    "network": network.HEADING,
+    "server": "## Server",
+    "spool": "## Agent spool and shutdown",
+    "pprof": "## pprof pushes",
+    "load": "## Load",
+    "ui": "## Web UI",
+}
+# These share one background server (the agent runs send to it).
+_AGENT_SECTIONS = ("overhead", "memory", "unwinding", "network")
+
+
+def report(sections: dict[str, list[str]], previous: str = "") -> str:
+    """The document: `sections` (name -> lines, heading first) new, each stamped with this
+    run's time; any other section as `previous` had it (with its own stamp)."""
+    kept = split_sections(previous)
+    # A document from before sections were stamped says its run once, in its header.
+    older = re.search(r"; run (\d{4}-\d\d-\d\d \d\d:\d\d UTC)\.", previous)
+    for lines in kept.values():
+        if older and not any(line.startswith("_Run ") for line in lines[:3]):
+            lines[1:1] = ["", f"_Run {older[1]}._"]
+    stamp = f"_Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}._"
+    for name, lines in sections.items():
+        kept[name] = [lines[0], "", stamp, *lines[1:]]
     cpus = os.cpu_count()
     header = [
         "# Benchmarks",
         "",
         "Written by `make bench` (benchmarks/run.py). Figures are ratios measured side by side",
         "in one run with configurations interleaved, because the machine is shared and noisy.",
+        "A section can be run again alone (`python -m benchmarks.run --only server,load`):",
+        "each section says when it was run.",
         "",
-        f"Machine: {cpus} CPUs, kernel {platform.release()}; "
-        f"run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Machine: {cpus} CPUs, kernel {platform.release()}.",
         "",
     ]
-    return "\n".join(header + [line for section in sections for line in section]) + "\n"
+    body = [line for name in HEADINGS if name in kept for line in kept[name]]
+    return "\n".join(header + body).rstrip("\n") + "\n"
 
 
-def main() -> int:
+def split_sections(document: str) -> dict[str, list[str]]:
+    """The known sections of a document written by report(), by name."""
+    by_heading = {heading: name for name, heading in HEADINGS.items()}
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in document.splitlines():
+        if line.startswith("## "):
+            name = by_heading.get(line)
+            current = found.setdefault(name, []) if name else None
+        if current is not None:
+            current.append(line)
+    for lines in found.values():
+        while lines and not lines[-1]:
+            lines.pop()
+        lines.append("")
+    return found
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--only",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=list(HEADINGS),
+        help=f"sections to run, comma-separated ({', '.join(HEADINGS)}); the others are"
+        " kept as the output has them",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=60000, help="workload size (about 20 s)")
     parser.add_argument("--processes", type=int, default=1000)
@@ -83,42 +139,74 @@ def main() -> int:
         "--load-seconds", type=float, default=300, help="length of the load run (5 minutes)"
     )
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("benchmarks need root (the agent loads BPF programs)")
+    unknown = set(args.only) - set(HEADINGS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; known: {', '.join(HEADINGS)}")
+    return args
 
-    sections = [["## Symbol tables", "", *symbols.run(), ""]]
+
+def agent_sections(args: argparse.Namespace, only: list[str]) -> dict[str, list[str]]:
+    """The sections that run the agent against one background server."""
+    sections: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="podflame-bench-") as tmp:
         directory = Path(tmp)
         port = free_port()
         server = [*PODFLAME, "server", "--port", str(port), "--storage", f"chdb://{directory}/db"]
         url = f"http://127.0.0.1:{port}"
         with overhead.background(server, directory / "server.log", settle=5):
-            configs = overhead.run(directory, url, args.repeats, args.rounds)
-            sections.insert(0, overhead_section(configs, args.rounds, args.repeats))
-            sections.append(
-                ["## Agent memory", "", *memory.run(directory, url, args.processes), ""]
-            )
-            figures = unwinding.section(directory, url, args.repeats, args.processes)
-            sections.append(["## Unwinding without frame pointers", "", *figures])
-            rounds, pairs, short = args.network_rounds, 10 * args.repeats, args.network_rounds // 4
-            pingpong = network.build_pingpong(directory)
-            alone, costs = network.tracer_alone(pingpong, pairs, short)
-            agents = network.run(directory, url, args.repeats, rounds)
-            sections.append(
-                network.section(alone, costs, agents, args.repeats, pairs, rounds, short)
-            )
-    if args.server_rows:
+            if "overhead" in only:
+                configs = overhead.run(directory, url, args.repeats, args.rounds)
+                sections["overhead"] = overhead_section(configs, args.rounds, args.repeats)
+            if "memory" in only:
+                figures = memory.run(directory, url, args.processes)
+                sections["memory"] = ["## Agent memory", "", *figures, ""]
+            if "unwinding" in only:
+                figures = unwinding.section(directory, url, args.repeats, args.processes)
+                sections["unwinding"] = ["## Unwinding without frame pointers", "", *figures]
+            if "network" in only:
+                rounds, pairs = args.network_rounds, 10 * args.repeats
+                short = args.network_rounds // 4
+                pingpong = network.build_pingpong(directory)
+                alone, costs = network.tracer_alone(pingpong, pairs, short)
+                agents = network.run(directory, url, args.repeats, rounds)
+                sections["network"] = network.section(
+                    alone, costs, agents, args.repeats, pairs, rounds, short
+                )
+    return sections
+
+
+def other_sections(args: argparse.Namespace, only: list[str]) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {}
+    if "symbols" in only:
+        sections["symbols"] = ["## Symbol tables", "", *symbols.run(), ""]
+    if "server" in only and args.server_rows:
         # A directory of its own: the server benchmark opens its chDB path after stopping.
         with tempfile.TemporaryDirectory(prefix="podflame-bench-server-") as tmp:
-            sections.append(["## Server", "", *server_bench.run(Path(tmp), args.server_rows), ""])
-    sections.append(["## Agent spool and shutdown", "", *spool.section(args.repeats), ""])
-    sections.append(["## pprof pushes", "", *pprof_bench.run(), ""])
-    if args.load_agents:
-        figures = load.section(args.load_agents, args.load_seconds)
-        sections.append(["## Load", "", *figures, ""])
-    with tempfile.TemporaryDirectory(prefix="podflame-bench-ui-") as tmp:
-        sections.append(["## Web UI", "", *ui_bench.run(Path(tmp)), ""])
-    args.output.write_text(report(sections))
+            figures = server_bench.run(Path(tmp), args.server_rows)
+            sections["server"] = ["## Server", "", *figures, ""]
+    if "spool" in only:
+        sections["spool"] = ["## Agent spool and shutdown", "", *spool.section(args.repeats), ""]
+    if "pprof" in only:
+        sections["pprof"] = ["## pprof pushes", "", *pprof_bench.run(), ""]
+    if "load" in only and args.load_agents:
+        figures = list(load.section(args.load_agents, args.load_seconds))
+        sections["load"] = ["## Load", "", *figures, ""]
+    if "ui" in only:
+        with tempfile.TemporaryDirectory(prefix="podflame-bench-ui-") as tmp:
+            sections["ui"] = ["## Web UI", "", *ui_bench.run(Path(tmp)), ""]
+    return sections
+
+
+def main() -> int:
+    args = parse_args()
+    if os.geteuid() != 0:
+        sys.exit("benchmarks need root (the agent loads BPF programs)")
+    sections: dict[str, list[str]] = {}
+    if any(name in args.only for name in _AGENT_SECTIONS):
+        sections.update(agent_sections(args, args.only))
+    sections.update(other_sections(args, args.only))
+    previous = args.output.read_text() if args.output.exists() else ""
+    args.output.write_text(report(sections, previous))
     print(f"wrote {args.output}")
     return 0
 

@@ -18,6 +18,11 @@ Batches are synthetic: each holds every pod at one instant (the real agents
 send one node's pods every 10 s); what matters here is rows, cardinalities
 and the time spread.
 
+First, on a server of its own, agent-shaped ingest: batches of ~600 rows as
+load.py's simulated agents send them, a fifth of each batch's stacks new,
+from many concurrent senders; its figure is server CPU per row (rows per
+second per core), which the machine's other load moves less than wall time.
+
 Run alone: `python -m benchmarks.server --rows 2000000`.
 """
 
@@ -26,6 +31,7 @@ import contextlib
 import gzip
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -41,6 +47,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks import load
+from podflame.model.wire import ATTEMPT_HEADER
 from podflame.server import querier_pb2
 from tests.conftest import running_server
 
@@ -58,12 +66,20 @@ WARMUP = 3
 REPEATS = 20
 # The growth is a small difference of two latencies: more turns.
 GROWTH_REPEATS = 60
+# Agent-shaped ingest: batches as one node's agent sends them every 10 s (load.py),
+# a fifth of each batch's stacks never seen before, from many senders at once.
+AGENT_BATCHES = 1500
+AGENT_NODES = 100
+AGENT_STACKS_PER_BATCH = load.CPU_ROWS_PER_BATCH // 2
+NEW_STACK_SHARE = 0.2
+AGENT_SENDERS = 16
 # CPU seconds per second below which the server counts as idle.
 IDLE_CPU_SECONDS = 0.05
 
 # (label, goal, unit, higher is better)
 GOALS = {
-    "ingest": ("Ingest through HTTP batches", 200_000, "rows/s", True),
+    "agent_ingest": ("Agent-shaped ingest, per server core", 60_000, "rows/s", True),
+    "ingest": ("Ingest through HTTP batches of 30,000 rows", 200_000, "rows/s", True),
     "pod": ("Flame graph, one pod, 1 h (p50)", 50, "ms", False),
     "grafana_pod": (
         "Grafana's flame graph (Connect SelectMergeStacktraces), one pod, 1 h (p50)",
@@ -181,13 +197,15 @@ class IngestRun:
     server_cpu_ms_per_batch: float
 
 
-def ingest(url: str, bodies: list[Body]) -> IngestRun:
+def ingest(
+    url: str, bodies: list[Body], senders: int = SENDERS, extra: dict[str, str] | None = None
+) -> IngestRun:
     pending = iter(bodies)
     lock = threading.Lock()
     errors: list[str] = []
 
     def send() -> None:
-        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json", **(extra or {})}
         with httpx.Client(base_url=url, timeout=300) as client:
             while True:
                 with lock:
@@ -201,17 +219,73 @@ def ingest(url: str, bodies: list[Body]) -> IngestRun:
     with httpx.Client(base_url=url) as metrics:
         cpu = _cpu_seconds(metrics)
         started = time.perf_counter()
-        senders = [threading.Thread(target=send) for _ in range(SENDERS)]
-        for sender in senders:
-            sender.start()
-        for sender in senders:
-            sender.join()
+        threads = [threading.Thread(target=send) for _ in range(senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         elapsed = time.perf_counter() - started
         cpu = _cpu_seconds(metrics) - cpu
     if errors:
         raise RuntimeError(f"{len(errors)} batches failed, first: {errors[0]}")
     rows = sum(body.rows for body in bodies)
     return IngestRun(rows / elapsed, cpu / elapsed, 1000 * cpu / len(bodies))
+
+
+def agent_batches(count: int, end_ns: int, seed: int = 5) -> list[Body]:
+    """`count` CPU batches as agents send them (load.py's stacks, labels and sizes, wire
+    version 2, gzip), from AGENT_NODES nodes in turn over the hour before `end_ns`; in
+    each, NEW_STACK_SHARE of the stacks were never sent before (a new leaf frame)."""
+    rng = random.Random(seed)
+    pool = load.stack_pool(rng)
+    nodes = [load.node_processes(node, rng) for node in range(AGENT_NODES)]
+    new_count = round(NEW_STACK_SHARE * AGENT_STACKS_PER_BATCH)
+    bodies = []
+    for index in range(count):
+        stacks = [pool[i] for i in rng.sample(range(len(pool)), AGENT_STACKS_PER_BATCH)]
+        for k in range(new_count):
+            stacks[k] = [*stacks[k], f"github.com/acme/fresh.Handler{index}_{k}"]
+        processes = nodes[index % AGENT_NODES]
+        per_process = load.CPU_ROWS_PER_BATCH // len(processes)
+        series = [
+            {"labels": labels, "samples": [
+                {"stack": i, "value": PERIOD_NS * rng.randint(1, 20)}
+                for i in rng.sample(range(len(stacks)), per_process)]}
+            for labels in processes
+        ]  # fmt: skip
+        batch_end = end_ns - (count - index) * 3600 * 10**9 // count
+        body = {"batch_id": uuid.uuid4().hex, "profile_type": "cpu", "period": PERIOD_NS,
+                "start_time_ns": batch_end - 10 * 10**9, "end_time_ns": batch_end,
+                **load._typed(stacks), "series": series}  # fmt: skip
+        data = gzip.compress(json.dumps(body, separators=(",", ":")).encode(), compresslevel=5)
+        bodies.append(Body(data, per_process * len(processes)))
+    return bodies
+
+
+@dataclass(frozen=True)
+class AgentIngest:
+    rows: int
+    batches: int
+    server_cpu_seconds: float
+    elapsed: float
+
+    @property
+    def rows_per_core_second(self) -> float:
+        return self.rows / self.server_cpu_seconds
+
+    @property
+    def cpu_ms_per_1000_rows(self) -> float:
+        return 1000 * self.server_cpu_seconds / (self.rows / 1000)
+
+
+def agent_ingest(url: str, bodies: list[Body], senders: int = AGENT_SENDERS) -> AgentIngest:
+    """Send `bodies` from `senders` concurrent connections, marked as agents' first sends;
+    the server's CPU time (its /metrics) over the run, background merges included."""
+    headers = {ATTEMPT_HEADER: "1"}
+    run = ingest(url, bodies, senders, headers)
+    rows = sum(body.rows for body in bodies)
+    return AgentIngest(rows, len(bodies), run.server_cpus * (rows / run.rows_per_second),
+                       rows / run.rows_per_second)  # fmt: skip
 
 
 def settle(clients: Sequence[httpx.Client], timeout: float = 300) -> None:
@@ -359,9 +433,14 @@ def run(directory: Path, rows: int = 10_000_000) -> list[str]:
     first = make_batches(dataset, rows, start_ns, range(len(dataset.pods)), seed=1)
     second = make_batches(dataset, rows, start_ns, others, seed=2)
     generated = time.perf_counter() - generated
-    once, twice = directory / "once", directory / "twice"
+    once, twice, agents = directory / "once", directory / "twice", directory / "agents"
     once.mkdir()
+    agents.mkdir()
     results: dict[str, float] = {}
+    shaped = agent_batches(AGENT_BATCHES, end_ns)
+    with running_server(agents) as url:
+        agent_run = agent_ingest(url, shaped)
+    results["agent_ingest"] = agent_run.rows_per_core_second
     with running_server(once) as url:
         first_run = ingest(url, first)
     results["ingest"] = first_run.rows_per_second
@@ -387,7 +466,23 @@ def run(directory: Path, rows: int = 10_000_000) -> list[str]:
     results["bytes"] = sample_bytes / sample_rows
     if sample_rows != stored:
         raise RuntimeError(f"stored {sample_rows} rows, sent {stored}")
-    return report(results, rows, first_run, stored, generated, stack_bytes / sample_rows, rss)
+    lines = report(results, rows, first_run, stored, generated, stack_bytes / sample_rows, rss)
+    return [*lines, *agent_report(agent_run, first_run)]
+
+
+def agent_report(run: AgentIngest, bulk: IngestRun) -> list[str]:
+    bulk_per_core = bulk.rows_per_second / bulk.server_cpus
+    return [
+        f"- Agent-shaped ingest (its own server, before the rest): {run.batches:,} CPU batches"
+        f" of {run.rows // run.batches} sample rows and {AGENT_STACKS_PER_BATCH} stacks"
+        f" ({NEW_STACK_SHARE:.0%} never sent before, wire version 2, gzip, the labels of"
+        f" {AGENT_NODES} nodes' pods) from {AGENT_SENDERS} concurrent senders, marked as first"
+        f" sends: {run.cpu_ms_per_1000_rows:.1f} ms of server CPU per 1,000 rows,"
+        f" {run.rows_per_core_second:,.0f} rows/s per core ({run.rows / run.elapsed:,.0f} rows/s"
+        f" of wall time on this shared machine). Beside it, the 30,000-row batches above:"
+        f" {bulk_per_core:,.0f} rows/s per core"
+        f" ({1000 * 1000 / bulk_per_core:.1f} ms of CPU per 1,000 rows).",
+    ]
 
 
 def _time_queries(

@@ -68,6 +68,11 @@ class Frame:
     def _fields(self) -> tuple[str, str, str, int | None, str, int, bool]:
         return (self.kind, self.name, self.module, self.offset, self.file, self.line, self.resolved)
 
+    @property
+    def fields(self) -> tuple[str, str, str, int | None, str, int, bool]:
+        """(kind, name, module, offset, file, line, resolved): equal for equal frames."""
+        return self._fields()
+
     def __hash__(self) -> int:
         return self._hash
 

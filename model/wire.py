@@ -10,8 +10,9 @@ sources that only have names, such as Pyroscope pushes): each string is read
 as `Frame.from_label` reads it.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain
+from operator import attrgetter
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,6 +21,10 @@ from podflame.model.frames import Frame
 from podflame.model.network import Connection, LatencyHistogram
 
 WIRE_VERSION = 2
+# The request header by which an agent says how often it has sent a body: "1" on the
+# first send, which no server can hold yet, so the server does not look for it
+# (server/batch_writer.py). Absent (other clients) or more: the server looks.
+ATTEMPT_HEADER = "Podflame-Attempt"
 MAX_FRAME_CHARS = 4096
 # An offset or index the storage's signed 64-bit columns hold.
 _MAX_INT64 = 2**63 - 1
@@ -67,6 +72,14 @@ class WireFrame(BaseModel):
         # The fields as one dict (pydantic keeps exactly the fields there): reading them
         # one by one off the model costs as much again as making the frame.
         return Frame(**self.__dict__)
+
+
+# A frame's fields in Frame's order (kind, name, module, offset, file, line, resolved):
+# what a server that keeps frames across batches finds them by (Frame.fields).
+FrameFields = tuple[str, str, str, int | None, str, int, bool]
+# Frames a server made for earlier batches, by their fields (None: not kept).
+KnownFrames = Callable[[list[FrameFields]], list[Frame | None]]
+_DICT = attrgetter("__dict__")
 
 
 class Series(BaseModel):
@@ -134,9 +147,19 @@ class Batch(BaseModel):
                     )
         return self
 
-    def frame_records(self) -> list[Frame]:
-        """The frame table (version 2) as records, in order: what an index refers to."""
-        return [frame.frame() for frame in self.frames]
+    def frame_records(self, known: KnownFrames | None = None) -> list[Frame]:
+        """The frame table (version 2) as records, in order: what an index refers to.
+        `known`: frames kept from earlier batches, so that only new ones are made (an
+        agent sends its frames again in every batch)."""
+        if known is None:
+            return [frame.frame() for frame in self.frames]
+        # Each model's field dict as a tuple, by C code (pydantic keeps them in order).
+        fields: list[FrameFields] = list(map(tuple, map(dict.values, map(_DICT, self.frames))))
+        found = known(fields)
+        return [
+            frame if frame is not None else wire.frame()
+            for frame, wire in zip(found, self.frames, strict=True)
+        ]
 
     def typed_stacks(
         self, records: list[Frame] | None = None, which: Sequence[int] | None = None

@@ -45,6 +45,7 @@ from prometheus_client.registry import Collector
 from podflame.agent.metrics import PREFIX, StageCounters
 from podflame.agent.spool import DiskSpool, MemoryQueue, Pending, PendingQueue
 from podflame.model import Batch
+from podflame.model.wire import ATTEMPT_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class Shipper:
             remaining = min(deadline, self._deadline) - time.monotonic()
             if remaining <= 0:
                 return False
-            outcome, retry_after = self._send(item.body, min(self.timeout, remaining))
+            outcome, retry_after = self._send(item, min(self.timeout, remaining))
             if outcome is Outcome.RETRY:
                 self.queue.release(item.key)
                 self._retry_at = time.monotonic() + self.backoff.next_delay(retry_after)
@@ -212,8 +213,10 @@ class Shipper:
         else:
             log.warning("exiting with %d unacknowledged batches; they stay in the spool", unsent)
 
-    def _send(self, body: bytes, timeout: float) -> tuple[Outcome, float | None]:
-        request = urllib.request.Request(self.url, data=body, method="POST", headers=self.headers)
+    def _send(self, item: Pending, timeout: float) -> tuple[Outcome, float | None]:
+        # The first send says so: the server then does not look for the batch in storage.
+        headers = {**self.headers, ATTEMPT_HEADER: "1"} if item.first_send else self.headers
+        request = urllib.request.Request(self.url, data=item.body, method="POST", headers=headers)
         try:
             with self._opener.open(request, timeout=timeout):
                 pass

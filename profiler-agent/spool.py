@@ -36,6 +36,9 @@ class Pending:
 
     key: int
     body: bytes
+    # Never handed out before (by this process, nor found in the spool at start):
+    # the server can hold it nowhere, so it need not look (model.wire.ATTEMPT_HEADER).
+    first_send: bool = False
 
 
 class PendingQueue(Protocol):
@@ -74,6 +77,8 @@ class _BoundedQueue:
         self._bytes = 0
         self._next = 0
         self._in_flight: int | None = None
+        # Keys handed out by oldest() at least once, or found in a spool from before.
+        self._handed_out: set[int] = set()
         self._lock = threading.Lock()
 
     def _full(self, size: int) -> bool:
@@ -109,7 +114,9 @@ class _BoundedQueue:
                 body = held if held is not None else self._read(key)
                 if body is not None:
                     self._in_flight = key
-                    return Pending(key, body)
+                    first_send = key not in self._handed_out
+                    self._handed_out.add(key)
+                    return Pending(key, body, first_send)
                 self._forget(key)
             return None
 
@@ -127,6 +134,7 @@ class _BoundedQueue:
 
     def _forget(self, key: int) -> None:
         size, held = self._index.pop(key)
+        self._handed_out.discard(key)
         self._bytes -= size
         if held is None:
             self._discard(key)
@@ -186,6 +194,7 @@ class DiskSpool(_BoundedQueue):
             name = _NAME.match(entry.name)
             if name and entry.is_file(follow_symlinks=False):
                 self._index[int(name.group(1))] = (entry.stat().st_size, None)
+                self._handed_out.add(int(name.group(1)))  # an earlier run may have sent it
                 self._bytes += entry.stat().st_size
             elif _TEMP.match(entry.name):
                 _unlink(Path(entry.path))  # a write a crash interrupted: never renamed, never sent

@@ -11,9 +11,18 @@ insert, hence one part per day: its batches are stored together or not at all.
 On a cluster an insert is split over shards, and one shard failing leaves the
 others written: there the writer takes groups of one batch and relies on the
 insert deduplication token instead, which each shard keeps (schema.render).
+
+Asking the tables costs a query per group (most of a small batch's cost in
+chDB), so it is asked only for batches that may have been sent before: the
+agent marks a body's first send (Podflame-Attempt: 1, see routers/ingest.py),
+which no replica can hold yet; anything else (a retry, a spooled batch sent
+again after a restart, a client that does not say) is looked up. Batches this
+writer stored lately are also remembered, so a retry that races its original
+into this replica is caught even when the original skipped the lookup.
 """
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +51,8 @@ class PreparedBatch:
     rows: BatchRows
     samples: bytes  # a Native block, empty without samples
     network: NetworkRows
+    # The agent's first send of this body: no table can hold it yet.
+    first_send: bool = False
 
     @property
     def key(self) -> int:
@@ -65,12 +76,33 @@ class PreparedBatch:
         return bool(self.network.table(table)["timestamp"])
 
 
-def prepare(batch: Batch, cache: StackCache) -> PreparedBatch:
+def prepare(batch: Batch, cache: StackCache, first_send: bool = False) -> PreparedBatch:
     """Raises InvalidBatchError for what the tables cannot hold, before any write."""
     rows = batch_rows(batch, cache)
     network = network_rows(batch, rows.batch_key)
     block = samples_block(rows) if rows.sample_count else b""
-    return PreparedBatch(batch.batch_id, rows, block, network)
+    return PreparedBatch(batch.batch_id, rows, block, network, first_send)
+
+
+# Keys of batches a writer stored lately (8 bytes each, ~4 MB with the dict's overhead):
+# at 1,000 agents' two batches every 10 s, the last ~4 minutes.
+RECENT_BATCHES = 50_000
+
+
+class RecentBatches:
+    """A bounded memory of the batch keys stored by this process, oldest forgotten first."""
+
+    def __init__(self, limit: int = RECENT_BATCHES) -> None:
+        self._limit = limit
+        self._keys: OrderedDict[int, None] = OrderedDict()
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._keys
+
+    def add(self, keys: Iterable[int]) -> None:
+        self._keys.update(dict.fromkeys(keys))
+        while len(self._keys) > self._limit:
+            self._keys.popitem(last=False)
 
 
 class GroupWriter:
@@ -82,13 +114,17 @@ class GroupWriter:
         self._cache = cache
         self._look_up_stored = look_up_stored
         self._network = NetworkInserter(database)
+        # Read and changed by the one thread writing at a time (GroupCommit).
+        self._recent = RecentBatches()
 
     def write(self, client: Client, group: Sequence[PreparedBatch]) -> None:
         unique: dict[int, PreparedBatch] = {}
         for batch in group:  # the same batch twice (a retry racing its original)
-            unique.setdefault(batch.key, batch)
+            if batch.key not in self._recent:
+                unique.setdefault(batch.key, batch)
         batches = list(unique.values())
-        stored = self._stored(client, batches) if self._look_up_stored else {}
+        resent = [batch for batch in batches if not batch.first_send]
+        stored = self._stored(client, resent) if self._look_up_stored and resent else {}
 
         def missing(table: str) -> list[PreparedBatch]:
             held = stored.get(table, set())
@@ -112,6 +148,7 @@ class GroupWriter:
                 for batch in batches_missing:
                     rows.extend(batch.network, table)
                 self._network.insert(client, rows, _token(batches_missing))
+        self._recent.add(unique)  # every table holds them now
 
     def _stored(self, client: Client, batches: list[PreparedBatch]) -> dict[str, set[int]]:
         """Per table, the keys of the batches it holds already."""

@@ -129,10 +129,10 @@ class ClickHouseStore:
         self._run(lambda c: migrate(c, database, retention_days, cluster))
         self._profile_types_ready = False
 
-    def ingest(self, batch: Batch) -> IngestResult:
+    def ingest(self, batch: Batch, first_send: bool = False) -> IngestResult:
         # Rows and their Native block are built before joining a write group:
         # another thread's write runs in ClickHouse meanwhile.
-        prepared = prepare(batch, self._cache)
+        prepared = prepare(batch, self._cache, first_send)
         return self._commits.submit(prepared, prepared.weight)
 
     def _write_group(self, group: Sequence[PreparedBatch]) -> list[IngestResult | Exception]:

@@ -174,7 +174,7 @@ def batch_rows(batch: Batch, cache: StackCache | None = None) -> BatchRows:
     """The batch's rows; stacks in `cache` are known stored and not hashed again."""
     if batch.end_time_ns >= _MAX_TIME_NS:
         raise InvalidBatchError(f"end_time_ns={batch.end_time_ns} is out of range")
-    records = batch.frame_records()
+    records = batch.frame_records(cache.frames if cache else None)
     # A cached stack is found by its frames' keys, without frames made for its names.
     found = cache.stored(batch.stack_keys(records)) if cache else [None] * len(batch.stacks)
     new = batch.typed_stacks(records, [i for i, stack in enumerate(found) if stack is None])

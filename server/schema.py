@@ -74,7 +74,7 @@ _LABEL_COLUMNS_DDL = ",\n    ".join(f"{name} LowCardinality(String)" for name in
 # outside pods), then time: a namespace, workload or pod over a time range is
 # one contiguous key range. {pod="x"} alone skips the key's namespace and
 # workload, so set indexes let it skip the granules of other pods.
-# Codecs keep a merged row near 4.5 bytes (measured, docs/api.md): rows of one
+# Codecs keep a merged row to a few bytes (docs/benchmarks.md, Server): rows of one
 # batch share a timestamp (Delta makes it zeros), values are a few multiples of
 # the sampling period, and a pod's hot stacks repeat batch after batch.
 # Version 1 had no batch column: the insert's deduplication token (within the

@@ -19,6 +19,7 @@ from itertools import chain
 from operator import attrgetter
 
 from podflame.model.frames import Frame
+from podflame.model.wire import FrameFields
 
 Frames = tuple[Frame, ...]
 
@@ -36,6 +37,12 @@ class StackCache:
         self._hashes: dict[tuple[object, ...], int] = {}
         # Each distinct frame once, while a cached stack holds it.
         self._pool: weakref.WeakValueDictionary[object, Frame] = weakref.WeakValueDictionary()
+        # The same frames by their fields, as a batch's frame table names them: an agent
+        # sends every frame again in each batch, and making its Frame costs more than
+        # the rest of its ingest.
+        self._by_fields: weakref.WeakValueDictionary[FrameFields, Frame] = (
+            weakref.WeakValueDictionary()
+        )
         # Query and ingest endpoints run in worker threads.
         self._lock = threading.Lock()
 
@@ -71,6 +78,12 @@ class StackCache:
                     found.append((stack_hash, self._frames[stack_hash]))
         return found
 
+    def frames(self, fields: list[FrameFields]) -> list[Frame | None]:
+        """Per frame given by its fields, the cache's frame when a cached stack holds one
+        (model.wire.KnownFrames)."""
+        with self._lock:
+            return list(map(self._by_fields.get, fields))
+
     def add(self, stacks: Mapping[int, Sequence[Frame]]) -> dict[int, Frames]:
         """Cache `stacks`; returns them as stored (tuples of shared frames)."""
         with self._lock:
@@ -104,6 +117,7 @@ class StackCache:
             # Keyed by Frame.key (equal exactly for equal frames, hashed by C code): a
             # key is held strongly, and the entry must go once no stack holds the frame.
             self._pool[frame.key] = found
+            self._by_fields[found.fields] = found
         return found
 
 

@@ -141,9 +141,11 @@ class TopResult:
 class ProfileStore(Protocol):
     """Profiles: what ingest writes and the profile queries read."""
 
-    def ingest(self, batch: Batch) -> IngestResult:
+    def ingest(self, batch: Batch, first_send: bool = False) -> IngestResult:
         """Store a batch (its profile samples and its network rows); storing the same
-        batch_id again changes nothing.
+        batch_id again changes nothing. `first_send`: its sender says it never sent this
+        batch before, so the store need not look for it (a false claim can only store
+        that sender's batch twice).
 
         Raises InvalidBatchError for content the store rejects.
         """

@@ -187,8 +187,8 @@ class MeteredStore:
         self._store = store
         self._ingest = ingest
 
-    def ingest(self, batch: Batch) -> IngestResult:
-        result = self._store.ingest(batch)
+    def ingest(self, batch: Batch, first_send: bool = False) -> IngestResult:
+        result = self._store.ingest(batch, first_send)
         self._ingest.count(result)
         return result
 

@@ -58,15 +58,28 @@ async def ingest(
     content_encoding: Annotated[
         str | None, Header(description="gzip to send a compressed body.")
     ] = None,
+    # model.wire.ATTEMPT_HEADER (FastAPI reads podflame_attempt as Podflame-Attempt).
+    podflame_attempt: Annotated[
+        str | None,
+        Header(
+            description="1 when the sender never sent this batch before (the store then"
+            " skips looking for it); absent or more for a batch that may be stored already."
+        ),
+    ] = None,
 ) -> IngestResponse:
     """A retried batch (same batch_id) is stored once."""
     body = await read_body(request, max_bytes)
+    first_send = (podflame_attempt or "").strip() == "1"
     # Parsing a large batch and writing it block; keep them off the event loop.
-    return await run_in_threadpool(_store, store, types, body, limits)
+    return await run_in_threadpool(_store, store, types, body, limits, first_send)
 
 
 def _store(
-    store: ProfileStore, types: ProfileTypes, body: bytes, limits: IngestLimits
+    store: ProfileStore,
+    types: ProfileTypes,
+    body: bytes,
+    limits: IngestLimits,
+    first_send: bool = False,
 ) -> IngestResponse:
     # The batch is parsed, stored and freed inside the pause (see gc_pause).
     with pause_collector():
@@ -76,7 +89,7 @@ def _store(
             known = ", ".join(sorted(item.name for item in types.known()))
             message = f"unknown profile_type {batch.profile_type!r} (known: {known})"
             raise InvalidBatchError(message)
-        result = store.ingest(bound_batch(batch, limits))
+        result = store.ingest(bound_batch(batch, limits), first_send)
     return IngestResponse(stored_samples=result.stored_samples, stacks=result.stacks)
 
 

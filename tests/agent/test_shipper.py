@@ -1,5 +1,6 @@
 """The shipper against a real server: queue while it is away, send in order, drop rejects."""
 
+import gzip
 import itertools
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from podflame.agent.shipper import Shipper
 from podflame.agent.spool import DiskSpool
 from podflame.model import Batch, Series, StackValue
+from podflame.model.wire import ATTEMPT_HEADER
 from tests.agent.outage import RefusingProxy, blackhole, kill, rows_per_sample, start_server
 from tests.conftest import free_port, running_server, stop
 
@@ -260,3 +262,33 @@ def test_a_redirect_is_not_followed_and_the_batch_is_kept(code: int) -> None:
     assert (shipper.stats.batches_sent, shipper.stats.redirects_refused) == (0, 1)
     assert shipper.stats.send_failures == 1
     assert len(shipper.pending) == 1  # retried later, by the usual backoff
+
+
+class _FailingOnce(_Recording):
+    """503 to the first request, 200 to the others; every request's headers remembered."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.server.seen:  # type: ignore[attr-defined]
+            self._answer()
+            return
+        self.server.seen.append(dict(self.headers))  # type: ignore[attr-defined]
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_only_a_first_send_says_so(tmp_path: Path) -> None:
+    # The server skips looking for a first send in storage; a retry must not claim to be one.
+    with serving(_FailingOnce) as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        shipper = Shipper(url, max_pending=3)
+        shipper.ship(batch(3))  # sent once, answered 503
+        shipper._retry_at = 0.0  # the backoff, waited out
+        assert shipper.flush()
+    attempts = [headers.get(ATTEMPT_HEADER) for headers in server.seen]  # type: ignore[attr-defined]
+    assert attempts == ["1", None]
+    # A batch found in the spool at start may have been sent by the run before.
+    DiskSpool(tmp_path, 10**6).push(gzip.compress(b"{}"))
+    recovered = DiskSpool(tmp_path, 10**6).oldest()
+    assert recovered is not None and not recovered.first_send

@@ -15,6 +15,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from podflame.model import Batch
+from podflame.server.batch_writer import GroupWriter
 from podflame.server.clickhouse_store import ClickHouseStore
 from podflame.server.store import IngestResult, StorageError
 from tests.server.conftest import batch
@@ -150,3 +151,28 @@ def test_a_batch_the_engine_refuses_fails_alone(
     # The refused batch's retry is stored once the table takes it.
     store.ingest(batches[1])
     assert values_by_pod(chdb_client, store)["poison"] == (1, 5)
+
+
+def test_a_first_send_is_not_looked_for_and_a_resend_is_stored_once(
+    store: ClickHouseStore, chdb_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked_for: list[list[str]] = []
+    look_up = GroupWriter._stored
+
+    def counting(writer: GroupWriter, client: Client, batches: list[Any]) -> Any:
+        looked_for.append([batch.batch_id for batch in batches])
+        return look_up(writer, client, batches)
+
+    monkeypatch.setattr(GroupWriter, "_stored", counting)
+    first, second = cpu_batch("pod-a", 7), cpu_batch("pod-b", 9)
+    store.ingest(first, first_send=True)
+    assert looked_for == []
+    # A client that claims a first send twice: this process remembers what it stored.
+    store.ingest(first, first_send=True)
+    store.ingest(second)
+    assert looked_for == [[second.batch_id]]
+    # Another replica, or this one restarted, remembers nothing: a resend is looked for.
+    restarted = ClickHouseStore(chdb_client, database=store.database)
+    restarted.ingest(first)
+    restarted.ingest(second)
+    assert values_by_pod(chdb_client, store) == {"pod-a": (1, 7), "pod-b": (1, 9)}

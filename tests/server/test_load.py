@@ -45,3 +45,14 @@ def test_two_hundred_agents_for_ten_minutes(tmp_path: Path) -> None:
     assert_every_batch_stored_once(result)
     # Bounded memory: no growth trend over the second half (caches full by then).
     assert rss_trend_percent(result.rss) < RSS_TREND_MARGIN_PERCENT
+
+
+@pytest.mark.soak
+def test_five_hundred_agents_answered_within_a_second(tmp_path: Path) -> None:
+    # Issue 19: a server for a thousand nodes; 500 agents' batches (wire version 2,
+    # marked as first sends, as the agent sends them) with no errors and p99 < 1 s.
+    result = run_load(tmp_path, agents=500, seconds=300)
+    print("\n".join(report(result)))
+    assert result.error_count == 0, result.tally.errors
+    assert result.percentile(99) < 1.0
+    assert_every_batch_stored_once(result)

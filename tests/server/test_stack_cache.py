@@ -112,3 +112,20 @@ def test_batch_rows_hash_typed_and_named_stacks_as_stack_hash_does() -> None:
     expected = [(*stack("main"), py), stack("main"), stack("main", "work_[k]")]
     assert rows.stack_hash.tolist() == [stack_hash(frames) for frames in expected]
     assert list(rows.uncached.values()) == expected
+
+
+def test_a_batch_reuses_the_frames_of_cached_stacks() -> None:
+    cache = StackCache(max_stacks=1)
+    wire = {"batch_id": "frames-1", "period": 1, "start_time_ns": 0, "end_time_ns": 1,
+            "frames": [{"kind": "native", "name": "main"}, {"kind": "python", "name": "run",
+                        "file": "app.py", "line": 3}],
+            "stacks": [[0, 1]], "series": []}  # fmt: skip
+    first = Batch.model_validate(wire).typed_stacks()[0]
+    cache.add({stack_hash(first): first})
+    again = Batch.model_validate(wire).frame_records(cache.frames)
+    assert again == list(first) and all(a is b for a, b in zip(again, first, strict=True))
+    # Once no cached stack (nor anything else) holds them, the cache lets them go.
+    fields = [frame.fields for frame in first]
+    del first, again
+    cache.add({1: stack("other")})
+    assert cache.frames(fields) == [None, None]
