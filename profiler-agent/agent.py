@@ -14,7 +14,7 @@ counts what still gets through and goes on.
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from podflame.agent.batch import BatchBuilder, Stack, Window
 from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
+from podflame.agent.cpython.watch import PythonWatch, PythonWatchCollector
 from podflame.agent.heap import release_free_memory
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, LabelProvider
 from podflame.agent.lifetimes import ProcessLifetimes, by_process
@@ -33,7 +34,7 @@ from podflame.agent.netbatch import NetworkBatchBuilder, network_processes
 from podflame.agent.network import NetworkDrain, NetworkTracer
 from podflame.agent.peers import NoPeers, PeerResolver, PodPeers
 from podflame.agent.processes import ProcessTable
-from podflame.agent.sampler import Announcement, CpuSampler, Drain
+from podflame.agent.sampler import Announcement, CpuSampler, Drain, ProcessGeneration
 from podflame.agent.settings import AgentSettings
 from podflame.agent.shipper import Shipper, ShipperCollector
 from podflame.agent.spool import DiskSpool, MemoryQueue, PendingQueue
@@ -92,6 +93,8 @@ class Agent:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Loads captured processes' unwind tables (None: --unwind-tables is off).
     unwinder: UnwindLoader | None = None
+    # The CPython processes whose Python frames BPF walks (None: --no-python).
+    python: PythonWatch | None = None
     # What /metrics serves; build_agent registers the parts' collectors in it.
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     # The CPU table's lifetimes: attributed at each drain, ended after it.
@@ -171,10 +174,20 @@ class Agent:
             # the agent parses big binaries seen for the first time.
             try:
                 self._announce(poll(0 if unread else ANNOUNCE_POLL_MS), table)
+                if table is self.processes:
+                    self._name_python_codes()
                 unread = self._read_opened(table)
             except Exception as error:  # the loop outlives anything: counted, logged
                 self.stats.loop_errors.record("announce", error)
                 stop.wait(ANNOUNCE_ERROR_PAUSE)
+
+    def _name_python_codes(self) -> None:
+        """Name the code objects of Python stacks sampled for the first time in this
+        interval, while their processes live (polled with the announcements)."""
+        stacks = self.sampler.take_python_stacks()
+        if self.python is not None and stacks:
+            with self.lock:
+                self.python.name_codes(stacks)
 
     def _read_opened(self, table: ProcessTable) -> bool:
         try:
@@ -197,10 +210,13 @@ class Agent:
 
     def _announce_one(self, announcement: Announcement, table: ProcessTable) -> None:
         """Capture the process; if that fails, the drain that samples it tries again."""
+        process = announcement.process
         try:
-            table.announce(announcement.process, announcement.parent)
+            table.announce(process, announcement.parent)
+            if self.python is not None and table is self.processes:
+                self.python.announce(process.pid, process.generation)
         except Exception as error:  # anything the process's /proc files can provoke
-            self.stats.process_errors.record("capture", error, f"pid {announcement.process.pid}")
+            self.stats.process_errors.record("capture", error, f"pid {process.pid}")
 
     def tick(self) -> None:
         """Drain, build and queue a batch (and the network tracer's); an error that
@@ -224,17 +240,30 @@ class Agent:
             self.symbolizer.refresh()  # kernel modules may have come or gone
             groups = by_process(drain.samples)
             processes = self.lifetimes.attribute(groups)
+            self._python_seen(drain, groups.keys())
             stacks = self.builder.symbolize(processes)
             labels = self.builder.label(processes)
             self._account(drain, [s for p, counts in stacks.items() if p in labels for s in counts])
             window = Window(drain.start_ns, drain.end_ns)
             batch = self.builder.to_batch(window, stacks, labels, self.counters(drain))
             self.lifetimes.end(groups.keys())
+            if self.python is not None:
+                self.python.keep(self.processes.pids())
         with self._timed("ship"):
             self.shipper.submit(batch)  # queued (spooled); the sender thread sends it
         # Counted once its batch is queued: a scrape never sees a drain whose
         # batch is not yet pending (drains now follow each other at once when late).
         self.stats.drains += 1
+
+    def _python_seen(self, drain: Drain, drained: Iterable[ProcessGeneration]) -> None:
+        """Count the samples of Python processes, and look again at those drained
+        processes that showed no CPython yet (their next samples get Python frames)."""
+        if self.python is None:
+            return
+        self.python.count_samples(
+            (s.process.pid, s.count, bool(s.python and s.python.frames)) for s in drain.samples
+        )
+        self.python.look_again((p.pid, p.generation) for p in drained)
 
     def _tick_network(self, network: NetworkSide) -> None:
         with self._timed("network_drain"):
@@ -432,6 +461,8 @@ def build_agent(settings: AgentSettings) -> Agent:
     unwinder = None
     if unwind_sizes is not None:
         unwinder = build_unwinder(settings, sampler, symbolizer, unwind_sizes)
+    python = PythonWatch(sampler) if settings.python else None
+    builder.python = python
     agent = Agent(
         sampler,
         builder,
@@ -444,6 +475,7 @@ def build_agent(settings: AgentSettings) -> Agent:
         network=network,
         stats=stats,
         unwinder=unwinder,
+        python=python,
     )
     agent.registry = registry_of(metric_collectors(agent))
     return agent
@@ -467,6 +499,8 @@ def metric_collectors(agent: Agent) -> list[Collector]:
     ]
     if agent.kubernetes is not None:
         collectors.append(StageCounters("kubernetes", agent.kubernetes.stats))
+    if agent.python is not None:
+        collectors.append(PythonWatchCollector(agent.python, agent.sampler))
     if agent.unwinder is not None:
         collectors += [
             UnwindCollector(agent.sampler, agent.unwinder),

@@ -11,8 +11,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from podflame.agent.bpfmaps import (
@@ -23,7 +24,16 @@ from podflame.agent.bpfmaps import (
     stack_addresses,
     switch_slot,
 )
-from podflame.agent.cpython.bpfmaps import PyOffsets, PythonSample, read_python_slot
+from podflame.agent.cpython.bpfmaps import (
+    NativeKey,
+    NewPythonStack,
+    PyOffsets,
+    PythonSample,
+    PythonStack,
+    native_key,
+    read_new_python_stack,
+    read_python_slot,
+)
 from podflame.bpf import source_text
 from podflame.symbolizer.text import decode
 
@@ -40,6 +50,14 @@ KNOWN_PIDS = 32768
 DROP_REASONS = ("user_stack", "kernel_stack", "count_map", "new_process", "overflow")
 
 MAX_STACK_DEPTH = 127  # as in the BPF program
+
+# Must match py_error()'s reasons in the BPF program (cpu_profile.bpf.c): a sampled thread
+# of a Python process with no thread state (it never ran Python, or is not in the list
+# yet), a walk cut by its bound or by memory that was not a frame, the count map full.
+PY_WALK_ERRORS = ("no_thread_state", "stack_cut", "count_map_full", "announce_ring_full")
+# New Python stacks received, waiting for the announcement loop to name their code objects
+# (`take_python_stacks`); past this many the oldest go (named at the drain, if still alive).
+MAX_NEW_PYTHON_STACKS = 4096
 
 
 class _NewProcessEvent(ctypes.Structure):
@@ -106,6 +124,9 @@ class SampleCount:
     user_stack: tuple[int, ...]
     kernel_stack: tuple[int, ...]
     count: int
+    # The Python frames these samples ran, for a process whose CPython the BPF program
+    # walks (`CpuSampler.watch_python`): the batch puts them in the native stack.
+    python: PythonStack | None = None
 
 
 @dataclass
@@ -118,7 +139,8 @@ class Drain:
     drops: dict[str, int] = field(default_factory=dict)
     overflowed: int = 0  # samples among `samples` whose stacks collided in the stack map
     # How many of a native sample's count ran which Python stack (bpf/cpython.h), for
-    # the processes registered with `CpuSampler.watch_python`.
+    # the processes registered with `CpuSampler.watch_python`; `samples` holds them too,
+    # each native count split by the Python stacks it ran (`with_python`).
     python: list[PythonSample] = field(default_factory=list)
 
     @property
@@ -201,6 +223,7 @@ class CpuSampler:
         # Collided samples received from the kernel, waiting for the next drain.
         self._overflow: list[SampleCount] = []
         self._overflow_lock = threading.Lock()
+        self._new_python: list[NewPythonStack] = []
 
     def start(self) -> None:
         from bcc import BPF, PerfSWConfig, PerfType  # loaded only where BPF runs
@@ -215,6 +238,7 @@ class CpuSampler:
         self._bpf = BPF(text=source_text(BPF_SOURCE).encode(), cflags=cflags)
         self._table("new_processes").open_ring_buffer(self._on_new_process)
         self._table("overflow").open_ring_buffer(self._on_overflow)
+        self._table("py_new_stacks").open_ring_buffer(self._on_new_python_stack)
         self._set_slot(0)
         # cpu-clock counts nanoseconds, so a fixed period makes every sample
         # worth exactly period_ns of CPU time.
@@ -249,6 +273,16 @@ class CpuSampler:
     def _on_new_process(self, _ctx: Any, data: Any, _size: int) -> None:
         self._announced.append(read_announcement(data))
 
+    def _on_new_python_stack(self, _ctx: Any, data: Any, _size: int) -> None:
+        if len(self._new_python) < MAX_NEW_PYTHON_STACKS:
+            self._new_python.append(read_new_python_stack(data))
+
+    def take_python_stacks(self) -> list[NewPythonStack]:
+        """The Python stacks first seen in a slot since the last call (from `poll`'s
+        thread): their code objects are named while their processes live."""
+        taken, self._new_python = self._new_python, []
+        return taken
+
     def _on_overflow(self, _ctx: Any, data: Any, _size: int) -> None:
         event = ctypes.cast(data, ctypes.POINTER(_OverflowSample)).contents
         sample = SampleCount(
@@ -274,19 +308,30 @@ class CpuSampler:
         end_ns = switch_slot(self._set_slot, old)
         drain = Drain(start_ns=self._last_drain_ns, end_ns=end_ns)
         self._last_drain_ns = end_ns
-        drain.samples = list(self._read_slot(old))
+        keyed = list(self._read_slot(old))
+        drain.python = read_python_slot(self._bpf, old)
+        drain.samples = list(with_python(keyed, drain.python))
         with self._overflow_lock:
             drain.samples += self._overflow
             drain.overflowed = len(self._overflow)
             self._overflow = []
         drain.drops = self._read_drops()
-        drain.python = read_python_slot(self._bpf, old)
         clear_stack_map(self._table(f"stacks_{old}"))
         return drain
 
     def watch_python(self, pid: int, offsets: PyOffsets) -> None:
         """Walk the Python stacks of `pid`'s samples with these offsets (bpf/cpython.h)."""
         self._table("py_procs")[ctypes.c_uint32(pid)] = offsets
+
+    def python_walk_errors(self) -> dict[str, int]:
+        """Python walks in BPF that failed since the start, by reason (bpf/cpython.h)."""
+        if self._bpf is None:
+            return {}
+        table = self._table("py_errors")
+        return {
+            reason: int(table.sum(ctypes.c_int(index)).value)
+            for index, reason in enumerate(PY_WALK_ERRORS)
+        }
 
     def forget_python(self, pid: int) -> None:
         table = self._table("py_procs")
@@ -318,21 +363,24 @@ class CpuSampler:
             for index, outcome in enumerate(UNWIND_OUTCOMES)
         }
 
-    def _read_slot(self, slot: int) -> Iterator[SampleCount]:
+    def _read_slot(self, slot: int) -> Iterator[tuple[NativeKey, SampleCount]]:
         counts = self._table(f"counts_{slot}")
         stacks = self._table(f"stacks_{slot}")
         cache: dict[int, tuple[int, ...]] = {}
         unwound = self._unwound_stacks(slot)
         for key, value in read_and_clear_counts(counts):
             user_stack = unwound.get(key.unwound_stack, ()) if key.unwound_stack else None
-            yield SampleCount(
-                process=ProcessGeneration(key.pid, key.generation),
-                comm=decode(key.comm),
-                user_stack=user_stack
-                if user_stack is not None
-                else _stack(stacks, key.user_stack_id, cache),
-                kernel_stack=_stack(stacks, key.kernel_stack_id, cache),
-                count=value,
+            yield (
+                native_key(key),
+                SampleCount(
+                    process=ProcessGeneration(key.pid, key.generation),
+                    comm=decode(key.comm),
+                    user_stack=user_stack
+                    if user_stack is not None
+                    else _stack(stacks, key.user_stack_id, cache),
+                    kernel_stack=_stack(stacks, key.kernel_stack_id, cache),
+                    count=value,
+                ),
             )
 
     def _unwound_stacks(self, slot: int) -> dict[int, tuple[int, ...]]:
@@ -380,3 +428,28 @@ def call_sites(stack: tuple[int, ...]) -> tuple[int, ...]:
     the next function, so the byte before it, inside the call, is looked up.
     """
     return stack[:1] + tuple(address - 1 for address in stack[1:])
+
+
+def with_python(
+    keyed: Iterable[tuple[NativeKey, SampleCount]], python: Iterable[PythonSample]
+) -> Iterator[SampleCount]:
+    """The native samples, each split by the Python stacks its count ran.
+
+    The BPF program counts a sample's Python stack under the native sample's key, after
+    the native count: a Python count is at most its native one (more only if the native
+    count map was full, and then the native count is what stands). Whatever of a native
+    count has no Python stack (a thread not running Python) stays native only.
+    """
+    runs: dict[NativeKey, list[PythonSample]] = defaultdict(list)
+    for run in python:
+        runs[run.native_key].append(run)
+    for key, sample in keyed:
+        left = sample.count
+        for ran in runs.get(key, ()):
+            count = min(ran.count, left)
+            if count <= 0:
+                break
+            yield replace(sample, count=count, python=ran.stack)
+            left -= count
+        if left > 0:
+            yield replace(sample, count=left) if left != sample.count else sample
