@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import load, memory, network, overhead, spool, symbols
+from benchmarks import load, memory, network, overhead, python, spool, symbols
 from benchmarks import server as server_bench
 from benchmarks import ui as ui_bench
 from benchmarks.common import PODFLAME, free_port
@@ -97,6 +97,9 @@ def main() -> int:
             sections.append(
                 ["## Agent memory", "", *memory.run(directory, url, args.processes), ""]
             )
+            pythons = python.run(directory, url, args.repeats)
+            if pythons is not None:
+                sections.append([*python.section(*pythons, args.repeats), ""])
             rounds, pairs, short = args.network_rounds, 10 * args.repeats, args.network_rounds // 4
             pingpong = network.build_pingpong(directory)
             alone, costs = network.tracer_alone(pingpong, pairs, short)
