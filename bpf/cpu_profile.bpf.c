@@ -134,7 +134,7 @@ struct py_new_stack {
     u32 depth;
     u64 code[PY_MAX_FRAMES];
 };
-BPF_RINGBUF_OUTPUT(py_new_stacks, 64); // pages: some 650 new stacks in flight
+BPF_RINGBUF_OUTPUT(py_new_stacks, 256); // pages (1 MiB): some 2,600 new stacks in flight
 
 static __always_inline void py_error(u32 reason) {
     u64 *value = py_errors.lookup(&reason);

@@ -14,7 +14,7 @@ counts what still gets through and goes on.
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from podflame.agent.netbatch import NetworkBatchBuilder, network_processes
 from podflame.agent.network import NetworkDrain, NetworkTracer
 from podflame.agent.peers import NoPeers, PeerResolver, PodPeers
 from podflame.agent.processes import ProcessTable
-from podflame.agent.sampler import Announcement, CpuSampler, Drain, ProcessGeneration
+from podflame.agent.sampler import Announcement, CpuSampler, Drain
 from podflame.agent.settings import AgentSettings
 from podflame.agent.shipper import Shipper, ShipperCollector
 from podflame.agent.spool import DiskSpool, MemoryQueue, PendingQueue
@@ -183,11 +183,13 @@ class Agent:
 
     def _name_python_codes(self) -> None:
         """Name the code objects of Python stacks sampled for the first time in this
-        interval, while their processes live (polled with the announcements)."""
+        interval, while their processes live (polled with the announcements), and look
+        again at processes that showed no CPython yet."""
         stacks = self.sampler.take_python_stacks()
-        if self.python is not None and stacks:
+        if self.python is not None:
             with self.lock:
                 self.python.name_codes(stacks)
+                self.python.look_again()
 
     def _read_opened(self, table: ProcessTable) -> bool:
         try:
@@ -240,7 +242,7 @@ class Agent:
             self.symbolizer.refresh()  # kernel modules may have come or gone
             groups = by_process(drain.samples)
             processes = self.lifetimes.attribute(groups)
-            self._python_seen(drain, groups.keys())
+            self._count_python(drain)
             stacks = self.builder.symbolize(processes)
             labels = self.builder.label(processes)
             self._account(drain, [s for p, counts in stacks.items() if p in labels for s in counts])
@@ -255,15 +257,12 @@ class Agent:
         # batch is not yet pending (drains now follow each other at once when late).
         self.stats.drains += 1
 
-    def _python_seen(self, drain: Drain, drained: Iterable[ProcessGeneration]) -> None:
-        """Count the samples of Python processes, and look again at those drained
-        processes that showed no CPython yet (their next samples get Python frames)."""
-        if self.python is None:
-            return
-        self.python.count_samples(
-            (s.process.pid, s.count, bool(s.python and s.python.frames)) for s in drain.samples
-        )
-        self.python.look_again((p.pid, p.generation) for p in drained)
+    def _count_python(self, drain: Drain) -> None:
+        """Count the samples of Python processes, with Python frames or without."""
+        if self.python is not None:
+            self.python.count_samples(
+                (s.process.pid, s.count, bool(s.python and s.python.frames)) for s in drain.samples
+            )
 
     def _tick_network(self, network: NetworkSide) -> None:
         with self._timed("network_drain"):

@@ -4,16 +4,20 @@ A process is looked at when it is announced (its first sample): if it maps a CPy
 can walk, its offsets go into the BPF program's `py_procs` (`PythonMaps.watch_python`)
 and its `PythonProcess` stays here, to name the frames its samples ran. A process that
 showed nothing yet (sampled while the dynamic loader was still mapping libpython, or a
-CPython before 3.11 whose main thread state does not exist yet) is looked at again when
-a drain has its samples, at most `MAX_LOOKS` times in all. A refused one (not CPython
-after all, a version we do not know) is not looked at again: its stacks stay native, and
-the refusal is counted by reason. What the process table forgets, this forgets, and
+CPython before 3.11 whose main thread state does not exist yet) is looked at again by the
+announcement loop, after 0.1 s, then 0.2, 0.4... (`LOOK_AGAIN_SECONDS`), `MAX_LOOKS`
+times in all. A refused one (a version we do not know, a free-threaded build; not
+CPython after the last look) is not looked at again: its stacks stay native, and the
+refusal is counted by reason. A process that maps no file named like CPython at its
+first sample is not looked at again (an application that loads libpython later, as an
+embedding one may, is not walked). What the process table forgets, this forgets, and
 takes out of the BPF map.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -25,10 +29,12 @@ from podflame.agent.metrics import PREFIX, labelled
 
 from .bpfmaps import NewPythonStack, PyOffsets, offsets_for, pthread_tid_offset
 from .code import NotACode
+from .detect import NotSupported
 from .memory import UnreadableMemory
 from .process import PythonProcess, PythonProcesses
 
-MAX_LOOKS = 3
+MAX_LOOKS = 8  # the last some 13 s after the first
+LOOK_AGAIN_SECONDS = 0.1
 
 
 class PythonMaps(Protocol):
@@ -60,7 +66,8 @@ class PythonWatch:
     finder: PythonProcesses = field(default_factory=PythonProcesses)
     stats: WatchStats = field(default_factory=WatchStats)
     _watched: dict[int, Watched] = field(default_factory=dict)  # by pid
-    _pending: dict[int, tuple[int, int]] = field(default_factory=dict)  # pid -> (generation, looks)
+    # pid -> (generation, looks so far, when to look again: time.monotonic())
+    _pending: dict[int, tuple[int, int, float]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self._watched)
@@ -71,12 +78,12 @@ class PythonWatch:
         self._drop(pid)
         self._look(pid, generation, 1)
 
-    def look_again(self, processes: Iterable[tuple[int, int]]) -> None:
-        """Drained processes (pid, generation) that showed no CPython yet: look again."""
-        for pid, generation in processes:
-            pending = self._pending.get(pid)
-            if pending is not None and pending[0] == generation:
-                self._look(pid, generation, pending[1] + 1)
+    def look_again(self, now: float | None = None) -> None:
+        """Look again at the processes that showed no CPython yet, those due by now."""
+        now = time.monotonic() if now is None else now
+        due = [(pid, p) for pid, p in self._pending.items() if p[2] <= now]
+        for pid, (generation, looks, _) in due:
+            self._look(pid, generation, looks + 1)
 
     def watches(self, pid: int) -> bool:
         return pid in self._watched
@@ -120,21 +127,35 @@ class PythonWatch:
             self._drop(pid)
 
     def _look(self, pid: int, generation: int, looks: int) -> None:
-        refused = sum(self.finder.refused.counts.values())
-        process = self.finder.attach(pid)
-        offsets = _offsets(process) if process is not None else None
-        if process is None or offsets is None:
-            # Nothing yet, or gone; a refusal (counted by the finder) is final.
-            final = sum(self.finder.refused.counts.values()) > refused or looks >= MAX_LOOKS
-            if final:
+        try:
+            process = self.finder.find(pid)
+        except NotSupported as refusal:
+            # A python3.x executable whose libpython the dynamic loader has not mapped
+            # yet reads as no CPython: that refusal becomes final at the last look.
+            if refusal.reason != "not_cpython" or looks >= MAX_LOOKS:
+                self.finder.refused.count(refusal.reason)
                 self._pending.pop(pid, None)
             else:
-                self._pending[pid] = (generation, looks)
+                self._again(pid, generation, looks)
+            return
+        if process is None:  # no file named like CPython, or gone
+            self._pending.pop(pid, None)
+            return
+        offsets = _offsets(process)
+        if offsets is None:
+            self._again(pid, generation, looks)
             return
         self._pending.pop(pid, None)
         self.maps.watch_python(pid, offsets)
         self._watched[pid] = Watched(generation, process)
         self.stats.attached += 1
+
+    def _again(self, pid: int, generation: int, looks: int) -> None:
+        if looks >= MAX_LOOKS:
+            self._pending.pop(pid, None)
+            return
+        wait = LOOK_AGAIN_SECONDS * 2 ** (looks - 1)
+        self._pending[pid] = (generation, looks, time.monotonic() + wait)
 
     def _drop(self, pid: int) -> None:
         self._pending.pop(pid, None)

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from podflame.agent.agent import Agent
+from podflame.agent.cpython.watch import MAX_LOOKS
 from podflame.model.pprof import decode
 from tests.agent.pythons import TARGET, interpreters, target
 from tests.agent.test_cpython_bpf import FUNCTIONS, RATE, py_spy, spy_shares
@@ -45,12 +46,17 @@ def start_watched(agent: Agent, python: Path) -> tuple[subprocess.Popen[bytes], 
     """The target's busy loop, once the agent walks its Python stacks, and the time
     after a drain that leaves out what it ran before (its batch ends before that time)."""
     child = subprocess.Popen([str(python), str(TARGET), "busy"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    assert agent.python is not None
-    while not agent.python.watches(child.pid):
-        assert time.monotonic() < deadline, "the agent never found the target's CPython"
-        time.sleep(0.02)
-    drain_and_ship(agent)
+    try:
+        deadline = time.monotonic() + 30
+        assert agent.python is not None
+        while not agent.python.watches(child.pid):
+            assert time.monotonic() < deadline, "the agent never found the target's CPython"
+            time.sleep(0.02)
+        drain_and_ship(agent)
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
     return child, time.time()
 
 
@@ -224,6 +230,8 @@ def test_metrics_count_python_processes_samples_and_refusals(agent: Agent, tmp_p
         assert agent.python is not None
         with agent.lock:  # as the announcement thread does (it sleeps: never sampled)
             agent.python.announce(impostor.pid, 1)
+            for _ in range(MAX_LOOKS):  # not CPython: perhaps libpython is not mapped yet
+                agent.python.look_again(now=float("inf"))
         assert not agent.python.watches(impostor.pid)
     finally:
         impostor.kill()
