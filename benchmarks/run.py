@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import load, memory, network, overhead, spool, symbols, unwinding
+from benchmarks import load, memory, network, overhead, python, spool, symbols, unwinding
 from benchmarks import pprof as pprof_bench
 from benchmarks import server as server_bench
 from benchmarks import ui as ui_bench
@@ -55,6 +55,7 @@ HEADINGS = {
     "symbols": "## Symbol tables",
     "memory": "## Agent memory",
     "unwinding": "## Unwinding without frame pointers",
+    "python": "## Python unwinding",
     "network": network.HEADING,
     "server": "## Server",
     "spool": "## Agent spool and shutdown",
@@ -63,7 +64,7 @@ HEADINGS = {
     "ui": "## Web UI",
 }
 # These share one background server (the agent runs send to it).
-_AGENT_SECTIONS = ("overhead", "memory", "unwinding", "network")
+_AGENT_SECTIONS = ("overhead", "memory", "unwinding", "python", "network")
 
 
 def report(sections: dict[str, list[str]], previous: str = "") -> str:
@@ -163,6 +164,8 @@ def agent_sections(args: argparse.Namespace, only: list[str]) -> dict[str, list[
             if "unwinding" in only:
                 figures = unwinding.section(directory, url, args.repeats, args.processes)
                 sections["unwinding"] = ["## Unwinding without frame pointers", "", *figures]
+            if "python" in only and (pythons := python.run(directory, url, args.repeats)):
+                sections["python"] = [*python.section(*pythons, args.repeats), ""]
             if "network" in only:
                 rounds, pairs = args.network_rounds, 10 * args.repeats
                 short = args.network_rounds // 4

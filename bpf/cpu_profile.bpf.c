@@ -95,7 +95,16 @@ BPF_HASH(py_stacks_1, u64, struct py_stack, PY_STACK_ENTRIES);
 BPF_HASH(py_counts_0, struct py_sample_key, u64, COUNT_MAP_ENTRIES);
 BPF_HASH(py_counts_1, struct py_sample_key, u64, COUNT_MAP_ENTRIES);
 BPF_PERCPU_ARRAY(py_scratch, struct py_stack, 1); // too big for the BPF stack
-BPF_PERCPU_ARRAY(py_errors, u64, 3); // no thread state, stack cut, count map full
+BPF_PERCPU_ARRAY(py_errors, u64, 4); // no thread state, stack cut, count map full, ring full
+
+// A stack new in its slot's map, announced: the agent reads its code objects' names while
+// the process lives (a process that exits before the drain keeps its Python names).
+struct py_new_stack {
+    u32 pid;
+    u32 depth;
+    u64 code[PY_MAX_FRAMES];
+};
+BPF_RINGBUF_OUTPUT(py_new_stacks, 256); // pages (1 MiB): some 2,600 new stacks in flight
 
 static __always_inline void py_error(u32 reason) {
     u64 *value = py_errors.lookup(&reason);
@@ -116,12 +125,23 @@ static __always_inline int py_counts_insert(u32 slot, struct py_sample_key *key,
     return py_counts_1.insert(key, value);
 }
 
-static __always_inline void py_stacks_update(u32 slot, u64 *hash, struct py_stack *stack) {
-    if (slot == 0) {
-        py_stacks_0.update(hash, stack);
+// Stores the stack under its hash; nonzero if the slot's map did not hold it yet.
+static __always_inline int py_stacks_insert(u32 slot, u64 *hash, struct py_stack *stack) {
+    if (slot == 0)
+        return py_stacks_0.insert(hash, stack) == 0;
+    return py_stacks_1.insert(hash, stack) == 0;
+}
+
+static __always_inline void py_announce(u32 pid, struct py_stack *stack) {
+    struct py_new_stack *event = py_new_stacks.ringbuf_reserve(sizeof(struct py_new_stack));
+    if (!event) {
+        py_error(3);
         return;
     }
-    py_stacks_1.update(hash, stack);
+    event->pid = pid;
+    event->depth = stack->depth;
+    __builtin_memcpy(event->code, stack->code, sizeof(event->code));
+    py_new_stacks.ringbuf_submit(event, 0);
 }
 
 static __always_inline void py_count(u32 slot, struct py_sample_key *key) {
@@ -163,7 +183,8 @@ static __always_inline void py_sample(u32 slot, struct sample_key *native, u32 t
     key.stack = py_walk(py, frame, stack);
     if (!stack->complete)
         py_error(1);
-    py_stacks_update(slot, &key.stack, stack);
+    if (py_stacks_insert(slot, &key.stack, stack))
+        py_announce(pid, stack);
     py_count(slot, &key);
 }
 
@@ -198,10 +219,21 @@ static __always_inline void record(u32 slot, struct sample_key *key) {
         count_drop(DROP_COUNT_MAP);
 }
 
-// Attached to sched:sched_process_exec when unwinding is on: a new image's tables are
-// loaded anew.
-int forget_unwinding(void *ctx) {
-    unwind_forget(bpf_get_current_pid_tgid() >> 32);
+// Attached to sched:sched_process_exec (processes.h has the identity's own probe there):
+// a new image's unwind tables are loaded anew, and its Python offsets described the old one.
+int forget_image(void *ctx) {
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    unwind_forget(pid);
+    py_procs.delete(&pid);
+    return 0;
+}
+
+// A process's Python offsets go with it: the agent forgets it only drains later.
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32;
+    if ((u32)id == pid) // the thread group's leader: the process
+        py_procs.delete(&pid);
     return 0;
 }
 

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from podflame.agent.batch import BatchBuilder, Stack, Window
 from podflame.agent.captures import ProcessCaptures
 from podflame.agent.cgroups import CgroupResolver
+from podflame.agent.cpython.watch import PythonWatch, PythonWatchCollector
 from podflame.agent.heap import release_free_memory
 from podflame.agent.labels import CgroupLabels, CombinedLabels, HostLabels, LabelProvider
 from podflame.agent.lifetimes import Attributed, ProcessLifetimes, by_process
@@ -98,6 +99,8 @@ class Agent:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Loads captured processes' unwind tables (None: --unwind-tables is off).
     unwinder: UnwindLoader | None = None
+    # The CPython processes whose Python frames BPF walks (None: --no-python).
+    python: PythonWatch | None = None
     # What /metrics serves; build_agent registers the parts' collectors in it.
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     # The table's lifetimes: attributed at each drain, ended once both drains are done.
@@ -162,10 +165,21 @@ class Agent:
             # the agent parses big binaries seen for the first time.
             try:
                 self._announce(poll(0 if unread else ANNOUNCE_POLL_MS))
+                self._name_python_codes()
                 unread = self._read_opened()
             except Exception as error:  # the loop outlives anything: counted, logged
                 self.stats.loop_errors.record("announce", error)
                 stop.wait(ANNOUNCE_ERROR_PAUSE)
+
+    def _name_python_codes(self) -> None:
+        """Name the code objects of Python stacks sampled for the first time in this
+        interval, while their processes live (polled with the announcements), and look
+        again at processes that showed no CPython yet."""
+        stacks = self.sampler.take_python_stacks()
+        if self.python is not None:
+            with self.lock:
+                self.python.name_codes(stacks)
+                self.python.look_again()
 
     def _read_opened(self) -> bool:
         try:
@@ -187,10 +201,13 @@ class Agent:
 
     def _announce_one(self, announcement: Announcement) -> None:
         """Capture the process; if that fails, the drain that samples it tries again."""
+        process = announcement.process
         try:
-            self.processes.announce(announcement.process, announcement.parent)
+            self.processes.announce(process, announcement.parent)
+            if self.python is not None:
+                self.python.announce(process.pid, process.generation)
         except Exception as error:  # anything the process's /proc files can provoke
-            self.stats.process_errors.record("capture", error, f"pid {announcement.process.pid}")
+            self.stats.process_errors.record("capture", error, f"pid {process.pid}")
 
     def tick(self) -> None:
         """Drain, build and queue a batch (and the network tracer's), then end the drain
@@ -201,7 +218,13 @@ class Agent:
         if self.network:
             self._guarded("network_drain", partial(self._tick_network, self.network, drained))
         with self.lock:
-            self._guarded("drain", partial(self.lifetimes.end, drained))
+            self._guarded("drain", partial(self._end_drain, drained))
+
+    def _end_drain(self, drained: set[ProcessGeneration]) -> None:
+        """The table forgets the gone and the idle; the Python watch follows it."""
+        self.lifetimes.end(drained)
+        if self.python is not None:
+            self.python.keep(self.processes.pids())
 
     def _guarded(self, loop: str, step: Callable[[], None]) -> None:
         try:
@@ -223,6 +246,7 @@ class Agent:
             # new processes must not wait for that. It changes no record; the
             # images' reads are published as the announcer's are (symbolizer.images).
             self.symbolizer.refresh()  # kernel modules may have come or gone
+            self._count_python(drain)
             stacks = self.builder.symbolize(processes)
             batch = self._publish(drain, processes, stacks)
             drained.update(groups)
@@ -245,6 +269,13 @@ class Agent:
             self._account(drain, [s for p, counts in stacks.items() if p in labels for s in counts])
             window = Window(drain.start_ns, drain.end_ns)
             return self.builder.to_batch(window, stacks, labels, self.counters(drain))
+
+    def _count_python(self, drain: Drain) -> None:
+        """Count the samples of Python processes, with Python frames or without."""
+        if self.python is not None:
+            self.python.count_samples(
+                (s.process.pid, s.count, bool(s.python and s.python.frames)) for s in drain.samples
+            )
 
     def _tick_network(self, network: NetworkSide, drained: set[ProcessGeneration]) -> None:
         with self._timed("network_drain"):
@@ -455,6 +486,8 @@ def build_agent(settings: AgentSettings) -> Agent:
     unwinder = None
     if unwind_sizes is not None:
         unwinder = build_unwinder(settings, sampler, symbolizer, unwind_sizes)
+    python = PythonWatch(sampler) if settings.python else None
+    builder.python = python
     agent = Agent(
         sampler,
         builder,
@@ -468,6 +501,7 @@ def build_agent(settings: AgentSettings) -> Agent:
         network=network,
         stats=stats,
         unwinder=unwinder,
+        python=python,
     )
     agent.registry = registry_of(metric_collectors(agent))
     return agent
@@ -491,6 +525,8 @@ def metric_collectors(agent: Agent) -> list[Collector]:
     ]
     if agent.kubernetes is not None:
         collectors.append(StageCounters("kubernetes", agent.kubernetes.stats))
+    if agent.python is not None:
+        collectors.append(PythonWatchCollector(agent.python, agent.sampler))
     if agent.unwinder is not None:
         collectors += [
             UnwindCollector(agent.sampler, agent.unwinder),

@@ -16,10 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from podflame.agent.cpython import PythonFrame, RawFrame
 from podflame.agent.failures import PROCESS_STAGES, CaughtErrors
 from podflame.agent.labels import LabelProvider, ProcessIdentity
 from podflame.agent.lifetimes import Attributed, StackSample, user_addresses
 from podflame.agent.programs import ProcessGeneration
+from podflame.agent.pystacks import PythonFrames, merge
 from podflame.model import Batch, Series, StackValue
 from podflame.model.frames import KERNEL_FRAME_SUFFIX, Frame, FrameKind
 from podflame.model.wire import MAX_FRAME_CHARS, stacks_of
@@ -42,6 +44,16 @@ class StackSymbolizer(Protocol):
     ) -> list[Symbol]: ...
 
 
+class PythonResolver(Protocol):
+    def resolve(self, frame: RawFrame) -> PythonFrame | None: ...
+
+
+class PythonSource(Protocol):
+    """The processes whose Python frames are walked (cpython.watch.PythonWatch)."""
+
+    def process(self, pid: int, generation: int) -> PythonResolver | None: ...
+
+
 @dataclass(frozen=True)
 class Window:
     """The interval a batch covers."""
@@ -57,6 +69,8 @@ class BatchBuilder:
     period_ns: int
     profile_type: str = "cpu"
     errors: CaughtErrors = field(default_factory=lambda: CaughtErrors.of("process", PROCESS_STAGES))
+    # Names the Python frames of samples that ran some (None: stacks stay native).
+    python: PythonSource | None = None
 
     def build(
         self, window: Window, processes: Sequence[Attributed], counters: dict[str, int]
@@ -72,10 +86,10 @@ class BatchBuilder:
         for attributed in processes:
             try:
                 user = self._user_frames(attributed)
+                python = self._python_frames(attributed)
+                stacks[attributed.process] = _stacks(attributed.samples, user, kernel, python)
             except Exception as error:  # anything the process's data can provoke
                 self.errors.record("symbolize", error, f"pid {attributed.process.pid}")
-                continue
-            stacks[attributed.process] = _stacks(attributed.samples, user, kernel)
         return stacks
 
     def label(self, processes: Sequence[Attributed]) -> dict[ProcessGeneration, dict[str, str]]:
@@ -128,6 +142,13 @@ class BatchBuilder:
             for a, s in zip(addresses, symbols, strict=True)
         }
 
+    def _python_frames(self, attributed: Attributed) -> PythonFrames | None:
+        if self.python is None or not any(s.python for s in attributed.samples):
+            return None
+        process = attributed.process
+        resolver = self.python.process(process.pid, process.generation)
+        return PythonFrames(resolver.resolve) if resolver is not None else None
+
     def _labels(self, attributed: Attributed) -> dict[str, str]:
         record = attributed.record
         identity = ProcessIdentity(
@@ -143,16 +164,21 @@ class BatchBuilder:
 
 
 def _stacks(
-    samples: Sequence[StackSample], user: dict[int, Frame], kernel: dict[int, Frame]
+    samples: Sequence[StackSample],
+    user: dict[int, Frame],
+    kernel: dict[int, Frame],
+    python: PythonFrames | None = None,
 ) -> Counter[Stack]:
-    """The sample count of each stack of one process."""
+    """The sample count of each stack of one process (with its Python frames merged in,
+    given `python`)."""
     counts: Counter[Stack] = Counter()
     for sample in samples:
         # BPF walks leaf first; stacks are root first, kernel frames below
         # (leafward of) the user frames that called into the kernel.
-        frames = tuple(user[a] for a in reversed(sample.user_stack)) + tuple(
-            kernel[a] for a in reversed(sample.kernel_stack)
-        )
+        native = tuple(user[a] for a in reversed(sample.user_stack))
+        if python is not None and sample.python is not None and sample.python.frames:
+            native = merge(native, python.root_first(sample.python.frames))
+        frames = native + tuple(kernel[a] for a in reversed(sample.kernel_stack))
         counts[frames or (NO_STACK,)] += sample.count
     return counts
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from podflame.agent.cpython.bpfmaps import PythonStack
 from podflame.agent.failures import CaughtErrors
 from podflame.agent.processes import ProcessRecord, ProcessTable
 from podflame.agent.programs import ProcessGeneration
@@ -33,6 +34,8 @@ class StackSample(Protocol):
     def kernel_stack(self) -> tuple[int, ...]: ...
     @property
     def count(self) -> int: ...
+    @property
+    def python(self) -> PythonStack | None: ...
 
 
 Sample = TypeVar("Sample", bound=StackSample)

@@ -142,8 +142,9 @@ class Wait:
     nanoseconds: int
 
     # What the drain's steps read of a sample (lifetimes.StackSample): the value is
-    # the time, and the calls' kernel stacks are not recorded.
+    # the time; the calls' kernel stacks and Python stacks are not recorded.
     kernel_stack: tuple[int, ...] = ()
+    python: None = None
 
     @property
     def count(self) -> int:

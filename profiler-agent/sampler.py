@@ -10,8 +10,9 @@ import ctypes
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from podflame.agent.bpfmaps import (
@@ -22,7 +23,16 @@ from podflame.agent.bpfmaps import (
     read_and_clear_counts,
     stack_call_sites,
 )
-from podflame.agent.cpython.bpfmaps import PyOffsets, PythonSample, read_python_slot
+from podflame.agent.cpython.bpfmaps import (
+    NativeKey,
+    NewPythonStack,
+    PyOffsets,
+    PythonSample,
+    PythonStack,
+    native_key,
+    read_new_python_stack,
+    read_python_slot,
+)
 from podflame.agent.programs import DoubleBuffered, ProcessGeneration, Program, Programs
 from podflame.symbolizer.text import decode
 
@@ -36,6 +46,14 @@ BPF_SOURCE = "cpu_profile.bpf.c"
 DROP_REASONS = ("user_stack", "kernel_stack", "count_map", "overflow")
 
 MAX_STACK_DEPTH = 127  # as in the BPF program
+
+# Must match py_error()'s reasons in the BPF program (cpu_profile.bpf.c): a sampled thread
+# of a Python process with no thread state (it never ran Python, or is not in the list
+# yet), a walk cut by its bound or by memory that was not a frame, the count map full.
+PY_WALK_ERRORS = ("no_thread_state", "stack_cut", "count_map_full", "announce_ring_full")
+# New Python stacks received, waiting for the announcement loop to name their code objects
+# (`take_python_stacks`); past this many the oldest go (named at the drain, if still alive).
+MAX_NEW_PYTHON_STACKS = 4096
 
 
 class _OverflowSample(ctypes.Structure):
@@ -64,6 +82,9 @@ class SampleCount:
     user_stack: tuple[int, ...]
     kernel_stack: tuple[int, ...]
     count: int
+    # The Python frames these samples ran, for a process whose CPython the BPF program
+    # walks (`CpuSampler.watch_python`): the batch puts them in the native stack.
+    python: PythonStack | None = None
 
 
 @dataclass
@@ -76,7 +97,8 @@ class Drain:
     drops: dict[str, int] = field(default_factory=dict)
     overflowed: int = 0  # samples among `samples` whose stacks collided in the stack map
     # How many of a native sample's count ran which Python stack (bpf/cpython.h), for
-    # the processes registered with `CpuSampler.watch_python`.
+    # the processes registered with `CpuSampler.watch_python`; `samples` holds them too,
+    # each native count split by the Python stacks it ran (`with_python`).
     python: list[PythonSample] = field(default_factory=list)
 
     @property
@@ -159,6 +181,7 @@ class CpuSampler(DoubleBuffered):
         # Collided samples received from the kernel, waiting for the next drain.
         self._overflow: list[SampleCount] = []
         self._overflow_lock = threading.Lock()
+        self._new_python: list[NewPythonStack] = []
 
     def program(self) -> Program:
         cflags = (
@@ -174,10 +197,9 @@ class CpuSampler(DoubleBuffered):
 
         self._use(programs)
         self._table("overflow").open_ring_buffer(self._on_overflow)
-        if self.unwind is not None:  # a new image's unwind tables are loaded anew
-            programs.bpf.attach_tracepoint(
-                tp=b"sched:sched_process_exec", fn_name=b"forget_unwinding"
-            )
+        self._table("py_new_stacks").open_ring_buffer(self._on_new_python_stack)
+        # A new image's unwind tables are loaded anew; its Python offsets go.
+        programs.bpf.attach_tracepoint(tp=b"sched:sched_process_exec", fn_name=b"forget_image")
         # cpu-clock counts nanoseconds, so a fixed period makes every sample
         # worth exactly period_ns of CPU time.
         programs.bpf.attach_perf_event(
@@ -193,6 +215,16 @@ class CpuSampler(DoubleBuffered):
             self.sizes.count_entries,
             "on" if self.kernel_stacks else "off",
         )
+
+    def _on_new_python_stack(self, _ctx: Any, data: Any, _size: int) -> None:
+        if len(self._new_python) < MAX_NEW_PYTHON_STACKS:
+            self._new_python.append(read_new_python_stack(data))
+
+    def take_python_stacks(self) -> list[NewPythonStack]:
+        """The Python stacks first seen in a slot since the last call (from `poll`'s
+        thread): their code objects are named while their processes live."""
+        taken, self._new_python = self._new_python, []
+        return taken
 
     def _on_overflow(self, _ctx: Any, data: Any, _size: int) -> None:
         event = ctypes.cast(data, ctypes.POINTER(_OverflowSample)).contents
@@ -211,19 +243,30 @@ class CpuSampler(DoubleBuffered):
         old, start_ns, end_ns = self._switch()
         programs = self._programs()
         drain = Drain(start_ns=start_ns, end_ns=end_ns)
-        drain.samples = list(self._read_slot(old))
+        keyed = list(self._read_slot(old))
+        drain.python = read_python_slot(programs.bpf, old)
+        drain.samples = list(with_python(keyed, drain.python))
         with self._overflow_lock:
             drain.samples += self._overflow
             drain.overflowed = len(self._overflow)
             self._overflow = []
         drain.drops = self._drops.read(self._table("drops")) | programs.announcement_drops()
-        drain.python = read_python_slot(programs.bpf, old)
         clear_stack_map(self._table(f"stacks_{old}"))
         return drain
 
     def watch_python(self, pid: int, offsets: PyOffsets) -> None:
         """Walk the Python stacks of `pid`'s samples with these offsets (bpf/cpython.h)."""
         self._table("py_procs")[ctypes.c_uint32(pid)] = offsets
+
+    def python_walk_errors(self) -> dict[str, int]:
+        """Python walks in BPF that failed since the start, by reason (bpf/cpython.h)."""
+        if self.programs is None:
+            return {}
+        table = self._table("py_errors")
+        return {
+            reason: int(table.sum(ctypes.c_int(index)).value)
+            for index, reason in enumerate(PY_WALK_ERRORS)
+        }
 
     def forget_python(self, pid: int) -> None:
         table = self._table("py_procs")
@@ -245,21 +288,24 @@ class CpuSampler(DoubleBuffered):
             for index, outcome in enumerate(UNWIND_OUTCOMES)
         }
 
-    def _read_slot(self, slot: int) -> Iterator[SampleCount]:
+    def _read_slot(self, slot: int) -> Iterator[tuple[NativeKey, SampleCount]]:
         counts = self._table(f"counts_{slot}")
         stacks = self._table(f"stacks_{slot}")
         cache: dict[int, tuple[int, ...]] = {}
         unwound = self._unwound_stacks(slot)
         for key, value in read_and_clear_counts(counts):
             user_stack = unwound.get(key.unwound_stack, ()) if key.unwound_stack else None
-            yield SampleCount(
-                process=ProcessGeneration(key.pid, key.generation),
-                comm=decode(key.comm),
-                user_stack=user_stack
-                if user_stack is not None
-                else stack_call_sites(stacks, key.user_stack_id, cache),
-                kernel_stack=stack_call_sites(stacks, key.kernel_stack_id, cache),
-                count=value,
+            yield (
+                native_key(key),
+                SampleCount(
+                    process=ProcessGeneration(key.pid, key.generation),
+                    comm=decode(key.comm),
+                    user_stack=user_stack
+                    if user_stack is not None
+                    else stack_call_sites(stacks, key.user_stack_id, cache),
+                    kernel_stack=stack_call_sites(stacks, key.kernel_stack_id, cache),
+                    count=value,
+                ),
             )
 
     def _unwound_stacks(self, slot: int) -> dict[int, tuple[int, ...]]:
@@ -278,3 +324,28 @@ def _copied_stack(frames: Any, size: int) -> tuple[int, ...]:
     if size <= 0:
         return ()
     return call_sites(tuple(frames[: size // 8]))
+
+
+def with_python(
+    keyed: Iterable[tuple[NativeKey, SampleCount]], python: Iterable[PythonSample]
+) -> Iterator[SampleCount]:
+    """The native samples, each split by the Python stacks its count ran.
+
+    The BPF program counts a sample's Python stack under the native sample's key, after
+    the native count: a Python count is at most its native one (more only if the native
+    count map was full, and then the native count is what stands). Whatever of a native
+    count has no Python stack (a thread not running Python) stays native only.
+    """
+    runs: dict[NativeKey, list[PythonSample]] = defaultdict(list)
+    for run in python:
+        runs[run.native_key].append(run)
+    for key, sample in keyed:
+        left = sample.count
+        for ran in runs.get(key, ()):
+            count = min(ran.count, left)
+            if count <= 0:
+                break
+            yield replace(sample, count=count, python=ran.stack)
+            left -= count
+        if left > 0:
+            yield replace(sample, count=left) if left != sample.count else sample

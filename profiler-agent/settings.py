@@ -56,6 +56,11 @@ class AgentSettings(BaseSettings):
     kernel_stacks: bool = Field(
         default=True, description="Record kernel frames below the user frames."
     )
+    python: bool = Field(
+        default=True,
+        description="Name the Python functions of CPython 3.6-3.13 processes, read from the "
+        "interpreter's own state (see profiling.md, Python).",
+    )
     unwind_tables: bool = Field(
         default=False,
         description="Walk user stacks with unwind tables built from the binaries' .eh_frame, "

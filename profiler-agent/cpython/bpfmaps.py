@@ -3,8 +3,9 @@
 `offsets_for` turns an `Interpreter` into the `struct py_offsets` the BPF program reads;
 `read_python_slot` reads and clears one slot's Python stacks and counts after a flip. A
 `PythonSample` is keyed like a native sample (pid, generation, comm, stack ids) and says
-how many of that native sample's count ran which Python stack: the batch puts its frames
-in place of the interpreter's evaluation-loop frames once frames are typed (issue 18).
+how many of that native sample's count ran which Python stack: the sampler splits the
+native sample's count by them (`CpuSampler.drain`), and the batch puts their frames in
+place of the interpreter's evaluation-loop frames (`podflame.agent.pystacks`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,44 @@ class PyStack(ctypes.Structure):
     ]
 
 
+class _NewStackEvent(ctypes.Structure):
+    """struct py_new_stack in cpu_profile.bpf.c."""
+
+    _fields_ = [
+        ("pid", ctypes.c_uint32),
+        ("depth", ctypes.c_uint32),
+        ("code", ctypes.c_uint64 * PY_MAX_FRAMES),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class NewPythonStack:
+    """A Python stack the BPF program saw for the first time in its slot: the code objects
+    to name while the process lives."""
+
+    pid: int
+    codes: tuple[int, ...]  # without the C-stack shim frames (0)
+
+
+def read_new_python_stack(data: Any) -> NewPythonStack:
+    event = ctypes.cast(data, ctypes.POINTER(_NewStackEvent)).contents
+    depth = min(int(event.depth), PY_MAX_FRAMES)
+    return NewPythonStack(int(event.pid), tuple(c for c in event.code[:depth] if c))
+
+
+@dataclass(frozen=True, slots=True)
+class PythonStack:
+    """The Python frames one sample ran, as walked in BPF."""
+
+    frames: tuple[RawFrame, ...]  # the running frame first; () if the stack was lost
+    complete: bool  # False: cut by the bound, or by memory that did not read as a frame
+
+
+# The native sample's key, as the sampler reads it from the counts map: pid, generation,
+# comm, user stack id, kernel stack id, unwound stack hash.
+NativeKey = tuple[int, int, bytes, int, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class PythonSample:
     pid: int
@@ -72,9 +111,37 @@ class PythonSample:
     comm: bytes
     user_stack_id: int
     kernel_stack_id: int
+    unwound_stack: int
     frames: tuple[RawFrame, ...]  # the running frame first; () if the stack was lost
     complete: bool
     count: int
+
+    @property
+    def native_key(self) -> NativeKey:
+        return (
+            self.pid,
+            self.generation,
+            self.comm,
+            self.user_stack_id,
+            self.kernel_stack_id,
+            self.unwound_stack,
+        )
+
+    @property
+    def stack(self) -> PythonStack:
+        return PythonStack(self.frames, self.complete)
+
+
+def native_key(key: Any) -> NativeKey:
+    """The `NativeKey` of a BPF `struct sample_key`."""
+    return (
+        int(key.pid),
+        int(key.generation),
+        bytes(key.comm),
+        int(key.user_stack_id),
+        int(key.kernel_stack_id),
+        int(key.unwound_stack),
+    )
 
 
 def _or_none(value: int | None) -> int:
@@ -149,13 +216,14 @@ def _samples(
 ) -> Iterable[PythonSample]:
     for key, count in counts:
         frames, complete = stacks.get(int(key.stack), ((), False))
-        native = key.native
+        pid, generation, comm, user, kernel, unwound = native_key(key.native)
         yield PythonSample(
-            pid=int(native.pid),
-            generation=int(native.generation),
-            comm=bytes(native.comm),
-            user_stack_id=int(native.user_stack_id),
-            kernel_stack_id=int(native.kernel_stack_id),
+            pid=pid,
+            generation=generation,
+            comm=comm,
+            user_stack_id=user,
+            kernel_stack_id=kernel,
+            unwound_stack=unwound,
             frames=frames,
             complete=complete,
             count=count,

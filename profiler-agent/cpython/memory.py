@@ -23,8 +23,10 @@ from podflame.symbolizer.procmaps import Mapping, parse_line
 
 MAX_READ = 1 << 20
 # A process maps memory after it was attached (new heap arenas hold new code objects):
-# an address outside the known mappings reads the maps again, at most this often.
-REFRESH_SECONDS = 1.0
+# an address outside the known mappings reads the maps again, at most this often. Short:
+# a process is attached at its first sample, before its imports made most of its code
+# objects, and one that lives under a second must still be read while it lives.
+REFRESH_SECONDS = 0.1
 
 
 class UnreadableMemory(Exception):

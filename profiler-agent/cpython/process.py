@@ -49,11 +49,16 @@ class PythonProcesses:
     def attach(self, pid: int) -> PythonProcess | None:
         """The process's CPython, or None: not Python, refused (counted), or gone."""
         try:
-            memory = ProcessMemory.attach(pid, self.proc)
-            interpreter = find_interpreter(pid, memory, self.proc)
+            return self.find(pid)
         except NotSupported as exc:
             self.refused.count(exc.reason)
             return None
+
+    def find(self, pid: int) -> PythonProcess | None:
+        """As `attach`, raising `NotSupported` for a refusal (not counted)."""
+        try:
+            memory = ProcessMemory.attach(pid, self.proc)
+            interpreter = find_interpreter(pid, memory, self.proc)
         except (OSError, UnreadableMemory):
             return None
         if interpreter is None:

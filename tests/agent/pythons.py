@@ -53,10 +53,12 @@ def wait_sleeping(pid: int, timeout: float = 10.0) -> None:
 
 
 @contextmanager
-def target(python: Path, mode: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+def target(
+    python: Path, mode: str, *args: str
+) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
     """The target program running in `mode`, and what it printed about itself."""
     process = subprocess.Popen(
-        [str(python), str(TARGET), mode],
+        [str(python), str(TARGET), mode, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
