@@ -77,6 +77,10 @@ class DatabasePool:
         for table in migrated:
             if table != "schema_version":  # written by migrations only: kept, as it was
                 self.client.command(f"TRUNCATE TABLE {database}.`{table}`")
+            # What a test may switch off (test_ingest_groups stops merges) is not in the
+            # schema: switched back on, as a new table has it.
+            for switch in ("MERGES", "TTL MERGES"):
+                self.client.command(f"SYSTEM START {switch} {database}.`{table}`")
         self.free.append(database)
 
     def schema(self, database: str) -> Schema:
