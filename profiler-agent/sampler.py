@@ -260,7 +260,7 @@ class CpuSampler(DoubleBuffered):
 
     def python_walk_errors(self) -> dict[str, int]:
         """Python walks in BPF that failed since the start, by reason (bpf/cpython.h)."""
-        if self.programs is None:
+        if self.programs is None or self.programs.bpf is None:  # not started, or closed
             return {}
         table = self._table("py_errors")
         return {

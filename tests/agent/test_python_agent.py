@@ -140,20 +140,21 @@ def test_pprof_carries_python_files_and_lines(module_server: str, agent: Agent) 
     params = {"query": f'{{pid="{child.pid}"}}', "from": f"{started:.3f}", "format": "pprof"}
     data = httpx.get(module_server + "/api/v1/export", params=params, timeout=30).content
     profile = decode(data, 64 << 20)
-    functions = {f.id: f for f in profile.functions}
-    locations = {location.id: location for location in profile.locations}
+    message, strings = profile.message, profile.strings
+    functions = {f.id: f for f in message.function}
+    locations = {location.id: location for location in message.location}
     lines: dict[str, set[int]] = collections.defaultdict(set)
     named = total = 0
-    for sample in profile.samples:
-        total += sample.values[0]
+    for sample in message.sample:
+        total += sample.value[0]
         python_frames = False
-        for location in (locations[i] for i in sample.location_ids):
-            for line in location.lines:
+        for location in (locations[i] for i in sample.location_id):
+            for line in location.line:
                 function = functions[line.function_id]
-                if function.filename == str(TARGET):
+                if strings[function.filename] == str(TARGET):
                     python_frames = True
-                    lines[function.name].add(line.line)
-        named += sample.values[0] if python_frames else 0
+                    lines[strings[function.name]].add(line.line)
+        named += sample.value[0] if python_frames else 0
     assert named >= 0.9 * total, (label, named, total)
     qualname = "Omicron.pack" if "3.10" not in label else "pack"
     assert lines[qualname] and lines[qualname] <= set(function_lines("pack")), lines
