@@ -280,14 +280,17 @@ class Agent:
     def _tick_network(self, network: NetworkSide, drained: set[ProcessGeneration]) -> None:
         with self._timed("network_drain"):
             drain = network.tracer.drain()
-        with self.lock, self._timed("network_build"):
-            groups, comms = network_processes(drain)
-            processes = self.lifetimes.attribute(groups, comms)
-            batch = network.builder.build(drain, processes, _network_counters(drain))
-            drained.update(groups)
-            self.stats.network_calls += drain.calls
-            for reason, count in drain.drops.items():
-                self.stats.network_dropped[reason] += count
+        with self._timed("network_build"):
+            with self.lock:
+                groups, comms = network_processes(drain)
+                processes = self.lifetimes.attribute(groups, comms)
+            stacks = network.builder.symbolize(processes)  # off the lock, as _tick_cpu's
+            with self.lock:
+                batch = network.builder.build(drain, processes, stacks, _network_counters(drain))
+                drained.update(groups)
+                self.stats.network_calls += drain.calls
+                for reason, count in drain.drops.items():
+                    self.stats.network_dropped[reason] += count
         lost = {reason: n for reason, n in drain.drops.items() if n}
         if lost:
             log.warning("network tracer could not record everything in the last interval: %s", lost)

@@ -5,11 +5,12 @@ and process labels, a value of nanoseconds per stack); the histograms and
 connections carry the same process labels as the series.
 """
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from podflame.agent.batch import BatchBuilder, Window
+from podflame.agent.batch import BatchBuilder, Stack, Window
 from podflame.agent.lifetimes import Attributed, by_process
 from podflame.agent.network import CallLatency, ConnectOutcome, NetworkDrain, Wait
 from podflame.agent.peers import PeerResolver
@@ -22,13 +23,23 @@ class NetworkBatchBuilder:
     stacks: BatchBuilder  # profile_type "net_wait", period 1 (values are nanoseconds)
     peers: PeerResolver
 
+    def symbolize(self, processes: Sequence[Attributed]) -> dict[ProcessGeneration, Counter[Stack]]:
+        """The waits' stacks; it reads files a container controls, so the agent calls
+        it without its lock (as the CPU drain's symbolize step)."""
+        return self.stacks.symbolize(processes)
+
     def build(
-        self, drain: NetworkDrain, processes: Sequence[Attributed], counters: dict[str, int]
+        self,
+        drain: NetworkDrain,
+        processes: Sequence[Attributed],
+        stacks: dict[ProcessGeneration, Counter[Stack]],
+        counters: dict[str, int],
     ) -> Batch:
-        """`processes`: those of `network_processes(drain)`, attributed."""
+        """`processes`: those of `network_processes(drain)`, attributed; `stacks`: their
+        waits symbolized."""
         labels = self.stacks.label(processes)
         window = Window(drain.start_ns, drain.end_ns)
-        batch = self.stacks.to_batch(window, self.stacks.symbolize(processes), labels, counters)
+        batch = self.stacks.to_batch(window, stacks, labels, counters)
         # A process whose labels could not be read loses its entries (counted).
         batch.latency = [
             LatencyHistogram(labels=labels[entry.process], **_measured(entry))
