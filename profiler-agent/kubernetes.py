@@ -94,8 +94,9 @@ class _Trouble:
 
     def cleared(self) -> None:
         if self.failing:
-            self.failing = False
+            # Logged before the flag flips: whoever sees it cleared finds the line written.
             log.info("Kubernetes API reachable again: pod metadata is current")
+            self.failing = False
 
 
 def describe(error: Exception) -> str:

@@ -192,6 +192,9 @@ def test_api_down_then_up_with_forbidden_lookups(tmp_path: Path, server: str) ->
             labels={"pod-template-hash": "5d4f8b7c9"},
         )
         api.add_pod(pod)
+        # Stopped after the agent (callbacks run last in, first out): an API gone while
+        # the agent stops would be a second outage in its log.
+        stack.callback(api.stop)
         log = stack.enter_context(
             running_agent(tmp_path, url, api.kubeconfig(tmp_path / "kubeconfig"))
         )
@@ -201,7 +204,6 @@ def test_api_down_then_up_with_forbidden_lookups(tmp_path: Path, server: str) ->
         down = "{" + by_container + f', pod="", pod_uid="{web.pod_uid}"' + "}"
         wait_for(lambda: total(url, down) > 0)
         api.start()
-        stack.callback(api.stop)
         # The agent finds the API by itself, and labels the pod.
         selector = "{" + by_container + ', pod="web-5d4f8b7c9-qwz8t"}'
         wait_for(lambda: total(url, selector) > 0, 120)
