@@ -16,6 +16,7 @@ thread for seconds, never the endpoint.
 import logging
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -108,12 +109,49 @@ class MetricsServer:
 
 
 def registry_of(collectors: Iterable[Collector]) -> CollectorRegistry:
-    """A registry of its own with these collectors; two that export one metric name
-    fail here (auto_describe collects each once to learn its names)."""
+    """A registry of its own with these collectors, each guarded (a part that fails to
+    report costs its own metrics, counted, never the scrape); two that export one metric
+    name fail here (auto_describe collects each once to learn its names)."""
     registry = CollectorRegistry(auto_describe=True)
+    failures = CollectorFailures()
     for collector in collectors:
-        registry.register(collector)
+        registry.register(Guarded(collector, failures))
+    registry.register(failures)
     return registry
+
+
+class CollectorFailures(Collector):
+    """Scrapes in which a part's collector raised, by the collector's class."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            PREFIX + "collector_errors",
+            "Scrapes that lost a part's metrics because its collector raised.",
+            labels=["collector"],
+        )
+        yield labelled(family, self.counts)
+
+
+class Guarded(Collector):
+    """A collector whose error leaves out its own metrics only: what it yields is
+    gathered first, so a scrape never carries half of a part."""
+
+    def __init__(self, collector: Collector, failures: CollectorFailures) -> None:
+        self._collector, self._failures = collector, failures
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            metrics = list(self._collector.collect())
+        except Exception:  # a bug in one part must not cut /metrics off
+            name = type(self._collector).__name__
+            if not self._failures.counts[name]:
+                log.exception("metrics of %s left out of the scrape", name)
+            self._failures.counts[name] += 1
+            return iter(())
+        return iter(metrics)
 
 
 # What socketserver hands its request methods (a stream socket, for HTTP).

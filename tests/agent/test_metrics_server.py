@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import httpx
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from podflame.agent.metrics import MAX_CONNECTIONS, MetricsServer, registry_of
 from podflame.agent.settings import AgentSettings
@@ -54,3 +56,36 @@ def test_connections_past_the_cap_are_closed_at_once() -> None:
 def test_metrics_listen_on_loopback_unless_told_otherwise() -> None:
     settings = AgentSettings.model_validate({"server": "http://127.0.0.1:1"})
     assert settings.metrics_host == "127.0.0.1"
+
+
+class BrokenAfterStart(Collector):
+    """Reports at registration, raises at every scrape after (as a part whose BPF module
+    closed once did)."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def collect(self) -> Iterator[Metric]:
+        if self.started:
+            raise RuntimeError("BPF programs closed")
+        yield CounterMetricFamily("podflame_agent_broken_total", "A part.", value=1)
+
+
+def test_a_collector_that_raises_costs_its_own_metrics_counted_not_the_scrape() -> None:
+    broken = BrokenAfterStart()
+    registry = registry_of([AgentStatsCollector(AgentStats(drains=3)), broken])
+    broken.started = True
+    server = MetricsServer("127.0.0.1", 0, registry)
+    server.start()
+    try:
+        for scrape in (1, 2):
+            response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10)
+            assert response.status_code == 200
+            assert "podflame_agent_drains_total 3" in response.text
+            assert "podflame_agent_broken_total" not in response.text
+            expected = (
+                f'podflame_agent_collector_errors_total{{collector="BrokenAfterStart"}} {scrape}.0'
+            )
+            assert expected in response.text, response.text
+    finally:
+        server.close()
